@@ -1,0 +1,62 @@
+"""reactorkit: plugin-driven network servers on the Reactor pattern.
+
+The public API: everything a handler or plugin needs is importable from here.
+Handlers (built-in ones included) import nothing else from the package.
+"""
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
+
+from reactorkit.config import Config
+from reactorkit.connection import Connection
+from reactorkit.errors import ConfigError
+from reactorkit.errors import ConfigErrors
+from reactorkit.errors import PluginError
+from reactorkit.errors import PluginLoadError
+from reactorkit.errors import ReactorkitError
+from reactorkit.handler import DEFAULT_MAX_LINE
+from reactorkit.handler import Handler
+from reactorkit.handler import HandlerType
+from reactorkit.handler import LineHandler
+from reactorkit.handler import NoOptions
+from reactorkit.hookspecs import hookimpl
+from reactorkit.hookspecs import hookspec
+from reactorkit.listener import Listener
+from reactorkit.plugins import Contribution
+from reactorkit.plugins import Plugins
+from reactorkit.plugins import load_plugins
+from reactorkit.reactor import Future
+from reactorkit.reactor import Reactor
+from reactorkit.reactor import TimerHandle
+from reactorkit.server import Server
+
+try:
+    __version__ = _version("reactorkit")
+except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+    __version__ = "0+unknown"
+
+__all__ = [
+    "DEFAULT_MAX_LINE",
+    "Config",
+    "ConfigError",
+    "ConfigErrors",
+    "Connection",
+    "Contribution",
+    "Future",
+    "Handler",
+    "HandlerType",
+    "LineHandler",
+    "Listener",
+    "NoOptions",
+    "PluginError",
+    "PluginLoadError",
+    "Plugins",
+    "ReactorkitError",
+    "Reactor",
+    "Server",
+    "TimerHandle",
+    "__version__",
+    "hookimpl",
+    "hookspec",
+    "load_plugins",
+]

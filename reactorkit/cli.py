@@ -1,0 +1,216 @@
+"""The ``reactorkit`` command: run, check, plugins, new-plugin.
+
+Expected failures (a bad config, an address in use, conflicting plugins)
+print one clear line per problem on stderr and exit 1, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import reactorkit
+from reactorkit.config import LOG_LEVELS, Config, plan_listeners
+from reactorkit.errors import ConfigErrors, PluginError, ReactorkitError
+from reactorkit.plugins import Plugins, load_plugins
+from reactorkit.server import Server
+
+__all__ = ["main"]
+
+log = logging.getLogger("reactorkit.cli")
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args))
+    except (ConfigErrors, PluginError, OSError) as exc:
+        for line in str(exc).splitlines():
+            print(f"reactorkit: error: {line}", file=sys.stderr)
+        return 1
+    except ReactorkitError as exc:
+        print(f"reactorkit: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reactorkit",
+        description="Plugin-driven network servers on the Reactor pattern.",
+    )
+    parser.add_argument("--version", action="version", version=f"reactorkit {reactorkit.__version__}")
+    parser.add_argument(
+        "--log-level",
+        choices=LOG_LEVELS,
+        help="override [reactor] log_level (default: from the config, else info)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="serve the listeners a config names")
+    run.add_argument("config", nargs="?", help="TOML config file (default: built-in config)")
+    run.set_defaults(func=_cmd_run)
+
+    check = sub.add_parser("check", help="validate a config and resolve its handlers, bind nothing")
+    check.add_argument("config", nargs="?", help="TOML config file (default: built-in config)")
+    check.set_defaults(func=_cmd_check)
+
+    plugins = sub.add_parser("plugins", help="list handler types and installed plugins")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    plugins.add_argument(
+        "--check", action="store_true", help="exit 1 if any plugin failed to load or conflicts"
+    )
+    plugins.set_defaults(func=_cmd_plugins)
+
+    _add_scaffold_command(sub)
+    return parser
+
+
+def _add_scaffold_command(sub: Any) -> None:
+    try:
+        from reactorkit import scaffold
+    except ImportError:  # pragma: no cover - the scaffold module ships with the package
+        return
+    scaffold.add_command(sub)
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)
+
+
+def _load_config(path: str | None) -> Config:
+    return Config.from_toml(path) if path else Config.default()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level or "info")
+    config = _load_config(args.config)
+    _setup_logging(args.log_level or config.reactor.log_level)
+    server = Server.from_config(config)
+    log.info("reactorkit %s serving %d listeners (pid %d)", reactorkit.__version__,
+             len(server.listeners), os.getpid())
+    server.serve_forever()
+    log.info("stopped")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level or "warning")
+    errors: list[str] = []
+    try:
+        config = _load_config(args.config)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(f"reactorkit: error: {error}", file=sys.stderr)
+        return 1
+    plugins = load_plugins(config.reactor.plugins)
+    try:
+        handler_types = plugins.handler_types()
+        plans = plan_listeners(
+            config, handler_types, load_errors=plugins.load_errors, skip_missing=config.is_default
+        )
+    except ConfigErrors as exc:
+        errors.extend(str(e) for e in exc.errors)
+    except PluginError as exc:
+        errors.extend(str(exc).splitlines())
+    if errors:
+        for line in errors:
+            print(f"reactorkit: error: {line}", file=sys.stderr)
+        return 1
+    for plan in plans:
+        listen = plan.config
+        where = f"unix:{listen.path}" if listen.path else f"{listen.host}:{plan.port}"
+        print(f"{listen.label}: handler {plan.handler_type.name!r} on {where}: ok")
+    print(f"{config.path}: ok ({len(plans)} listeners)")
+    return 0
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level or "error")
+    plugins = load_plugins()
+    report = _plugins_report(plugins)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_plugins(report)
+    if args.check and (report["errors"] or report["conflicts"]):
+        return 1
+    return 0
+
+
+def _plugins_report(plugins: Plugins) -> dict[str, Any]:
+    conflicts: list[str] = []
+    handler_types: list[dict[str, Any]] = []
+    try:
+        found = plugins.handler_types()
+    except PluginError as exc:
+        conflicts.append(str(exc))
+        found = {}
+    for name, contribution in sorted(found.items()):
+        handler_type = contribution.item
+        handler_types.append(
+            {
+                "name": name,
+                "description": handler_type.description,
+                "default_port": handler_type.default_port,
+                "plugin": contribution.plugin,
+                "distribution": contribution.distribution,
+            }
+        )
+    return {
+        "version": reactorkit.__version__,
+        "handler_types": handler_types,
+        "plugins": plugins.describe(),
+        "errors": [
+            {
+                "name": e.name,
+                "value": e.value,
+                "distribution": e.distribution,
+                "error": f"{type(e.exception).__name__}: {e.exception}",
+            }
+            for e in plugins.load_errors
+        ],
+        "conflicts": conflicts,
+    }
+
+
+def _print_plugins(report: dict[str, Any]) -> None:
+    print("Handler types:")
+    if not report["handler_types"]:
+        print("  (none)")
+    width = max((len(h["name"]) for h in report["handler_types"]), default=0)
+    for h in report["handler_types"]:
+        port = f" [default port {h['default_port']}]" if h["default_port"] else ""
+        print(f"  {h['name']:<{width}}  {h['description']}{port}")
+        print(f"  {'':<{width}}  from {h['distribution'] or 'no distribution'} "
+              f"(plugin {h['plugin']!r})")
+    print()
+    print("Plugins:")
+    for p in report["plugins"]:
+        dist = p["distribution"] or "not from a distribution"
+        print(f"  {p['name']} ({p['module']}, {dist})")
+        print(f"      hooks: {', '.join(p['hooks']) or '(none)'}")
+    if report["errors"]:
+        print()
+        print("Failed to load:")
+        for e in report["errors"]:
+            print(f"  {e['name']} ({e['value']}, {e['distribution'] or 'config'}): {e['error']}")
+    if report["conflicts"]:
+        print()
+        print("Conflicts:")
+        for c in report["conflicts"]:
+            for line in c.splitlines():
+                print(f"  {line}")

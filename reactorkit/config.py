@@ -1,0 +1,570 @@
+"""The config model: TOML in, validated attrs objects out, precise errors.
+
+Loading happens in two steps. :meth:`Config.from_toml` checks the shape of
+the file (the ``[reactor]`` table and each ``[[listen]]`` entry) without
+knowing any plugin. :func:`plan_listeners` then resolves each listener's
+handler type and builds its options object from ``[listen.options]``.
+Both collect every problem before raising :class:`ConfigErrors`, so
+``reactorkit check`` can list them all at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import logging
+import tomllib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from reactorkit.errors import ConfigError, ConfigErrors
+from reactorkit.listener import DEFAULT_BACKLOG, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from reactorkit.plugins import Contribution
+from reactorkit.reactor import DEFAULT_THREADS
+
+__all__ = [
+    "DEFAULT_CONFIG_NAME",
+    "DEFAULT_CONFIG_TOML",
+    "DEFAULT_HOST",
+    "DEFAULT_SHUTDOWN_TIMEOUT",
+    "LOG_LEVELS",
+    "Config",
+    "ListenConfig",
+    "ListenerPlan",
+    "ReactorConfig",
+    "build_options",
+    "plan_listeners",
+]
+
+log = logging.getLogger("reactorkit.config")
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_CONFIG_NAME = "<default config>"
+
+#: What ``reactorkit run`` serves when given no file.
+DEFAULT_CONFIG_TOML = """\
+[reactor]
+log_level = "info"
+shutdown_timeout = 10.0
+
+[[listen]]
+handler = "echo"
+host = "127.0.0.1"
+port = 7007
+
+[[listen]]
+handler = "chat"
+host = "127.0.0.1"
+port = 7070
+
+[[listen]]
+handler = "line-command"
+host = "127.0.0.1"
+port = 7071
+
+[[listen]]
+handler = "http-lite"
+host = "127.0.0.1"
+port = 8080
+"""
+
+_REACTOR_KEYS = ("log_level", "shutdown_timeout", "threads", "plugins")
+_LISTEN_KEYS = (
+    "name",
+    "handler",
+    "host",
+    "port",
+    "path",
+    "backlog",
+    "max_connections",
+    "idle_timeout",
+    "options",
+)
+
+
+@attrs.frozen(kw_only=True)
+class ReactorConfig:
+    """The ``[reactor]`` table."""
+
+    log_level: str = "info"
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    threads: int = DEFAULT_THREADS
+    plugins: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class ListenConfig:
+    """One ``[[listen]]`` entry, shape-checked but not yet resolved.
+
+    ``port`` is None when the entry gave none (the handler type's default
+    port is used) or when ``path`` names a UNIX socket.
+    """
+
+    index: int
+    name: str
+    handler: str
+    host: str = DEFAULT_HOST
+    port: int | None = None
+    path: str | None = None
+    backlog: int = DEFAULT_BACKLOG
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    options: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
+
+    @property
+    def label(self) -> str:
+        """``listen[0] 'echo'``: how messages name this entry."""
+        return f"listen[{self.index}] {self.name!r}"
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """A whole config file: ``[reactor]`` plus the ``[[listen]]`` entries."""
+
+    path: str
+    reactor: ReactorConfig
+    listeners: tuple[ListenConfig, ...]
+    is_default: bool = False
+
+    @classmethod
+    def from_toml(cls, path: str) -> Config:
+        """Read and shape-check a TOML file.
+
+        Raises:
+            ConfigErrors: every problem found, each naming file, listener, field.
+        """
+        try:
+            with open(path, "rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigErrors(
+                [ConfigError(path=path, listener=None, field=None, expected="file not found",
+                             show_got=False)]
+            ) from None
+        except OSError as exc:
+            raise ConfigErrors(
+                [ConfigError(path=path, listener=None, field=None,
+                             expected=f"cannot be read: {exc.strerror}", show_got=False)]
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigErrors(
+                [ConfigError(path=path, listener=None, field=None,
+                             expected=f"is not valid TOML: {exc}", show_got=False)]
+            ) from None
+        return cls.from_dict(data, path=path)
+
+    @classmethod
+    def default(cls) -> Config:
+        """The built-in config ``reactorkit run`` serves with no file."""
+        config = cls.from_dict(tomllib.loads(DEFAULT_CONFIG_TOML), path=DEFAULT_CONFIG_NAME)
+        return attrs.evolve(config, is_default=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, path: str) -> Config:
+        """Shape-check an already parsed TOML document."""
+        problems = _Problems(path)
+        for key in data:
+            if key not in ("reactor", "listen"):
+                problems.unknown(None, key, ("reactor", "listen"), what="top-level table")
+        reactor = _reactor_config(data.get("reactor", {}), problems)
+        raw_listeners = data.get("listen", [])
+        listeners: list[ListenConfig] = []
+        if not isinstance(raw_listeners, list):
+            problems.add(None, "listen", "must be an array of tables ([[listen]])", raw_listeners)
+        else:
+            if not raw_listeners:
+                problems.add(None, "listen", "needs at least one [[listen]] entry", None,
+                             show_got=False)
+            for index, table in enumerate(raw_listeners):
+                listener = _listen_config(index, table, problems)
+                if listener is not None:
+                    listeners.append(listener)
+        _check_duplicates(listeners, problems)
+        problems.raise_if_any()
+        return cls(path=path, reactor=reactor, listeners=tuple(listeners))
+
+
+@attrs.frozen(kw_only=True)
+class ListenerPlan:
+    """A listener resolved against the installed plugins, ready to bind."""
+
+    config: ListenConfig
+    handler_type: Any  # reactorkit.HandlerType
+    provider: Contribution
+    options: Any
+
+    @property
+    def port(self) -> int | None:
+        """The configured port, else the handler type's default port."""
+        if self.config.path is not None:
+            return None
+        if self.config.port is not None:
+            return self.config.port
+        return self.handler_type.default_port  # type: ignore[no-any-return]
+
+
+def plan_listeners(
+    config: Config,
+    handler_types: Mapping[str, Contribution],
+    *,
+    load_errors: Sequence[Exception] = (),
+    skip_missing: bool = False,
+) -> list[ListenerPlan]:
+    """Resolve each listener's handler type and options.
+
+    Args:
+        config: a shape-checked config.
+        handler_types: from :meth:`reactorkit.plugins.Plugins.handler_types`.
+        load_errors: plugin load failures, quoted when a handler is missing.
+        skip_missing: warn about and skip listeners whose handler is not
+            installed (the default config does this) instead of failing.
+
+    Raises:
+        ConfigErrors: every listener problem found.
+    """
+    problems = _Problems(config.path)
+    plans: list[ListenerPlan] = []
+    for listen in config.listeners:
+        provider = handler_types.get(listen.handler)
+        if provider is None:
+            if skip_missing:
+                log.warning("%s: handler %r is not installed; skipping it", listen.label,
+                            listen.handler)
+                continue
+            known = sorted(handler_types)
+            hint = _did_you_mean(listen.handler, known)
+            if load_errors:
+                hint = "; ".join(
+                    ([hint] if hint else []) + [f"note: {e}" for e in load_errors]
+                )
+            problems.add(
+                listen.label,
+                "handler",
+                f"must name an installed handler type ({', '.join(known) or 'none installed'})",
+                listen.handler,
+                hint=hint,
+            )
+            continue
+        handler_type = provider.item
+        options = build_options(handler_type.options, listen.options, problems, listen.label)
+        if listen.path is None and listen.port is None and handler_type.default_port is None:
+            problems.add(listen.label, "port", "is required (handler type "
+                         f"{handler_type.name!r} has no default port)", None, show_got=False)
+            continue
+        if options is not None:
+            plans.append(
+                ListenerPlan(config=listen, handler_type=handler_type, provider=provider,
+                             options=options)
+            )
+    problems.raise_if_any()
+    return plans
+
+
+def build_options(
+    options_cls: type, table: Mapping[str, Any], problems: _Problems | None = None,
+    label: str | None = None,
+) -> Any:
+    """Build a handler type's options object from a ``[listen.options]`` table.
+
+    Unknown keys get a "did you mean"; values are checked against the
+    annotated field types, then the class's own attrs validators run.
+
+    Returns:
+        The options object, or None when problems were recorded.
+
+    Raises:
+        ConfigErrors: when ``problems`` is None and the table is invalid.
+    """
+    own = problems if problems is not None else _Problems("<options>")
+    before = len(own.errors)
+    fields = {f.name: f for f in attrs.fields(options_cls)}
+    hints = typing.get_type_hints(options_cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        field = fields.get(key)
+        if field is None or not field.init:
+            own.unknown(label, f"options.{key}", sorted(fields), what="option")
+            continue
+        ok, converted, expected = _structure(value, hints.get(field.name, Any))
+        if not ok:
+            own.add(label, f"options.{key}", f"must be {expected}", value)
+            continue
+        kwargs[field.name] = converted
+    for name, field in fields.items():
+        if field.default is attrs.NOTHING and name not in kwargs and field.init:
+            if not any(e.field == f"options.{name}" for e in own.errors[before:]):
+                own.add(label, f"options.{name}", "is required", None, show_got=False)
+    if len(own.errors) > before:
+        if problems is None:
+            own.raise_if_any()
+        return None
+    try:
+        return options_cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        message = exc.args[0] if exc.args else str(exc)
+        field = _field_in_message(str(message), fields)
+        own.add(label, f"options.{field}" if field else "options", str(message), None,
+                show_got=False)
+        if problems is None:
+            own.raise_if_any()
+        return None
+
+
+# -- internals -------------------------------------------------------------
+
+
+class _Problems:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.errors: list[ConfigError] = []
+
+    def add(self, listener: str | None, field: str | None, expected: str, got: Any,
+            *, hint: str | None = None, show_got: bool = True) -> None:
+        self.errors.append(
+            ConfigError(path=self.path, listener=listener, field=field, expected=expected,
+                        got=got, hint=hint, show_got=show_got)
+        )
+
+    def unknown(self, listener: str | None, key: str, known: Sequence[str], *, what: str) -> None:
+        bare = key.rsplit(".", 1)[-1]
+        self.add(listener, key, f"is not a known {what} (known: {', '.join(known)})", None,
+                 hint=_did_you_mean(bare, known), show_got=False)
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ConfigErrors(self.errors)
+
+
+def _did_you_mean(word: str, known: Sequence[str]) -> str | None:
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f"did you mean {close[0]!r}?" if close else None
+
+
+def _field_in_message(message: str, fields: Mapping[str, Any]) -> str | None:
+    for name in fields:
+        if f"'{name}'" in message:
+            return name
+    return None
+
+
+def _reactor_config(table: Any, problems: _Problems) -> ReactorConfig:
+    if not isinstance(table, dict):
+        problems.add(None, "reactor", "must be a table", table)
+        return ReactorConfig()
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        field = f"reactor.{key}"
+        if key not in _REACTOR_KEYS:
+            problems.unknown(None, field, _REACTOR_KEYS, what="[reactor] key")
+        elif key == "log_level":
+            if value not in LOG_LEVELS:
+                problems.add(None, field, f"must be one of {', '.join(LOG_LEVELS)}", value,
+                             hint=_did_you_mean(str(value), LOG_LEVELS))
+            else:
+                values[key] = value
+        elif key == "shutdown_timeout":
+            if _is_number(value) and value >= 0:
+                values[key] = float(value)
+            else:
+                problems.add(None, field, "must be a number of seconds >= 0", value)
+        elif key == "threads":
+            if _is_int(value) and 1 <= value <= 1024:
+                values[key] = value
+            else:
+                problems.add(None, field, "must be an integer 1-1024", value)
+        elif key == "plugins":
+            if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
+                values[key] = tuple(value)
+            else:
+                problems.add(None, field, "must be a list of module names (strings)", value)
+    return ReactorConfig(**values)
+
+
+def _listen_config(index: int, table: Any, problems: _Problems) -> ListenConfig | None:
+    if not isinstance(table, dict):
+        problems.add(f"listen[{index}]", None, "must be a table", table)
+        return None
+    handler = table.get("handler")
+    name = table.get("name", handler)
+    label = f"listen[{index}] {name!r}" if isinstance(name, str) else f"listen[{index}]"
+    count = len(problems.errors)
+    for key in table:
+        if key not in _LISTEN_KEYS:
+            problems.unknown(label, key, _LISTEN_KEYS, what="listener key")
+    if not isinstance(handler, str) or not handler:
+        problems.add(label, "handler", "is required: the name of a handler type (e.g. 'echo')",
+                     handler, show_got=handler is not None)
+    if "name" in table and (not isinstance(table["name"], str) or not table["name"]):
+        problems.add(label, "name", "must be a non-empty string", table["name"])
+    values: dict[str, Any] = {}
+    host, port, path = table.get("host"), table.get("port"), table.get("path")
+    if path is not None:
+        if not isinstance(path, str) or not path:
+            problems.add(label, "path", "must be a filesystem path (string)", path)
+        elif "host" in table or "port" in table:
+            problems.add(label, "path", "cannot be combined with host/port: choose a UNIX "
+                         "socket or TCP", path)
+        else:
+            values["path"] = path
+    if host is not None:
+        if not isinstance(host, str) or not _is_host(host):
+            problems.add(label, "host", "must be an IP address (e.g. '127.0.0.1', '::1') "
+                         "or 'localhost'", host)
+        else:
+            values["host"] = host
+    if port is not None:
+        if _is_int(port) and 0 <= port <= 65535:
+            values["port"] = port
+        else:
+            problems.add(label, "port", "must be an integer 0-65535 (0 picks a free port)", port)
+    for key, low in (("backlog", 1), ("max_connections", 1)):
+        if key in table:
+            if _is_int(table[key]) and table[key] >= low:
+                values[key] = table[key]
+            else:
+                problems.add(label, key, f"must be an integer >= {low}", table[key])
+    if "idle_timeout" in table:
+        value = table["idle_timeout"]
+        if _is_number(value) and value >= 0:
+            values["idle_timeout"] = float(value)
+        else:
+            problems.add(label, "idle_timeout", "must be a number of seconds >= 0 (0 = never)",
+                         value)
+    options = table.get("options", {})
+    if not isinstance(options, dict):
+        problems.add(label, "options", "must be a table ([listen.options])", options)
+        options = {}
+    if len(problems.errors) > count:
+        return None
+    return ListenConfig(index=index, name=name, handler=handler, options=options, **values)
+
+
+def _check_duplicates(listeners: Sequence[ListenConfig], problems: _Problems) -> None:
+    names: dict[str, ListenConfig] = {}
+    addresses: list[tuple[ListenConfig, Any]] = []
+    for listen in listeners:
+        if listen.name in names:
+            problems.add(listen.label, "name", f"must be unique: {names[listen.name].label} "
+                         "has the same name", listen.name)
+        names[listen.name] = listen
+        if listen.path is not None:
+            key: Any = ("unix", listen.path)
+        elif listen.port:  # port 0 (or default) never collides
+            key = ("tcp", listen.host, listen.port)
+        else:
+            continue
+        for other, other_key in addresses:
+            if _same_address(key, other_key):
+                where = f"[{listen.host}]:{listen.port}" if ":" in listen.host else \
+                    f"{listen.host}:{listen.port}"
+                shown = listen.path if listen.path is not None else where
+                problems.add(listen.label, "path" if listen.path else "port",
+                             f"must be a free address: {other.label} already listens on "
+                             f"{shown}", listen.path or listen.port)
+                break
+        addresses.append((listen, key))
+
+
+def _same_address(a: Any, b: Any) -> bool:
+    if a[0] != b[0]:
+        return False
+    if a[0] == "unix":
+        return bool(a[1] == b[1])
+    if a[2] != b[2]:
+        return False
+    host_a, host_b = _normal_host(a[1]), _normal_host(b[1])
+    if host_a == host_b:
+        return True
+    # A wildcard address overlaps every address of its family.
+    for wildcard, other in ((host_a, host_b), (host_b, host_a)):
+        if wildcard.is_unspecified and wildcard.version == other.version:
+            return True
+    return False
+
+
+def _normal_host(host: str) -> Any:
+    return ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
+
+
+def _is_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _structure(value: Any, hint: Any) -> tuple[bool, Any, str]:
+    """Check ``value`` against a type annotation: (ok, converted, expected)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return True, value, "anything"
+    if origin in (typing.Union, types.UnionType):
+        expected = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            ok, converted, exp = _structure(value, arg)
+            if ok:
+                return True, converted, exp
+            expected.append(exp)
+        return False, None, " or ".join(expected)
+    if origin is typing.Literal:
+        shown = ", ".join(repr(a) for a in args)
+        return (value in args and type(value) in {type(a) for a in args}), value, \
+            f"one of {shown}"
+    if hint is bool:
+        return isinstance(value, bool), value, "true or false"
+    if hint is int:
+        return _is_int(value), value, "an integer"
+    if hint is float:
+        return _is_number(value), float(value) if _is_number(value) else None, "a number"
+    if hint is str:
+        return isinstance(value, str), value, "a string"
+    if origin in (list, tuple, Sequence) and args:
+        item = args[0]
+        ok_list = isinstance(value, list)
+        converted_items = []
+        _, _, item_expected = _structure(None, item)
+        if ok_list:
+            for element in value:
+                ok, converted, _ = _structure(element, item)
+                if not ok:
+                    ok_list = False
+                    break
+                converted_items.append(converted)
+        expected = f"a list of {_plural(item_expected)}"
+        result = tuple(converted_items) if origin is not list else converted_items
+        return ok_list, result if ok_list else None, expected
+    if origin in (dict, Mapping) and len(args) == 2:
+        ok = isinstance(value, dict) and all(
+            _structure(v, args[1])[0] for v in value.values()
+        )
+        return ok, dict(value) if ok else None, "a table"
+    if isinstance(hint, type):
+        return isinstance(value, hint), value, f"a {hint.__name__}"
+    return True, value, "anything"
+
+
+def _plural(expected: str) -> str:
+    for article in ("an ", "a "):
+        if expected.startswith(article):
+            return expected[len(article):] + "s"
+    return expected

@@ -1,0 +1,43 @@
+"""echo: the Echo Protocol of RFC 862 over TCP.
+
+"Once a connection is established any data received is sent back. This
+continues until the calling user terminates the connection." (RFC 862)
+
+Flow control is what keeps a client that sends but never reads from
+growing the server's memory: when the write buffer passes the high water
+mark, reading pauses until it drains.
+"""
+
+from __future__ import annotations
+
+import reactorkit
+
+
+class EchoHandler(reactorkit.Handler):
+    """Send every byte back as it arrives."""
+
+    def connection_made(self, connection: reactorkit.Connection) -> None:
+        self.connection = connection
+        # The hot path: bytes go straight to write(), one Python call per read.
+        self.data_received = connection.write  # type: ignore[method-assign]
+
+    def data_received(self, data: bytes) -> None:
+        self.connection.write(data)
+
+    def pause_writing(self) -> None:
+        self.connection.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.connection.resume_reading()
+
+
+@reactorkit.hookimpl
+def reactorkit_handler_types() -> list[reactorkit.HandlerType]:
+    return [
+        reactorkit.HandlerType(
+            name="echo",
+            handler=EchoHandler,
+            description="RFC 862 echo: sends back every byte it receives",
+            default_port=7007,
+        )
+    ]

@@ -1,0 +1,335 @@
+"""Listener: a bound socket, its accept loop, its limits and its connections.
+
+* Binds TCP (IPv4 or IPv6, from ``host``/``port``; port 0 picks a free port)
+  or a UNIX socket (``path``). ``address`` is the real bound address.
+* Accepts at most ``ACCEPT_BATCH`` connections per readiness event, so one
+  busy listener cannot starve the connections it already has.
+* ``max_connections``: at the limit the listening socket is unregistered, so
+  new clients wait in the kernel's backlog instead of being accepted and
+  dropped; accepting resumes as soon as one connection closes.
+* EMFILE/ENFILE (out of file descriptors): logged once per episode,
+  accepting pauses for ``EMFILE_BACKOFF`` seconds, then retries by itself.
+* Idle connections are swept by one periodic timer per listener, comparing
+  each connection's ``last_activity`` stamp, never a timer per event.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import stat
+from typing import TYPE_CHECKING, Any, final
+
+import attrs
+
+from reactorkit.connection import Connection, _format_peer
+
+if TYPE_CHECKING:
+    from reactorkit.handler import HandlerType
+    from reactorkit.plugins import Plugins
+    from reactorkit.reactor import Reactor, TimerHandle
+
+__all__ = [
+    "ACCEPT_BATCH",
+    "DEFAULT_BACKLOG",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "EMFILE_BACKOFF",
+    "Listener",
+    "ListenerStats",
+    "bind_socket",
+    "format_address",
+]
+
+log = logging.getLogger("reactorkit.listener")
+
+DEFAULT_BACKLOG = 128
+DEFAULT_MAX_CONNECTIONS = 1024
+DEFAULT_IDLE_TIMEOUT = 300.0
+ACCEPT_BATCH = 64
+EMFILE_BACKOFF = 0.5
+
+_OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+@attrs.define(eq=False)
+class ListenerStats:
+    """Counters a listener keeps (the line-command ``STATS`` reads them)."""
+
+    total_connections: int = 0
+    errors: int = 0
+    closed_bytes_received: int = 0
+    closed_bytes_sent: int = 0
+
+
+def bind_socket(
+    *, host: str | None, port: int | None, path: str | None, backlog: int
+) -> socket.socket:
+    """Create, bind and listen on a non-blocking socket.
+
+    Raises:
+        OSError: the address cannot be bound (in use, not permitted...).
+    """
+    if path is not None:
+        _remove_stale_unix_socket(path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(path)
+        except BaseException:
+            sock.close()
+            raise
+    else:
+        assert host is not None and port is not None
+        infos = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV
+        )
+        family, type_, proto, _, sockaddr = infos[0]
+        sock = socket.socket(family, type_, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(sockaddr)
+        except BaseException:
+            sock.close()
+            raise
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def _remove_stale_unix_socket(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody answers: a leftover from a crashed server
+    else:
+        raise OSError(errno.EADDRINUSE, f"{path} is in use by another server")
+    finally:
+        probe.close()
+
+
+def format_address(address: Any) -> str:
+    """``127.0.0.1:7007``, ``[::1]:7007`` or ``unix:/run/x.sock``."""
+    if isinstance(address, str):
+        return f"unix:{address}"
+    return _format_peer(address)
+
+
+@final
+class Listener:
+    """A listening socket bound to one handler type.
+
+    Args:
+        reactor: the reactor that runs it.
+        name: the listener's name from the config.
+        handler_type: what to build per connection.
+        options: the handler type's options object.
+        plugins: the loaded :class:`~reactorkit.plugins.Plugins`, for handler
+            types that collect contributions (``listener.plugins.collect(...)``
+            for commands, routes) and for the per-connection observation hooks.
+        sock: a bound, listening, non-blocking socket (see :func:`bind_socket`).
+        max_connections: open connections above which accepting pauses.
+        idle_timeout: seconds without I/O before a connection is closed; 0 = never.
+        high_water, low_water, max_read: passed to each :class:`Connection`.
+    """
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        *,
+        name: str,
+        handler_type: HandlerType,
+        options: Any,
+        sock: socket.socket,
+        plugins: Plugins | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        high_water: int | None = None,
+        low_water: int | None = None,
+        max_read: int | None = None,
+    ) -> None:
+        self.reactor = reactor
+        self.name = name
+        self.handler_type = handler_type
+        self.options = options
+        self.plugins = plugins
+        self.hook = plugins.hook if plugins is not None else None
+        self.sock = sock
+        self.address = sock.getsockname()
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.stats = ListenerStats()
+        self.connections: set[Connection] = set()
+        self._conn_kwargs: dict[str, int] = {}
+        if high_water is not None:
+            self._conn_kwargs["high_water"] = high_water
+        if low_water is not None:
+            self._conn_kwargs["low_water"] = low_water
+        if max_read is not None:
+            self._conn_kwargs["max_read"] = max_read
+        self._accepting = False
+        self._closed = False
+        self._backoff: TimerHandle | None = None
+        self._sweeper: TimerHandle | None = None
+        self._out_of_fds_logged = False
+        self._observe = self.hook is not None and bool(
+            self.hook.reactorkit_connection_made.get_hookimpls()
+            or self.hook.reactorkit_connection_lost.get_hookimpls()
+        )
+        #: The shared state every handler of this listener receives.
+        self.state = handler_type.state(self)
+
+    # -- public ------------------------------------------------------------
+
+    @property
+    def open_connections(self) -> int:
+        """Connections currently open."""
+        return len(self.connections)
+
+    @property
+    def bytes_received(self) -> int:
+        """Bytes read over the listener's life, open connections included."""
+        return self.stats.closed_bytes_received + sum(c.bytes_received for c in self.connections)
+
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes written over the listener's life, open connections included."""
+        return self.stats.closed_bytes_sent + sum(c.bytes_sent for c in self.connections)
+
+    @property
+    def is_closed(self) -> bool:
+        """True once :meth:`close` was called (no more accepting)."""
+        return self._closed
+
+    def start(self) -> None:
+        """Begin accepting, and sweeping idle connections if a timeout is set."""
+        self._resume_accepting()
+        if self.idle_timeout > 0:
+            self._schedule_sweep()
+
+    def close(self) -> None:
+        """Stop accepting and close the listening socket. Open connections stay."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pause_accepting()
+        for timer in (self._backoff, self._sweeper):
+            if timer is not None:
+                timer.cancel()
+        if self.idle_timeout > 0 and self.connections:
+            self._schedule_sweep()  # connections still draining keep their timeout
+        path = self.address if isinstance(self.address, str) else None
+        self.sock.close()
+        if path:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    # -- accepting ---------------------------------------------------------
+
+    def _pause_accepting(self) -> None:
+        if self._accepting:
+            self._accepting = False
+            self.reactor.unregister(self.sock)
+
+    def _resume_accepting(self) -> None:
+        if not self._accepting and not self._closed and self._backoff is None:
+            self._accepting = True
+            self.reactor.register(self.sock, 1, self._accept_ready)
+
+    def _accept_ready(self, mask: int) -> None:
+        for _ in range(ACCEPT_BATCH):
+            if len(self.connections) >= self.max_connections:
+                self._pause_accepting()
+                return
+            try:
+                sock, peer = self.sock.accept()
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                return
+            except OSError as exc:
+                if exc.errno in _OUT_OF_FDS:
+                    self._out_of_fds(exc)
+                    return
+                raise
+            self._out_of_fds_logged = False
+            self._connection_accepted(sock, peer)
+
+    def _out_of_fds(self, exc: OSError) -> None:
+        if not self._out_of_fds_logged:
+            self._out_of_fds_logged = True
+            log.error(
+                "listener %r: cannot accept: %s; pausing accepts for %.1fs at a time "
+                "until descriptors free up (raise the limit with `ulimit -n`)",
+                self.name,
+                exc.strerror,
+                EMFILE_BACKOFF,
+            )
+        self._pause_accepting()
+        self._backoff = self.reactor.call_later(EMFILE_BACKOFF, self._backoff_over)
+
+    def _backoff_over(self) -> None:
+        self._backoff = None
+        if len(self.connections) < self.max_connections:
+            self._resume_accepting()
+
+    def _connection_accepted(self, sock: socket.socket, peer: Any) -> None:
+        sock.setblocking(False)
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        handler = self.handler_type.handler(self.state)
+        connection = Connection(
+            self.reactor, sock, handler, listener=self, peername=peer, **self._conn_kwargs
+        )
+        self.connections.add(connection)
+        self.stats.total_connections += 1
+        if self._observe:
+            assert self.hook is not None
+            self.hook.reactorkit_connection_made(listener=self, connection=connection)
+        connection.start()
+
+    def _connection_closed(self, connection: Connection, exc: BaseException | None) -> None:
+        # Called by the connection after its socket is closed.
+        self.connections.discard(connection)
+        self.stats.closed_bytes_received += connection.bytes_received
+        self.stats.closed_bytes_sent += connection.bytes_sent
+        if self._observe:
+            assert self.hook is not None
+            self.hook.reactorkit_connection_lost(
+                listener=self, connection=connection, reason=exc
+            )
+        if not self._accepting and len(self.connections) < self.max_connections:
+            self._resume_accepting()
+
+    # -- idle sweep --------------------------------------------------------
+
+    def _schedule_sweep(self) -> None:
+        interval = min(max(self.idle_timeout / 4, 0.05), 5.0)
+        self._sweeper = self.reactor.call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        deadline = self.reactor.clock() - self.idle_timeout
+        for connection in [c for c in self.connections if c.last_activity <= deadline]:
+            log.debug("%r idle for %.1fs: closing", connection, self.idle_timeout)
+            if connection.get_write_buffer_size():
+                connection.abort()  # the peer is not reading: nothing will drain
+            else:
+                connection.close()
+        if not self._closed or self.connections:
+            self._schedule_sweep()
+
+    def __repr__(self) -> str:
+        return (
+            f"<Listener {self.name!r} {self.handler_type.name} on "
+            f"{format_address(self.address)} open={len(self.connections)}>"
+        )

@@ -1,0 +1,237 @@
+"""Plugin discovery: built-ins, entry points and config-named modules, one path.
+
+The built-in handlers are entry points of the ``reactorkit`` distribution
+itself, so they load exactly as third-party plugins do. A plugin that fails
+to import (or implements a hook that does not exist) is recorded as a
+:class:`~reactorkit.errors.PluginLoadError` and blocked; every other plugin
+still loads, so ``reactorkit plugins`` can show the whole picture.
+
+Only pluggy's public API is used: distributions through
+``list_plugin_distinfo()``, results attributed through ``get_hookimpls()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from collections.abc import Iterable
+from typing import Any, final
+
+import attrs
+import pluggy
+
+from reactorkit import hookspecs
+from reactorkit.errors import PluginError, PluginLoadError
+from reactorkit.handler import Handler, HandlerType
+
+__all__ = ["ENTRY_POINT_GROUP", "Contribution", "Plugins", "load_plugins"]
+
+ENTRY_POINT_GROUP = "reactorkit"
+
+
+@attrs.frozen
+class Contribution:
+    """One item returned by a collector hook, with who provided it.
+
+    Attributes:
+        item: the object the hook returned (a ``HandlerType``, a command...).
+        plugin: the plugin's registered name (entry point or module name).
+        distribution: ``"name version"`` of its distribution, or None.
+    """
+
+    item: Any
+    plugin: str
+    distribution: str | None
+
+    @property
+    def source(self) -> str:
+        """``plugin 'name' (dist version)``, for error messages."""
+        where = f" ({self.distribution})" if self.distribution else ""
+        return f"plugin {self.plugin!r}{where}"
+
+
+@final
+class Plugins:
+    """The loaded plugin manager plus what went wrong while loading it.
+
+    Attributes:
+        pm: the ``pluggy.PluginManager("reactorkit")``.
+        hook: shortcut for ``pm.hook``.
+        load_errors: plugins that could not be loaded, in discovery order.
+    """
+
+    def __init__(self, pm: pluggy.PluginManager, load_errors: list[PluginLoadError]) -> None:
+        self.pm = pm
+        self.hook = pm.hook
+        self.load_errors = load_errors
+        self._dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
+
+    def distribution(self, plugin: object) -> str | None:
+        """``"name version"`` of the distribution that registered ``plugin``, or None."""
+        dist = self._dists.get(id(plugin))
+        if dist is None:
+            return None
+        return f"{dist.project_name} {dist.version}"
+
+    def collect(self, hook_name: str) -> list[Contribution]:
+        """Call a collector hook plugin by plugin and attribute every item.
+
+        Raises:
+            PluginError: a plugin's implementation raised or returned a non-list.
+        """
+        caller = getattr(self.hook, hook_name)
+        out: list[Contribution] = []
+        # get_hookimpls() is in call order reversed (last registered first);
+        # walk it backwards so contributions follow registration order.
+        for impl in reversed(caller.get_hookimpls()):
+            dist = self.distribution(impl.plugin)
+            try:
+                items = impl.function()
+            except Exception as exc:
+                where = f" ({dist})" if dist else ""
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r}{where}: {hook_name}() raised "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            if items is None:
+                continue
+            if not isinstance(items, (list, tuple)):
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r}: {hook_name}() must return a list, "
+                    f"got {type(items).__name__}"
+                )
+            out.extend(Contribution(item, impl.plugin_name, dist) for item in items)
+        return out
+
+    def handler_types(self) -> dict[str, Contribution]:
+        """Every handler type by name, with the plugin that provides it.
+
+        Raises:
+            PluginError: two plugins claim one name, or a plugin returned
+                something that is not a ``HandlerType``.
+        """
+        found: dict[str, Contribution] = {}
+        for contribution in self.collect("reactorkit_handler_types"):
+            handler_type = contribution.item
+            if not isinstance(handler_type, HandlerType):
+                raise PluginError(
+                    f"{contribution.source}: reactorkit_handler_types() must return "
+                    f"HandlerType objects, got {handler_type!r}"
+                )
+            if isinstance(handler_type.handler, type) and not issubclass(
+                handler_type.handler, Handler
+            ):
+                raise PluginError(
+                    f"{contribution.source}: handler type {handler_type.name!r}: "
+                    f"handler must be a reactorkit.Handler subclass, got {handler_type.handler!r}"
+                )
+            other = found.get(handler_type.name)
+            if other is not None:
+                raise PluginError(
+                    f"handler type {handler_type.name!r} is provided twice:\n"
+                    f"  by {other.source}\n"
+                    f"  and by {contribution.source}\n"
+                    f"uninstall one of them"
+                )
+            found[handler_type.name] = contribution
+        return found
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Every registered plugin: name, distribution and implemented hooks."""
+        rows = []
+        for name, plugin in self.pm.list_name_plugin():
+            if plugin is None:
+                continue  # blocked
+            callers = self.pm.get_hookcallers(plugin) or []
+            rows.append(
+                {
+                    "name": name,
+                    "module": getattr(plugin, "__name__", repr(plugin)),
+                    "distribution": self.distribution(plugin),
+                    "hooks": sorted(caller.name for caller in callers),
+                }
+            )
+        return rows
+
+
+def load_plugins(extra_modules: Iterable[str] = (), *, entry_points: bool = True) -> Plugins:
+    """Build the plugin manager: hookspecs, entry points, then config-named modules.
+
+    Args:
+        extra_modules: importable module names (the config's ``plugins`` list).
+        entry_points: load the ``reactorkit`` entry point group; tests of a
+            single module may turn it off.
+
+    Returns:
+        The :class:`Plugins`; load failures are in ``load_errors``, not raised.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    errors: list[PluginLoadError] = []
+    if entry_points:
+        _load_entry_points(pm, errors)
+    for module_name in extra_modules:
+        if pm.has_plugin(module_name):
+            continue
+        try:
+            module = importlib.import_module(module_name)
+            pm.register(module, name=module_name)
+        except Exception as exc:
+            errors.append(PluginLoadError(module_name, module_name, None, exc))
+            pm.set_blocked(module_name)
+    _check_pending(pm, errors)
+    return Plugins(pm, errors)
+
+
+def _load_entry_points(pm: pluggy.PluginManager, errors: list[PluginLoadError]) -> None:
+    # First pass: import each entry point ourselves so one broken plugin is
+    # recorded and blocked instead of aborting pluggy's loader for all.
+    seen: dict[str, str] = {}
+    by_object: dict[int, tuple[str, str, str]] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else None
+        if ep.name in seen and seen[ep.name] != dist:
+            errors.append(
+                PluginLoadError(
+                    ep.name,
+                    ep.value,
+                    dist,
+                    PluginError(f"entry point name {ep.name!r} is also declared by {seen[ep.name]}"),
+                )
+            )
+            continue
+        seen[ep.name] = dist or "?"
+        try:
+            obj = ep.load()
+        except Exception as exc:
+            errors.append(PluginLoadError(ep.name, ep.value, dist, exc))
+            pm.set_blocked(ep.name)
+            continue
+        by_object[id(obj)] = (ep.name, ep.value, dist or "?")
+    # Second pass: pluggy registers what loaded and records distributions.
+    while True:
+        try:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        except pluggy.PluginValidationError as exc:
+            name, value, dist = by_object.get(id(exc.plugin), (str(exc.plugin), "?", "?"))
+            errors.append(PluginLoadError(name, value, dist, exc))
+            pm.set_blocked(name)
+            continue
+        except Exception as exc:  # pragma: no cover - import raced the first pass
+            raise PluginError(f"loading reactorkit entry points failed: {exc}") from exc
+        break
+
+
+def _check_pending(pm: pluggy.PluginManager, errors: list[PluginLoadError]) -> None:
+    # A misspelt hook name must fail loudly, but only for the plugin at fault.
+    while True:
+        try:
+            pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or repr(exc.plugin)
+            errors.append(
+                PluginLoadError(name, getattr(exc.plugin, "__name__", name), None, exc)
+            )
+            pm.set_blocked(name)
+            continue
+        break

@@ -1,0 +1,382 @@
+"""The reactor: one thread, one selector, timers and ready callbacks.
+
+Theory of operation
+-------------------
+The reactor is a microkernel. It owns a ``selectors.DefaultSelector``, a heap
+of timers, a deque of ready callbacks and a wake-up socketpair; everything
+else (accepting, buffering, protocols) lives above it in ``listener``,
+``connection`` and the handlers.
+
+* ``key.data`` of every registered file object is a callable taking the
+  ready ``mask``. Dispatch is one dict lookup in the selector and one call:
+  ``key.data(mask)``. Whoever registers decides what that callable is (a
+  connection's bound ``_on_event``, a listener's ``_accept_ready``).
+* Each loop iteration: compute the timeout (0 when callbacks are ready,
+  else until the earliest timer, else forever), ``select``, stamp
+  ``self.time`` once, dispatch I/O, run due timers, then run the callbacks
+  that were ready before the pass began (ones they schedule wait for the
+  next pass, so a callback storm cannot starve I/O).
+* ``self.time`` is read by connections to stamp activity, so no clock call
+  and no timer push happens per I/O event; idle timeouts are swept lazily.
+* ``call_soon_threadsafe`` appends to the deque (atomic in CPython) and
+  writes one byte to the wake-up socket, which the selector watches, so a
+  blocked ``select`` returns.
+* Signals: when ``run(install_signal_handlers=True)`` is called from the main
+  thread, ``signal.set_wakeup_fd`` points at the same wake-up socket and the
+  Python-level handler only queues the signal number; handlers registered
+  with ``add_signal_handler`` then run as ordinary callbacks on this thread.
+* ``run_in_thread`` submits to a bounded ``ThreadPoolExecutor`` and returns a
+  :class:`Future` whose done-callbacks are delivered back through
+  ``call_soon_threadsafe``: blocking work never runs on the loop.
+* ``stop()`` makes ``run()`` return after the current pass. Graceful
+  shutdown (stop accepting, drain, close) is the server's job, built from
+  these pieces; the reactor only runs what it is given.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import heapq
+import itertools
+import logging
+import selectors
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, final
+
+from reactorkit.errors import ReactorStateError
+
+__all__ = ["DEFAULT_THREADS", "Future", "Reactor", "TimerHandle"]
+
+log = logging.getLogger("reactorkit.reactor")
+
+DEFAULT_THREADS = 8
+
+T = TypeVar("T")
+
+
+@final
+class TimerHandle:
+    """A scheduled call; :meth:`cancel` it to stop it from running."""
+
+    __slots__ = ("_args", "_callback", "_cancelled", "_reactor", "when")
+
+    def __init__(
+        self, when: float, callback: Callable[..., object], args: tuple[Any, ...], reactor: Reactor
+    ) -> None:
+        self.when = when
+        self._callback = callback
+        self._args = args
+        self._cancelled = False
+        self._reactor = reactor
+
+    def cancel(self) -> None:
+        """Stop the call from running. Cancelling twice, or after it ran, is a no-op."""
+        if not self._cancelled:
+            self._cancelled = True
+            self._reactor._timer_cancelled()
+
+    def cancelled(self) -> bool:
+        """Return True once :meth:`cancel` was called."""
+        return self._cancelled
+
+    def __repr__(self) -> str:
+        state = " cancelled" if self._cancelled else ""
+        return f"<TimerHandle when={self.when:.3f} {self._callback!r}{state}>"
+
+
+@final
+class Future(Generic[T]):
+    """The result of :meth:`Reactor.run_in_thread`.
+
+    Done-callbacks always run on the reactor thread, one pass after the work
+    finished, with the future as their only argument.
+    """
+
+    __slots__ = ("_callbacks", "_done", "_exception", "_reactor", "_result")
+
+    def __init__(self, reactor: Reactor) -> None:
+        self._reactor = reactor
+        self._done = False
+        self._result: T | None = None
+        self._exception: BaseException | None = None
+        self._callbacks: list[Callable[[Future[T]], object]] = []
+
+    def done(self) -> bool:
+        """Return True once a result or an exception is set."""
+        return self._done
+
+    def result(self) -> T:
+        """Return the result, or raise the exception the work raised.
+
+        Raises:
+            ReactorStateError: the work has not finished yet.
+        """
+        if not self._done:
+            raise ReactorStateError("the future is not done yet")
+        if self._exception is not None:
+            raise self._exception
+        return self._result  # type: ignore[return-value]
+
+    def exception(self) -> BaseException | None:
+        """Return the exception the work raised, or None."""
+        if not self._done:
+            raise ReactorStateError("the future is not done yet")
+        return self._exception
+
+    def add_done_callback(self, callback: Callable[[Future[T]], object]) -> None:
+        """Call ``callback(future)`` on the reactor thread when done (at once, if it is)."""
+        if self._done:
+            self._reactor.call_soon(callback, self)
+        else:
+            self._callbacks.append(callback)
+
+    def _set(self, result: T | None, exception: BaseException | None) -> None:
+        self._result = result
+        self._exception = exception
+        self._done = True
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            self._reactor._run_callback(callback, (self,))
+
+
+class Reactor:
+    """A single-threaded selector event loop.
+
+    Args:
+        clock: a monotonic clock returning seconds; tests inject a fake one.
+        threads: the size of the :meth:`run_in_thread` pool.
+        selector: a ``selectors.BaseSelector``; the default is the platform's best.
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        threads: int = DEFAULT_THREADS,
+        selector: selectors.BaseSelector | None = None,
+    ) -> None:
+        self.clock = clock
+        #: The clock read once per loop pass; use it instead of calling the clock.
+        self.time = clock()
+        self.threads = threads
+        self.selector = selector if selector is not None else selectors.DefaultSelector()
+        self._ready: collections.deque[tuple[Callable[..., object], tuple[Any, ...]]] = (
+            collections.deque()
+        )
+        self._timers: list[tuple[float, int, TimerHandle]] = []
+        self._cancelled_timers = 0
+        self._sequence = itertools.count()
+        self._running = False
+        self._stopping = False
+        self._closed = False
+        self._thread_id: int | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._signal_handlers: dict[int, Callable[[int], object]] = {}
+        self._pending_signals: collections.deque[int] = collections.deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r, selectors.EVENT_READ, self._wakeup_ready)
+
+    # -- registration ------------------------------------------------------
+
+    def register(self, fileobj: Any, events: int, callback: Callable[[int], object]) -> None:
+        """Watch ``fileobj`` for ``events``; ``callback(mask)`` runs when ready."""
+        self.selector.register(fileobj, events, callback)
+
+    def modify(self, fileobj: Any, events: int, callback: Callable[[int], object]) -> None:
+        """Change the events watched for an already registered ``fileobj``."""
+        self.selector.modify(fileobj, events, callback)
+
+    def unregister(self, fileobj: Any) -> None:
+        """Stop watching ``fileobj``."""
+        self.selector.unregister(fileobj)
+
+    # -- scheduling --------------------------------------------------------
+
+    def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
+        """Run ``callback(*args)`` on the next loop pass. Reactor thread only."""
+        self._ready.append((callback, args))
+
+    def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> None:
+        """Like :meth:`call_soon`, from any thread; wakes a blocked ``select``."""
+        self._ready.append((callback, args))
+        self._wake()
+
+    def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
+        """Run ``callback(*args)`` after ``delay`` seconds; returns a cancellable handle."""
+        return self.call_at(self.clock() + max(0.0, delay), callback, *args)
+
+    def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
+        """Run ``callback(*args)`` once the clock reaches ``when``."""
+        handle = TimerHandle(when, callback, args, self)
+        heapq.heappush(self._timers, (when, next(self._sequence), handle))
+        return handle
+
+    def run_in_thread(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Run blocking or CPU-bound ``fn(*args)`` on the thread pool.
+
+        Returns:
+            A :class:`Future`; its done-callbacks run on the reactor thread.
+        """
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.threads, thread_name_prefix="reactorkit-worker"
+            )
+        future: Future[T] = Future(self)
+
+        def work() -> None:
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # delivered to the reactor thread
+                self.call_soon_threadsafe(future._set, None, exc)
+            else:
+                self.call_soon_threadsafe(future._set, result, None)
+
+        self._executor.submit(work)
+        return future
+
+    # -- signals -----------------------------------------------------------
+
+    def add_signal_handler(self, signum: int, callback: Callable[[int], object]) -> None:
+        """Run ``callback(signum)`` on the reactor thread when ``signum`` arrives.
+
+        Takes effect when :meth:`run` installs signal handlers (main thread only).
+        """
+        self._signal_handlers[signum] = callback
+
+    def _signal_received(self, signum: int, frame: object) -> None:
+        # Runs between bytecodes of the main thread; only queue, the wake-up
+        # fd has already made select() return.
+        self._pending_signals.append(signum)
+
+    # -- running -----------------------------------------------------------
+
+    @property
+    def is_running(self) -> bool:
+        """True while :meth:`run` is executing."""
+        return self._running
+
+    def stop(self) -> None:
+        """Make :meth:`run` return after the current pass. Safe from any thread."""
+        self._stopping = True
+        if self._thread_id is not None and self._thread_id != threading.get_ident():
+            self._wake()
+
+    def run(self, *, install_signal_handlers: bool = False) -> None:
+        """Run the loop until :meth:`stop` is called.
+
+        Args:
+            install_signal_handlers: route SIGINT/SIGTERM (and any signal given
+                to :meth:`add_signal_handler`) through the wake-up socket.
+                Only possible on the main thread.
+        """
+        if self._running:
+            raise ReactorStateError("the reactor is already running")
+        if self._closed:
+            raise ReactorStateError("the reactor is closed")
+        self._running = True
+        self._stopping = False
+        self._thread_id = threading.get_ident()
+        previous: dict[int, Any] = {}
+        old_wakeup_fd = None
+        if install_signal_handlers:
+            old_wakeup_fd = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+            for signum in self._signal_handlers:
+                previous[signum] = signal.signal(signum, self._signal_received)
+        try:
+            self._loop()
+        finally:
+            if install_signal_handlers:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+                signal.set_wakeup_fd(old_wakeup_fd if old_wakeup_fd is not None else -1)
+            self._running = False
+            self._thread_id = None
+
+    def _loop(self) -> None:
+        select = self.selector.select
+        ready = self._ready
+        timers = self._timers
+        clock = self.clock
+        while not self._stopping:
+            if ready or self._pending_signals:
+                timeout: float | None = 0
+            elif timers:
+                timeout = max(0.0, timers[0][0] - clock())
+            else:
+                timeout = None
+            events = select(timeout)
+            self.time = now = clock()
+            for key, mask in events:
+                key.data(mask)
+            while self._pending_signals:
+                signum = self._pending_signals.popleft()
+                callback = self._signal_handlers.get(signum)
+                if callback is not None:
+                    self._run_callback(callback, (signum,))
+            while timers and timers[0][0] <= now:
+                handle = heapq.heappop(timers)[2]
+                if handle._cancelled:
+                    self._cancelled_timers -= 1
+                    continue
+                handle._cancelled = True  # ran: a later cancel() is a no-op
+                self._run_callback(handle._callback, handle._args)
+            for _ in range(len(ready)):
+                callback, args = ready.popleft()
+                self._run_callback(callback, args)
+
+    def _run_callback(self, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+        try:
+            callback(*args)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:
+            log.exception("unhandled exception in callback %r", callback)
+
+    def _timer_cancelled(self) -> None:
+        self._cancelled_timers += 1
+        # Lazy deletion keeps cancel() O(1); rebuild once garbage dominates.
+        if self._cancelled_timers > 256 and self._cancelled_timers * 2 > len(self._timers):
+            # In place: the running loop holds a reference to this list.
+            self._timers[:] = [t for t in self._timers if not t[2]._cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled_timers = 0
+
+    def _wake(self) -> None:
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, InterruptedError):
+            pass  # already full of wake-ups: select() will return anyway
+        except OSError:
+            pass  # closed during shutdown
+
+    def _wakeup_ready(self, mask: int) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def close(self) -> None:
+        """Release the selector, the wake-up socket and the thread pool."""
+        if self._closed:
+            return
+        if self._running:
+            raise ReactorStateError("cannot close a running reactor")
+        self._closed = True
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        self.selector.unregister(self._wake_r)
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def __repr__(self) -> str:
+        state = "running" if self._running else ("closed" if self._closed else "idle")
+        return f"<Reactor {state} timers={len(self._timers)} ready={len(self._ready)}>"

@@ -1,0 +1,212 @@
+"""Server: a reactor, the listeners a config plans, and graceful shutdown.
+
+``Server.from_config`` loads plugins, resolves the config and binds every
+listener before the loop starts, so a bad config or an address in use fails
+before anything serves. ``serve_forever`` runs the reactor with SIGTERM and
+SIGINT routed to :meth:`Server.shutdown`:
+
+1. every listener stops accepting and closes its socket;
+2. ``reactorkit_reactor_stopping`` is called;
+3. each open connection's handler gets ``shutdown_requested()`` (whose
+   default is ``connection.close()``: flush, then close);
+4. the reactor keeps running until the last connection is gone or
+   ``shutdown_timeout`` passes, when the rest are aborted.
+
+A second signal during the drain aborts everything at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Iterable
+from typing import Any, final
+
+from reactorkit.config import Config, ListenerPlan, plan_listeners
+from reactorkit.connection import Connection
+from reactorkit.errors import PluginError
+from reactorkit.listener import Listener, bind_socket, format_address
+from reactorkit.plugins import Plugins, load_plugins
+from reactorkit.reactor import Reactor
+
+__all__ = ["Server"]
+
+log = logging.getLogger("reactorkit.server")
+
+
+@final
+class Server:
+    """Everything ``reactorkit run`` starts, in one object.
+
+    Args:
+        reactor: the reactor to run on.
+        plugins: the loaded plugins.
+        shutdown_timeout: seconds to let connections drain on shutdown.
+    """
+
+    def __init__(self, reactor: Reactor, plugins: Plugins, *, shutdown_timeout: float) -> None:
+        self.reactor = reactor
+        self.plugins = plugins
+        self.shutdown_timeout = shutdown_timeout
+        self.listeners: list[Listener] = []
+        self._shutting_down = False
+        self._deadline: Any = None
+
+    @classmethod
+    def from_config(
+        cls, config: Config, *, plugins: Plugins | None = None, reactor: Reactor | None = None
+    ) -> Server:
+        """Load plugins, resolve the config and bind every listener.
+
+        Raises:
+            ConfigErrors: the config does not resolve against the plugins.
+            PluginError: the plugins conflict.
+            OSError: an address cannot be bound (already bound ones are closed).
+        """
+        if plugins is None:
+            plugins = load_plugins(config.reactor.plugins)
+        for error in plugins.load_errors:
+            log.warning("%s", error)
+        plugins.hook.reactorkit_configure(config=config)
+        plans = plan_listeners(
+            config,
+            plugins.handler_types(),
+            load_errors=plugins.load_errors,
+            skip_missing=config.is_default,
+        )
+        if reactor is None:
+            reactor = Reactor(threads=config.reactor.threads)
+        server = cls(reactor, plugins, shutdown_timeout=config.reactor.shutdown_timeout)
+        try:
+            server.bind(plans)
+        except BaseException:
+            server.close()
+            raise
+        return server
+
+    def bind(self, plans: Iterable[ListenerPlan]) -> None:
+        """Bind and start a listener for each plan.
+
+        Raises:
+            OSError: with the listener named in the message.
+        """
+        for plan in plans:
+            listen = plan.config
+            try:
+                sock = bind_socket(
+                    host=listen.host, port=plan.port, path=listen.path, backlog=listen.backlog
+                )
+            except OSError as exc:
+                where = listen.path if listen.path else f"{listen.host}:{plan.port}"
+                raise OSError(
+                    exc.errno, f"{listen.label}: cannot listen on {where}: {exc.strerror or exc}"
+                ) from None
+            try:
+                listener = Listener(
+                    self.reactor,
+                    name=listen.name,
+                    handler_type=plan.handler_type,
+                    options=plan.options,
+                    sock=sock,
+                    plugins=self.plugins,
+                    max_connections=listen.max_connections,
+                    idle_timeout=listen.idle_timeout,
+                )
+            except Exception as exc:
+                sock.close()
+                if isinstance(exc, PluginError):
+                    raise
+                raise PluginError(
+                    f"{listen.label}: handler type {plan.handler_type.name!r} "
+                    f"({plan.provider.source}) failed to set up: {type(exc).__name__}: {exc}"
+                ) from exc
+            self.listeners.append(listener)
+            listener.start()
+            log.info(
+                "listening: %s handler=%s on %s",
+                listener.name,
+                plan.handler_type.name,
+                format_address(listener.address),
+            )
+
+    @property
+    def is_shutting_down(self) -> bool:
+        """True once :meth:`shutdown` began."""
+        return self._shutting_down
+
+    @property
+    def connections(self) -> list[Connection]:
+        """Every open connection, all listeners together."""
+        return [c for listener in self.listeners for c in listener.connections]
+
+    def serve_forever(self, *, install_signal_handlers: bool = True) -> None:
+        """Run until shut down; SIGTERM/SIGINT start a graceful shutdown."""
+        if install_signal_handlers:
+            self.reactor.add_signal_handler(signal.SIGTERM, self._signal_received)
+            self.reactor.add_signal_handler(signal.SIGINT, self._signal_received)
+        self.plugins.hook.reactorkit_reactor_started(reactor=self.reactor)
+        try:
+            self.reactor.run(install_signal_handlers=install_signal_handlers)
+        finally:
+            self.close()
+
+    def _signal_received(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self._shutting_down:
+            log.warning("%s again: aborting %d connections now", name, len(self.connections))
+            self._abort_all()
+            return
+        log.info("%s received: shutting down gracefully (up to %.1fs)", name,
+                 self.shutdown_timeout)
+        self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop accepting, ask handlers to finish, drain, then stop the reactor."""
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        for listener in self.listeners:
+            listener.close()
+        self.plugins.hook.reactorkit_reactor_stopping(reactor=self.reactor)
+        for connection in self.connections:
+            handler = connection.handler
+            try:
+                handler.shutdown_requested()
+            except Exception:
+                log.exception("%r: shutdown_requested raised; aborting it", connection)
+                connection.abort()
+        self._deadline = self.reactor.call_later(self.shutdown_timeout, self._drain_timed_out)
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if not self.connections:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            log.info("all connections closed; stopping")
+            self.reactor.stop()
+        else:
+            # Polled, not per-connection bookkeeping: shutdown is rare.
+            self.reactor.call_later(0.02, self._check_drained)
+
+    def _drain_timed_out(self) -> None:
+        remaining = self.connections
+        if remaining:
+            log.warning("shutdown timeout: aborting %d connections still open", len(remaining))
+        self._abort_all()
+
+    def _abort_all(self) -> None:
+        for connection in self.connections:
+            connection.abort()
+        self.reactor.call_soon(self.reactor.stop)
+
+    def close(self) -> None:
+        """Close every listener and connection and release the reactor."""
+        for listener in self.listeners:
+            listener.close()
+            for connection in list(listener.connections):
+                connection.abort()
+        if not self.reactor.is_running:
+            # Deliver the connection_lost callbacks the aborts queued.
+            self.reactor.call_soon(self.reactor.stop)
+            self.reactor.run()
+            self.reactor.close()
