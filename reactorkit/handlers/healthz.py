@@ -1,0 +1,1 @@
+"""Placeholder: the /healthz route plugin has not landed yet."""
