@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,11 @@ from reactorkit.handler import Handler
 from reactorkit.reactor import Reactor
 
 __all__ = ["FakeClock", "FakeConnection", "run_once", "run_until"]
+
+
+def _close_quietly(reactor: Reactor) -> None:
+    if not reactor.is_running:
+        reactor.close()
 
 
 class FakeClock:
@@ -84,6 +90,8 @@ class FakeConnection:
         if reactor is None:
             self.clock: FakeClock | None = FakeClock()
             reactor = Reactor(clock=self.clock, threads=2)
+            # Our own reactor: release its wake-up sockets with us.
+            weakref.finalize(self, _close_quietly, reactor)
         else:
             self.clock = None
         self.reactor = reactor

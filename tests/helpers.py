@@ -1,0 +1,107 @@
+"""Helpers for the project's own tests: clients with timeouts, CLI subprocesses."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+TIMEOUT = 5.0
+
+
+def connect(address: Any, timeout: float = TIMEOUT) -> socket.socket:
+    """A blocking client socket with a timeout, to a TCP tuple or a UNIX path."""
+    if isinstance(address, str):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.settimeout(timeout)
+        sock.connect(address)
+        return sock
+    return socket.create_connection(address[:2], timeout=timeout)
+
+
+def recv_until_closed(sock: socket.socket, limit: int = 1 << 24) -> bytes:
+    """Read until the peer closes (or resets); returns what came."""
+    out = bytearray()
+    while len(out) < limit:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    return bytes(out)
+
+
+class ServerProcess:
+    """``reactorkit run`` in a subprocess, with its stderr log captured."""
+
+    LISTENING = re.compile(r"listening: (\S+) handler=(\S+) on (\S+)")
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "reactorkit", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.log: list[str] = []
+        self.addresses: dict[str, str] = {}
+
+    def wait_serving(self, count: int, timeout: float = 15.0) -> dict[str, str]:
+        """Read the log until ``count`` listeners report their address."""
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + timeout
+        while len(self.addresses) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError("server did not start:\n" + "".join(self.log))
+            line = self.proc.stderr.readline()
+            if not line:
+                raise RuntimeError("server exited:\n" + "".join(self.log))
+            self.log.append(line)
+            match = self.LISTENING.search(line)
+            if match:
+                self.addresses[match.group(1)] = match.group(3)
+        return self.addresses
+
+    def tcp(self, name: str) -> tuple[str, int]:
+        host, _, port = self.addresses[name].rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def terminate(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> tuple[int, str]:
+        """Send ``sig`` and wait; returns (exit code, rest of the log)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=timeout)
+        self.log.append(err)
+        return self.proc.returncode, "".join(self.log)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate(timeout=10)
+
+
+def reactorkit_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m reactorkit ARGS`` to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "reactorkit", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
