@@ -289,7 +289,11 @@ def build_options(
     for key, value in table.items():
         field = fields.get(key)
         if field is None or not field.init:
-            own.unknown(label, f"options.{key}", sorted(fields), what="option")
+            if fields:
+                own.unknown(label, f"options.{key}", sorted(fields), what="option")
+            else:
+                own.add(label, f"options.{key}", "is not a known option: this handler type "
+                        "takes no options", None, show_got=False)
             continue
         ok, converted, expected = _structure(value, hints.get(field.name, Any))
         if not ok:
@@ -308,9 +312,11 @@ def build_options(
         return options_cls(**kwargs)
     except (ValueError, TypeError) as exc:
         message = exc.args[0] if exc.args else str(exc)
-        field = _field_in_message(str(message), fields)
-        own.add(label, f"options.{field}" if field else "options", str(message), None,
-                show_got=False)
+        text = str(message)
+        field = _field_in_message(text, fields)
+        if field and text.startswith(f"'{field}' "):
+            text = text[len(field) + 3 :]  # attrs validators start with the field's name
+        own.add(label, f"options.{field}" if field else "options", text, None, show_got=False)
         if problems is None:
             own.raise_if_any()
         return None
@@ -461,9 +467,9 @@ def _check_duplicates(listeners: Sequence[ListenConfig], problems: _Problems) ->
             continue
         for other, other_key in addresses:
             if _same_address(key, other_key):
-                where = f"[{listen.host}]:{listen.port}" if ":" in listen.host else \
-                    f"{listen.host}:{listen.port}"
-                shown = listen.path if listen.path is not None else where
+                host = other.host
+                where = f"[{host}]:{other.port}" if ":" in host else f"{host}:{other.port}"
+                shown = other.path if other.path is not None else where
                 problems.add(listen.label, "path" if listen.path else "port",
                              f"must be a free address: {other.label} already listens on "
                              f"{shown}", listen.path or listen.port)
