@@ -9,6 +9,7 @@ from importlib.metadata import version as _version
 
 from reactorkit.config import Config
 from reactorkit.connection import Connection
+from reactorkit.errors import BindError
 from reactorkit.errors import ConfigError
 from reactorkit.errors import ConfigErrors
 from reactorkit.errors import PluginError
@@ -37,6 +38,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
 
 __all__ = [
     "DEFAULT_MAX_LINE",
+    "BindError",
     "Config",
     "ConfigError",
     "ConfigErrors",
@@ -51,8 +53,8 @@ __all__ = [
     "PluginError",
     "PluginLoadError",
     "Plugins",
-    "ReactorkitError",
     "Reactor",
+    "ReactorkitError",
     "Server",
     "TimerHandle",
     "__version__",

@@ -7,6 +7,7 @@ print one clear line per problem on stderr and exit 1, without a traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -52,7 +53,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="reactorkit",
         description="Plugin-driven network servers on the Reactor pattern.",
     )
-    parser.add_argument("--version", action="version", version=f"reactorkit {reactorkit.__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"reactorkit {reactorkit.__version__}"
+    )
     parser.add_argument(
         "--log-level",
         choices=LOG_LEVELS,
@@ -81,8 +84,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_scaffold_command(sub: Any) -> None:
     try:
-        from reactorkit import scaffold
-    except ImportError:  # pragma: no cover - the scaffold module ships with the package
+        scaffold = importlib.import_module("reactorkit.scaffold")
+    except ModuleNotFoundError:  # pragma: no cover - the scaffold module ships with the package
         return
     scaffold.add_command(sub)
 
@@ -100,8 +103,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
     _setup_logging(args.log_level or config.reactor.log_level)
     server = Server.from_config(config)
-    log.info("reactorkit %s serving %d listeners (pid %d)", reactorkit.__version__,
-             len(server.listeners), os.getpid())
+    log.info(
+        "reactorkit %s serving %d listeners (pid %d)",
+        reactorkit.__version__,
+        len(server.listeners),
+        os.getpid(),
+    )
     server.serve_forever()
     log.info("stopped")
     return 0
@@ -109,27 +116,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level or "warning")
-    errors: list[str] = []
-    try:
-        config = _load_config(args.config)
-    except ConfigErrors as exc:
-        for error in exc.errors:
-            print(f"reactorkit: error: {error}", file=sys.stderr)
-        return 1
-    plugins = load_plugins(config.reactor.plugins)
-    try:
-        handler_types = plugins.handler_types()
-        plans = plan_listeners(
-            config, handler_types, load_errors=plugins.load_errors, skip_missing=config.is_default
-        )
-    except ConfigErrors as exc:
-        errors.extend(str(e) for e in exc.errors)
-    except PluginError as exc:
-        errors.extend(str(exc).splitlines())
+    config, problems = Config.check_toml(args.config)
+    errors = [str(e) for e in problems]
+    plans = []
+    if config is not None:
+        # Resolve the well-formed listeners too, so one run reports everything.
+        plugins = load_plugins(config.reactor.plugins)
+        try:
+            plans = plan_listeners(
+                config,
+                plugins.handler_types(),
+                load_errors=plugins.load_errors,
+                skip_missing=config.is_default,
+            )
+        except ConfigErrors as exc:
+            errors.extend(str(e) for e in exc.errors)
+        except PluginError as exc:
+            errors.extend(str(exc).splitlines())
     if errors:
         for line in errors:
             print(f"reactorkit: error: {line}", file=sys.stderr)
         return 1
+    assert config is not None
     for plan in plans:
         listen = plan.config
         where = f"unix:{listen.path}" if listen.path else f"{listen.host}:{plan.port}"
@@ -195,8 +203,10 @@ def _print_plugins(report: dict[str, Any]) -> None:
     for h in report["handler_types"]:
         port = f" [default port {h['default_port']}]" if h["default_port"] else ""
         print(f"  {h['name']:<{width}}  {h['description']}{port}")
-        print(f"  {'':<{width}}  from {h['distribution'] or 'no distribution'} "
-              f"(plugin {h['plugin']!r})")
+        print(
+            f"  {'':<{width}}  from {h['distribution'] or 'no distribution'} "
+            f"(plugin {h['plugin']!r})"
+        )
     print()
     print("Plugins:")
     for p in report["plugins"]:

@@ -139,25 +139,69 @@ class Config:
         Raises:
             ConfigErrors: every problem found, each naming file, listener, field.
         """
+        return cls.from_dict(cls._read(path), path=path)
+
+    @classmethod
+    def check_toml(cls, path: str | None) -> tuple[Config | None, list[ConfigError]]:
+        """Read a TOML file (None: the default config) and keep going past problems.
+
+        Returns:
+            The config made of the entries that are well-formed (None when the
+            file cannot be read at all), and every problem found. ``reactorkit
+            check`` resolves the well-formed listeners too, to report all at once.
+        """
+        if path is None:
+            return cls.default(), []
+        try:
+            data = cls._read(path)
+        except ConfigErrors as exc:
+            return None, exc.errors
+        problems = _Problems(path)
+        config = cls._from_dict(data, path, problems)
+        return config, problems.errors
+
+    @staticmethod
+    def _read(path: str) -> dict[str, Any]:
         try:
             with open(path, "rb") as f:
                 data = tomllib.load(f)
         except FileNotFoundError:
             raise ConfigErrors(
-                [ConfigError(path=path, listener=None, field=None, expected="file not found",
-                             show_got=False)]
+                [
+                    ConfigError(
+                        path=path,
+                        listener=None,
+                        field=None,
+                        expected="file not found",
+                        show_got=False,
+                    )
+                ]
             ) from None
         except OSError as exc:
             raise ConfigErrors(
-                [ConfigError(path=path, listener=None, field=None,
-                             expected=f"cannot be read: {exc.strerror}", show_got=False)]
+                [
+                    ConfigError(
+                        path=path,
+                        listener=None,
+                        field=None,
+                        expected=f"cannot be read: {exc.strerror}",
+                        show_got=False,
+                    )
+                ]
             ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigErrors(
-                [ConfigError(path=path, listener=None, field=None,
-                             expected=f"is not valid TOML: {exc}", show_got=False)]
+                [
+                    ConfigError(
+                        path=path,
+                        listener=None,
+                        field=None,
+                        expected=f"is not valid TOML: {exc}",
+                        show_got=False,
+                    )
+                ]
             ) from None
-        return cls.from_dict(data, path=path)
+        return data
 
     @classmethod
     def default(cls) -> Config:
@@ -167,8 +211,18 @@ class Config:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, path: str) -> Config:
-        """Shape-check an already parsed TOML document."""
+        """Shape-check an already parsed TOML document.
+
+        Raises:
+            ConfigErrors: every problem found.
+        """
         problems = _Problems(path)
+        config = cls._from_dict(data, path, problems)
+        problems.raise_if_any()
+        return config
+
+    @classmethod
+    def _from_dict(cls, data: Mapping[str, Any], path: str, problems: _Problems) -> Config:
         for key in data:
             if key not in ("reactor", "listen"):
                 problems.unknown(None, key, ("reactor", "listen"), what="top-level table")
@@ -179,14 +233,14 @@ class Config:
             problems.add(None, "listen", "must be an array of tables ([[listen]])", raw_listeners)
         else:
             if not raw_listeners:
-                problems.add(None, "listen", "needs at least one [[listen]] entry", None,
-                             show_got=False)
+                problems.add(
+                    None, "listen", "needs at least one [[listen]] entry", None, show_got=False
+                )
             for index, table in enumerate(raw_listeners):
                 listener = _listen_config(index, table, problems)
                 if listener is not None:
                     listeners.append(listener)
         _check_duplicates(listeners, problems)
-        problems.raise_if_any()
         return cls(path=path, reactor=reactor, listeners=tuple(listeners))
 
 
@@ -234,15 +288,14 @@ def plan_listeners(
         provider = handler_types.get(listen.handler)
         if provider is None:
             if skip_missing:
-                log.warning("%s: handler %r is not installed; skipping it", listen.label,
-                            listen.handler)
+                log.warning(
+                    "%s: handler %r is not installed; skipping it", listen.label, listen.handler
+                )
                 continue
             known = sorted(handler_types)
             hint = _did_you_mean(listen.handler, known)
             if load_errors:
-                hint = "; ".join(
-                    ([hint] if hint else []) + [f"note: {e}" for e in load_errors]
-                )
+                hint = "; ".join(([hint] if hint else []) + [f"note: {e}" for e in load_errors])
             problems.add(
                 listen.label,
                 "handler",
@@ -254,20 +307,28 @@ def plan_listeners(
         handler_type = provider.item
         options = build_options(handler_type.options, listen.options, problems, listen.label)
         if listen.path is None and listen.port is None and handler_type.default_port is None:
-            problems.add(listen.label, "port", "is required (handler type "
-                         f"{handler_type.name!r} has no default port)", None, show_got=False)
+            problems.add(
+                listen.label,
+                "port",
+                f"is required (handler type {handler_type.name!r} has no default port)",
+                None,
+                show_got=False,
+            )
             continue
         if options is not None:
             plans.append(
-                ListenerPlan(config=listen, handler_type=handler_type, provider=provider,
-                             options=options)
+                ListenerPlan(
+                    config=listen, handler_type=handler_type, provider=provider, options=options
+                )
             )
     problems.raise_if_any()
     return plans
 
 
 def build_options(
-    options_cls: type, table: Mapping[str, Any], problems: _Problems | None = None,
+    options_cls: type,
+    table: Mapping[str, Any],
+    problems: _Problems | None = None,
     label: str | None = None,
 ) -> Any:
     """Build a handler type's options object from a ``[listen.options]`` table.
@@ -292,8 +353,13 @@ def build_options(
             if fields:
                 own.unknown(label, f"options.{key}", sorted(fields), what="option")
             else:
-                own.add(label, f"options.{key}", "is not a known option: this handler type "
-                        "takes no options", None, show_got=False)
+                own.add(
+                    label,
+                    f"options.{key}",
+                    "is not a known option: this handler type takes no options",
+                    None,
+                    show_got=False,
+                )
             continue
         ok, converted, expected = _structure(value, hints.get(field.name, Any))
         if not ok:
@@ -301,9 +367,9 @@ def build_options(
             continue
         kwargs[field.name] = converted
     for name, field in fields.items():
-        if field.default is attrs.NOTHING and name not in kwargs and field.init:
-            if not any(e.field == f"options.{name}" for e in own.errors[before:]):
-                own.add(label, f"options.{name}", "is required", None, show_got=False)
+        missing = field.default is attrs.NOTHING and name not in kwargs and field.init
+        if missing and not any(e.field == f"options.{name}" for e in own.errors[before:]):
+            own.add(label, f"options.{name}", "is required", None, show_got=False)
     if len(own.errors) > before:
         if problems is None:
             own.raise_if_any()
@@ -330,17 +396,38 @@ class _Problems:
         self.path = path
         self.errors: list[ConfigError] = []
 
-    def add(self, listener: str | None, field: str | None, expected: str, got: Any,
-            *, hint: str | None = None, show_got: bool = True) -> None:
+    def add(
+        self,
+        listener: str | None,
+        field: str | None,
+        expected: str,
+        got: Any,
+        *,
+        hint: str | None = None,
+        show_got: bool = True,
+    ) -> None:
         self.errors.append(
-            ConfigError(path=self.path, listener=listener, field=field, expected=expected,
-                        got=got, hint=hint, show_got=show_got)
+            ConfigError(
+                path=self.path,
+                listener=listener,
+                field=field,
+                expected=expected,
+                got=got,
+                hint=hint,
+                show_got=show_got,
+            )
         )
 
     def unknown(self, listener: str | None, key: str, known: Sequence[str], *, what: str) -> None:
         bare = key.rsplit(".", 1)[-1]
-        self.add(listener, key, f"is not a known {what} (known: {', '.join(known)})", None,
-                 hint=_did_you_mean(bare, known), show_got=False)
+        self.add(
+            listener,
+            key,
+            f"is not a known {what} (known: {', '.join(known)})",
+            None,
+            hint=_did_you_mean(bare, known),
+            show_got=False,
+        )
 
     def raise_if_any(self) -> None:
         if self.errors:
@@ -370,8 +457,13 @@ def _reactor_config(table: Any, problems: _Problems) -> ReactorConfig:
             problems.unknown(None, field, _REACTOR_KEYS, what="[reactor] key")
         elif key == "log_level":
             if value not in LOG_LEVELS:
-                problems.add(None, field, f"must be one of {', '.join(LOG_LEVELS)}", value,
-                             hint=_did_you_mean(str(value), LOG_LEVELS))
+                problems.add(
+                    None,
+                    field,
+                    f"must be one of {', '.join(LOG_LEVELS)}",
+                    value,
+                    hint=_did_you_mean(str(value), LOG_LEVELS),
+                )
             else:
                 values[key] = value
         elif key == "shutdown_timeout":
@@ -404,8 +496,13 @@ def _listen_config(index: int, table: Any, problems: _Problems) -> ListenConfig 
         if key not in _LISTEN_KEYS:
             problems.unknown(label, key, _LISTEN_KEYS, what="listener key")
     if not isinstance(handler, str) or not handler:
-        problems.add(label, "handler", "is required: the name of a handler type (e.g. 'echo')",
-                     handler, show_got=handler is not None)
+        problems.add(
+            label,
+            "handler",
+            "is required: the name of a handler type (e.g. 'echo')",
+            handler,
+            show_got=handler is not None,
+        )
     if "name" in table and (not isinstance(table["name"], str) or not table["name"]):
         problems.add(label, "name", "must be a non-empty string", table["name"])
     values: dict[str, Any] = {}
@@ -414,14 +511,22 @@ def _listen_config(index: int, table: Any, problems: _Problems) -> ListenConfig 
         if not isinstance(path, str) or not path:
             problems.add(label, "path", "must be a filesystem path (string)", path)
         elif "host" in table or "port" in table:
-            problems.add(label, "path", "cannot be combined with host/port: choose a UNIX "
-                         "socket or TCP", path)
+            problems.add(
+                label,
+                "path",
+                "cannot be combined with host/port: choose a UNIX socket or TCP",
+                path,
+            )
         else:
             values["path"] = path
     if host is not None:
         if not isinstance(host, str) or not _is_host(host):
-            problems.add(label, "host", "must be an IP address (e.g. '127.0.0.1', '::1') "
-                         "or 'localhost'", host)
+            problems.add(
+                label,
+                "host",
+                "must be an IP address (e.g. '127.0.0.1', '::1') or 'localhost'",
+                host,
+            )
         else:
             values["host"] = host
     if port is not None:
@@ -440,15 +545,22 @@ def _listen_config(index: int, table: Any, problems: _Problems) -> ListenConfig 
         if _is_number(value) and value >= 0:
             values["idle_timeout"] = float(value)
         else:
-            problems.add(label, "idle_timeout", "must be a number of seconds >= 0 (0 = never)",
-                         value)
+            problems.add(
+                label, "idle_timeout", "must be a number of seconds >= 0 (0 = never)", value
+            )
     options = table.get("options", {})
     if not isinstance(options, dict):
         problems.add(label, "options", "must be a table ([listen.options])", options)
         options = {}
-    if len(problems.errors) > count:
+    if len(problems.errors) > count or not isinstance(handler, str):
         return None
-    return ListenConfig(index=index, name=name, handler=handler, options=options, **values)
+    return ListenConfig(
+        index=index,
+        name=name if isinstance(name, str) else handler,
+        handler=handler,
+        options=options,
+        **values,
+    )
 
 
 def _check_duplicates(listeners: Sequence[ListenConfig], problems: _Problems) -> None:
@@ -456,8 +568,12 @@ def _check_duplicates(listeners: Sequence[ListenConfig], problems: _Problems) ->
     addresses: list[tuple[ListenConfig, Any]] = []
     for listen in listeners:
         if listen.name in names:
-            problems.add(listen.label, "name", f"must be unique: {names[listen.name].label} "
-                         "has the same name", listen.name)
+            problems.add(
+                listen.label,
+                "name",
+                f"must be unique: {names[listen.name].label} has the same name",
+                listen.name,
+            )
         names[listen.name] = listen
         if listen.path is not None:
             key: Any = ("unix", listen.path)
@@ -470,9 +586,12 @@ def _check_duplicates(listeners: Sequence[ListenConfig], problems: _Problems) ->
                 host = other.host
                 where = f"[{host}]:{other.port}" if ":" in host else f"{host}:{other.port}"
                 shown = other.path if other.path is not None else where
-                problems.add(listen.label, "path" if listen.path else "port",
-                             f"must be a free address: {other.label} already listens on "
-                             f"{shown}", listen.path or listen.port)
+                problems.add(
+                    listen.label,
+                    "path" if listen.path else "port",
+                    f"must be a free address: {other.label} already listens on {shown}",
+                    listen.path or listen.port,
+                )
                 break
         addresses.append((listen, key))
 
@@ -523,19 +642,18 @@ def _structure(value: Any, hint: Any) -> tuple[bool, Any, str]:
     if hint is Any:
         return True, value, "anything"
     if origin in (typing.Union, types.UnionType):
-        expected = []
+        alternatives: list[str] = []
         for arg in args:
             if arg is type(None):
                 continue
             ok, converted, exp = _structure(value, arg)
             if ok:
                 return True, converted, exp
-            expected.append(exp)
-        return False, None, " or ".join(expected)
+            alternatives.append(exp)
+        return False, None, " or ".join(alternatives)
     if origin is typing.Literal:
         shown = ", ".join(repr(a) for a in args)
-        return (value in args and type(value) in {type(a) for a in args}), value, \
-            f"one of {shown}"
+        return (value in args and type(value) in {type(a) for a in args}), value, f"one of {shown}"
     if hint is bool:
         return isinstance(value, bool), value, "true or false"
     if hint is int:
@@ -556,13 +674,11 @@ def _structure(value: Any, hint: Any) -> tuple[bool, Any, str]:
                     ok_list = False
                     break
                 converted_items.append(converted)
-        expected = f"a list of {_plural(item_expected)}"
-        result = tuple(converted_items) if origin is not list else converted_items
-        return ok_list, result if ok_list else None, expected
+        shown = f"a list of {_plural(item_expected)}"
+        result: Any = tuple(converted_items) if origin is not list else converted_items
+        return ok_list, result if ok_list else None, shown
     if origin in (dict, Mapping) and len(args) == 2:
-        ok = isinstance(value, dict) and all(
-            _structure(v, args[1])[0] for v in value.values()
-        )
+        ok = isinstance(value, dict) and all(_structure(v, args[1])[0] for v in value.values())
         return ok, dict(value) if ok else None, "a table"
     if isinstance(hint, type):
         return isinstance(value, hint), value, f"a {hint.__name__}"
@@ -572,5 +688,5 @@ def _structure(value: Any, hint: Any) -> tuple[bool, Any, str]:
 def _plural(expected: str) -> str:
     for article in ("an ", "a "):
         if expected.startswith(article):
-            return expected[len(article):] + "s"
+            return expected[len(article) :] + "s"
     return expected

@@ -29,6 +29,7 @@ Theory of operation
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import logging
 import socket
@@ -281,10 +282,8 @@ class Connection:
     def _finish(self, exc: BaseException | None) -> None:
         self._state = _CLOSED
         if self._events:
-            try:
+            with contextlib.suppress(KeyError, ValueError):
                 self.reactor.unregister(self._sock)
-            except (KeyError, ValueError):
-                pass
             self._events = 0
         self._sock.close()
         self.reactor.call_soon(self._deliver_lost, exc)

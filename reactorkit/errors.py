@@ -9,12 +9,13 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "BindError",
     "ConfigError",
     "ConfigErrors",
     "PluginError",
     "PluginLoadError",
-    "ReactorkitError",
     "ReactorStateError",
+    "ReactorkitError",
 ]
 
 
@@ -24,6 +25,21 @@ class ReactorkitError(Exception):
 
 class ReactorStateError(ReactorkitError, RuntimeError):
     """The reactor was asked to do something its state does not allow."""
+
+
+class BindError(ReactorkitError, OSError):
+    """A listener's address cannot be bound (in use, not permitted...).
+
+    ``errno`` is the underlying error's; the message names the config file,
+    the listener and the address.
+    """
+
+    def __init__(self, errno: int | None, message: str) -> None:
+        super().__init__(errno, message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ConfigError(ReactorkitError, ValueError):

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -81,7 +82,8 @@ def bind_socket(
             sock.close()
             raise
     else:
-        assert host is not None and port is not None
+        if host is None or port is None:
+            raise ValueError("bind_socket() needs host and port, or path")
         infos = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICSERV
         )
@@ -231,10 +233,8 @@ class Listener:
         path = self.address if isinstance(self.address, str) else None
         self.sock.close()
         if path:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(path)
-            except OSError:
-                pass
 
     # -- accepting ---------------------------------------------------------
 
@@ -305,9 +305,7 @@ class Listener:
         self.stats.closed_bytes_sent += connection.bytes_sent
         if self._observe:
             assert self.hook is not None
-            self.hook.reactorkit_connection_lost(
-                listener=self, connection=connection, reason=exc
-            )
+            self.hook.reactorkit_connection_lost(listener=self, connection=connection, reason=exc)
         if not self._accepting and len(self.connections) < self.max_connections:
             self._resume_accepting()
 

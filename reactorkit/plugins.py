@@ -81,9 +81,9 @@ class Plugins:
         """
         caller = getattr(self.hook, hook_name)
         out: list[Contribution] = []
-        # get_hookimpls() is in call order reversed (last registered first);
-        # walk it backwards so contributions follow registration order.
-        for impl in reversed(caller.get_hookimpls()):
+        # get_hookimpls() lists implementations in registration order (pluggy
+        # calls them last-first); contributions keep registration order.
+        for impl in caller.get_hookimpls():
             dist = self.distribution(impl.plugin)
             try:
                 items = impl.function()
@@ -196,7 +196,9 @@ def _load_entry_points(pm: pluggy.PluginManager, errors: list[PluginLoadError]) 
                     ep.name,
                     ep.value,
                     dist,
-                    PluginError(f"entry point name {ep.name!r} is also declared by {seen[ep.name]}"),
+                    PluginError(
+                        f"entry point name {ep.name!r} is also declared by {seen[ep.name]}"
+                    ),
                 )
             )
             continue
@@ -229,9 +231,7 @@ def _check_pending(pm: pluggy.PluginManager, errors: list[PluginLoadError]) -> N
             pm.check_pending()
         except pluggy.PluginValidationError as exc:
             name = pm.get_name(exc.plugin) or repr(exc.plugin)
-            errors.append(
-                PluginLoadError(name, getattr(exc.plugin, "__name__", name), None, exc)
-            )
+            errors.append(PluginLoadError(name, getattr(exc.plugin, "__name__", name), None, exc))
             pm.set_blocked(name)
             continue
         break

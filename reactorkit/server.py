@@ -24,7 +24,7 @@ from typing import Any, final
 
 from reactorkit.config import Config, ListenerPlan, plan_listeners
 from reactorkit.connection import Connection
-from reactorkit.errors import PluginError
+from reactorkit.errors import BindError, PluginError
 from reactorkit.listener import Listener, bind_socket, format_address
 from reactorkit.plugins import Plugins, load_plugins
 from reactorkit.reactor import Reactor
@@ -61,7 +61,7 @@ class Server:
         Raises:
             ConfigErrors: the config does not resolve against the plugins.
             PluginError: the plugins conflict.
-            OSError: an address cannot be bound (already bound ones are closed).
+            BindError: an address cannot be bound (already bound ones are closed).
         """
         if plugins is None:
             plugins = load_plugins(config.reactor.plugins)
@@ -78,17 +78,21 @@ class Server:
             reactor = Reactor(threads=config.reactor.threads)
         server = cls(reactor, plugins, shutdown_timeout=config.reactor.shutdown_timeout)
         try:
-            server.bind(plans)
+            server.bind(plans, source=config.path)
         except BaseException:
             server.close()
             raise
         return server
 
-    def bind(self, plans: Iterable[ListenerPlan]) -> None:
+    def bind(self, plans: Iterable[ListenerPlan], *, source: str | None = None) -> None:
         """Bind and start a listener for each plan.
 
+        Args:
+            plans: from :func:`reactorkit.config.plan_listeners`.
+            source: the config file, named in errors.
+
         Raises:
-            OSError: with the listener named in the message.
+            BindError: naming the config file, the listener and the address.
         """
         for plan in plans:
             listen = plan.config
@@ -98,8 +102,10 @@ class Server:
                 )
             except OSError as exc:
                 where = listen.path if listen.path else f"{listen.host}:{plan.port}"
-                raise OSError(
-                    exc.errno, f"{listen.label}: cannot listen on {where}: {exc.strerror or exc}"
+                prefix = f"{source}: " if source else ""
+                raise BindError(
+                    exc.errno,
+                    f"{prefix}{listen.label}: cannot listen on {where}: {exc.strerror or exc}",
                 ) from None
             try:
                 listener = Listener(
@@ -156,8 +162,7 @@ class Server:
             log.warning("%s again: aborting %d connections now", name, len(self.connections))
             self._abort_all()
             return
-        log.info("%s received: shutting down gracefully (up to %.1fs)", name,
-                 self.shutdown_timeout)
+        log.info("%s received: shutting down gracefully (up to %.1fs)", name, self.shutdown_timeout)
         self.shutdown()
 
     def shutdown(self) -> None:

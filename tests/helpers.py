@@ -82,6 +82,12 @@ class ServerProcess:
         self.log.append(err)
         return self.proc.returncode, "".join(self.log)
 
+    def wait_exit(self, timeout: float = 15.0) -> tuple[int, str]:
+        """Wait for the process to exit by itself; returns (exit code, rest of the log)."""
+        _, err = self.proc.communicate(timeout=timeout)
+        self.log.append(err)
+        return self.proc.returncode, "".join(self.log)
+
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()

@@ -17,26 +17,32 @@ P = "r.toml"
 BAD_CONFIGS = [
     pytest.param(
         '[[listen]]\nhandler="echo"\nport="seventy"',
-        [f"{P}: listen[0] 'echo': port must be an integer 0-65535 (0 picks a free port), "
-         "got 'seventy'"],
+        [
+            f"{P}: listen[0] 'echo': port must be an integer 0-65535 (0 picks a free port), "
+            "got 'seventy'"
+        ],
         id="port-not-int",
     ),
     pytest.param(
         '[[listen]]\nhandler="echo"\nport=70000',
-        [f"{P}: listen[0] 'echo': port must be an integer 0-65535 (0 picks a free port), "
-         "got 70000"],
+        [
+            f"{P}: listen[0] 'echo': port must be an integer 0-65535 (0 picks a free port), "
+            "got 70000"
+        ],
         id="port-range",
     ),
     pytest.param(
-        '[[listen]]\nport=1',
+        "[[listen]]\nport=1",
         [f"{P}: listen[0]: handler is required: the name of a handler type (e.g. 'echo')"],
         id="handler-missing",
     ),
     pytest.param(
         '[[listen]]\nhandler="echo"\nprot=1',
-        [f"{P}: listen[0] 'echo': prot is not a known listener key (known: name, handler, "
-         "host, port, path, backlog, max_connections, idle_timeout, options) "
-         "(did you mean 'port'?)"],
+        [
+            f"{P}: listen[0] 'echo': prot is not a known listener key (known: name, handler, "
+            "host, port, path, backlog, max_connections, idle_timeout, options) "
+            "(did you mean 'port'?)"
+        ],
         id="unknown-key-did-you-mean",
     ),
     pytest.param(
@@ -46,14 +52,18 @@ BAD_CONFIGS = [
     ),
     pytest.param(
         '[reactor]\nthreads=0\nshutdown_timeout=-1\n[[listen]]\nhandler="echo"',
-        [f"{P}: reactor.threads must be an integer 1-1024, got 0",
-         f"{P}: reactor.shutdown_timeout must be a number of seconds >= 0, got -1"],
+        [
+            f"{P}: reactor.threads must be an integer 1-1024, got 0",
+            f"{P}: reactor.shutdown_timeout must be a number of seconds >= 0, got -1",
+        ],
         id="reactor-numbers-every-error",
     ),
     pytest.param(
         '[reactor]\nplugin=["x"]\n[[listen]]\nhandler="echo"',
-        [f"{P}: reactor.plugin is not a known [reactor] key (known: log_level, "
-         "shutdown_timeout, threads, plugins) (did you mean 'plugins'?)"],
+        [
+            f"{P}: reactor.plugin is not a known [reactor] key (known: log_level, "
+            "shutdown_timeout, threads, plugins) (did you mean 'plugins'?)"
+        ],
         id="reactor-unknown-key",
     ),
     pytest.param(
@@ -63,47 +73,61 @@ BAD_CONFIGS = [
     ),
     pytest.param(
         '[[listen]]\nhandler="echo"\nport=7\n[[listen]]\nhandler="echo"\nname="e2"\nport=7',
-        [f"{P}: listen[1] 'e2': port must be a free address: listen[0] 'echo' already "
-         "listens on 127.0.0.1:7, got 7"],
+        [
+            f"{P}: listen[1] 'e2': port must be a free address: listen[0] 'echo' already "
+            "listens on 127.0.0.1:7, got 7"
+        ],
         id="same-address",
     ),
     pytest.param(
         '[[listen]]\nhandler="echo"\nhost="0.0.0.0"\nport=7\n'
         '[[listen]]\nname="b"\nhandler="echo"\nport=7',
-        [f"{P}: listen[1] 'b': port must be a free address: listen[0] 'echo' already "
-         "listens on 0.0.0.0:7, got 7"],
+        [
+            f"{P}: listen[1] 'b': port must be a free address: listen[0] 'echo' already "
+            "listens on 0.0.0.0:7, got 7"
+        ],
         id="wildcard-overlaps",
     ),
     pytest.param(
         '[[listen]]\nhandler="echo"\npath="/tmp/a.sock"\n'
         '[[listen]]\nname="b"\nhandler="echo"\npath="/tmp/a.sock"',
-        [f"{P}: listen[1] 'b': path must be a free address: listen[0] 'echo' already "
-         "listens on /tmp/a.sock, got '/tmp/a.sock'"],
+        [
+            f"{P}: listen[1] 'b': path must be a free address: listen[0] 'echo' already "
+            "listens on /tmp/a.sock, got '/tmp/a.sock'"
+        ],
         id="same-unix-path",
     ),
     pytest.param(
         '[[listen]]\nhandler="echo"\nport=7\n[[listen]]\nhandler="echo"\nport=8',
-        [f"{P}: listen[1] 'echo': name must be unique: listen[0] 'echo' has the same name, "
-         "got 'echo'"],
+        [
+            f"{P}: listen[1] 'echo': name must be unique: listen[0] 'echo' has the same name, "
+            "got 'echo'"
+        ],
         id="duplicate-name",
     ),
     pytest.param(
         '[[listen]]\nhandler="echo"\nhost="example.com"',
-        [f"{P}: listen[0] 'echo': host must be an IP address (e.g. '127.0.0.1', '::1') or "
-         "'localhost', got 'example.com'"],
+        [
+            f"{P}: listen[0] 'echo': host must be an IP address (e.g. '127.0.0.1', '::1') or "
+            "'localhost', got 'example.com'"
+        ],
         id="host",
     ),
     pytest.param(
         '[[listen]]\nhandler="echo"\npath="/tmp/x"\nport=3',
-        [f"{P}: listen[0] 'echo': path cannot be combined with host/port: choose a UNIX "
-         "socket or TCP, got '/tmp/x'"],
+        [
+            f"{P}: listen[0] 'echo': path cannot be combined with host/port: choose a UNIX "
+            "socket or TCP, got '/tmp/x'"
+        ],
         id="path-and-port",
     ),
     pytest.param(
         '[[listen]]\nhandler="echo"\nidle_timeout="5m"\nbacklog=0',
-        [f"{P}: listen[0] 'echo': backlog must be an integer >= 1, got 0",
-         f"{P}: listen[0] 'echo': idle_timeout must be a number of seconds >= 0 (0 = never), "
-         "got '5m'"],
+        [
+            f"{P}: listen[0] 'echo': backlog must be an integer >= 1, got 0",
+            f"{P}: listen[0] 'echo': idle_timeout must be a number of seconds >= 0 (0 = never), "
+            "got '5m'",
+        ],
         id="limits",
     ),
     pytest.param(
@@ -134,17 +158,20 @@ def test_bad_config_is_reported_exactly(text: str, expected: list[str]) -> None:
 
 def test_error_carries_structure() -> None:
     with pytest.raises(ConfigErrors) as info:
-        Config.from_dict(tomllib.loads('[[listen]]\nname="web"\nhandler="echo"\nport=-1'),
-                         path=P)
+        Config.from_dict(tomllib.loads('[[listen]]\nname="web"\nhandler="echo"\nport=-1'), path=P)
     (error,) = info.value.errors
-    assert (error.path, error.listener, error.field, error.got) == (P, "listen[0] 'web'",
-                                                                    "port", -1)
+    assert (error.path, error.listener, error.field, error.got) == (
+        P,
+        "listen[0] 'web'",
+        "port",
+        -1,
+    )
     assert "integer" in error.expected
 
 
 def test_missing_file_names_the_file(tmp_path) -> None:
     missing = str(tmp_path / "nope.toml")
-    with pytest.raises(ConfigErrors, match="nope.toml: file not found"):
+    with pytest.raises(ConfigErrors, match=r"nope\.toml: file not found"):
         Config.from_toml(missing)
 
 
@@ -218,8 +245,9 @@ def _types(**kinds: HandlerType) -> dict[str, Contribution]:
     return {name: Contribution(kind, "demo", "demo-dist 1.0") for name, kind in kinds.items()}
 
 
-DEMO = _types(demo=HandlerType(name="demo", handler=_Handler, options=DemoOptions,
-                               default_port=9000))
+DEMO = _types(
+    demo=HandlerType(name="demo", handler=_Handler, options=DemoOptions, default_port=9000)
+)
 
 
 def _plan(text: str, types: dict[str, Contribution] = DEMO) -> list[object]:
@@ -235,12 +263,17 @@ def test_options_are_built_and_converted() -> None:
 @pytest.mark.parametrize(
     ("options", "expected"),
     [
-        ("rat=2", f"{P}: listen[0] 'demo': options.rat is not a known option (known: "
-                  "commands, greeting, mode, rate, verbose) (did you mean 'rate'?)"),
+        (
+            "rat=2",
+            f"{P}: listen[0] 'demo': options.rat is not a known option (known: "
+            "commands, greeting, mode, rate, verbose) (did you mean 'rate'?)",
+        ),
         ("rate='fast'", f"{P}: listen[0] 'demo': options.rate must be a number, got 'fast'"),
         ("verbose=1", f"{P}: listen[0] 'demo': options.verbose must be true or false, got 1"),
-        ("commands=[1]", f"{P}: listen[0] 'demo': options.commands must be a list of strings, "
-                         "got [1]"),
+        (
+            "commands=[1]",
+            f"{P}: listen[0] 'demo': options.commands must be a list of strings, got [1]",
+        ),
         ("mode=3", f"{P}: listen[0] 'demo': options.mode must be a string, got 3"),
         ("rate=0", f"{P}: listen[0] 'demo': options.rate must be > 0: 0.0"),
     ],
@@ -281,15 +314,18 @@ def test_options_for_a_handler_without_options() -> None:
 
 def test_every_listener_error_is_collected() -> None:
     with pytest.raises(ConfigErrors) as info:
-        _plan('[[listen]]\nhandler="nope"\n[[listen]]\nname="b"\nhandler="demo"\n'
-              '[listen.options]\nrate=-1')
+        _plan(
+            '[[listen]]\nhandler="nope"\n[[listen]]\nname="b"\nhandler="demo"\n'
+            "[listen.options]\nrate=-1"
+        )
     assert len(info.value.errors) == 2
 
 
 def test_missing_handlers_are_skipped_for_the_default_config(caplog) -> None:
     config = Config.default()
-    plans = plan_listeners(config, _types(echo=HandlerType(name="echo", handler=_Handler)),
-                           skip_missing=True)
+    plans = plan_listeners(
+        config, _types(echo=HandlerType(name="echo", handler=_Handler)), skip_missing=True
+    )
     assert [p.config.handler for p in plans] == ["echo"]
     assert "handler 'chat' is not installed; skipping it" in caplog.text
 

@@ -238,7 +238,7 @@ def test_close_flushes_the_buffer_first(reactor, pair) -> None:
 
 
 def test_abort_drops_the_buffer_and_closes_at_once(reactor, pair) -> None:
-    a, b = pair
+    a, _ = pair
     handler = Recorder()
     conn = make(reactor, a, handler, high_water=10**9)
     conn.write(b"q" * 300_000)

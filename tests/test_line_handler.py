@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -128,7 +130,7 @@ def test_any_split_gives_the_same_lines(lines: list[bytes], cuts: list[int], crl
     points = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
     h = Lines(max_line_length=64)
     conn = FakeConnection(h)
-    for start, stop in zip(points, points[1:], strict=False):
+    for start, stop in itertools.pairwise(points):
         conn.feed(data[start:stop])
     assert h.lines == lines
     assert not conn.closed

@@ -235,4 +235,6 @@ class FakeConnection:
         self.handler.connection_lost(exc)
 
     def __repr__(self) -> str:
-        return f"<FakeConnection peer={self.peername} state={self.state} written={len(self.written)}>"
+        return (
+            f"<FakeConnection peer={self.peername} state={self.state} written={len(self.written)}>"
+        )

@@ -134,10 +134,14 @@ def serve(
     loaded = load_plugins(config.reactor.plugins, entry_points=entry_points)
     for index, plugin in enumerate(extra):
         loaded.pm.register(plugin, name=f"test-plugin-{index}")
-    server = Server.from_config(config, plugins=loaded, reactor=Reactor(threads=config.reactor.threads))
+    server = Server.from_config(
+        config, plugins=loaded, reactor=Reactor(threads=config.reactor.threads)
+    )
     thread = threading.Thread(
-        target=server.serve_forever, kwargs={"install_signal_handlers": False},
-        name="reactorkit-test-server", daemon=True,
+        target=server.serve_forever,
+        kwargs={"install_signal_handlers": False},
+        name="reactorkit-test-server",
+        daemon=True,
     )
     thread.start()
     running = RunningServer(server, thread)

@@ -1,0 +1,289 @@
+"""The reactorkit command through subprocesses: run, check, plugins, signals and draining."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import reactorkit
+from tests.helpers import child_env, connect, reactorkit_cli, recv_until_closed
+
+BIG = 32 * 1024 * 1024
+
+# A plugin module named in the config: a handler that answers one line with
+# a big reply, so a client that does not read leaves it buffered.
+BIG_REPLY_PLUGIN = f"""
+import reactorkit
+
+class BigReply(reactorkit.Handler):
+    def data_received(self, data):
+        self.connection.write(b"R" * {BIG})
+
+@reactorkit.hookimpl
+def reactorkit_handler_types():
+    return [reactorkit.HandlerType(name="big-reply", handler=BigReply)]
+"""
+
+
+def write_config(path: Path, body: str) -> str:
+    path.write_text(textwrap.dedent(body))
+    return str(path)
+
+
+@pytest.fixture
+def plugin_dir(tmp_path: Path) -> Path:
+    (tmp_path / "rk_big_reply.py").write_text(BIG_REPLY_PLUGIN)
+    return tmp_path
+
+
+def test_version() -> None:
+    result = reactorkit_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"reactorkit {reactorkit.__version__}"
+
+
+def test_run_logs_one_line_per_listener_and_serves(run_server, tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "c.toml",
+        """
+        [[listen]]
+        name = "first"
+        handler = "echo"
+        port = 0
+
+        [[listen]]
+        name = "second"
+        handler = "echo"
+        path = "%s"
+    """
+        % (tmp_path / "e.sock"),
+    )
+    server = run_server("run", config)
+    addresses = server.wait_serving(2)
+    assert addresses["second"] == f"unix:{tmp_path / 'e.sock'}"
+    with connect(server.tcp("first")) as sock:
+        sock.sendall(b"ping")
+        assert sock.recv(10) == b"ping"
+    code, log = server.terminate()
+    assert code == 0
+    assert "listening: first handler=echo on 127.0.0.1:" in log
+
+
+def test_sigterm_drains_pending_writes_then_exits_zero(run_server, tmp_path, plugin_dir) -> None:
+    config = write_config(
+        tmp_path / "c.toml",
+        """
+        [reactor]
+        plugins = ["rk_big_reply"]
+        shutdown_timeout = 10
+        [[listen]]
+        handler = "big-reply"
+        port = 0
+    """,
+    )
+    server = run_server("run", config, env=child_env(PYTHONPATH=str(plugin_dir)))
+    server.wait_serving(1)
+    sock = connect(server.tcp("big-reply"))
+    sock.sendall(b"go\n")
+    first = sock.recv(1)  # the reply started; most of it is still buffered server-side
+    assert first == b"R"
+    server.proc.send_signal(signal.SIGTERM)
+    rest = recv_until_closed(sock, limit=2 * BIG)
+    sock.close()
+    assert len(first) + len(rest) == BIG, "the buffered reply was not drained before closing"
+    code, log = server.wait_exit()
+    assert code == 0
+    assert "SIGTERM received: shutting down gracefully" in log
+
+
+def test_shutdown_timeout_aborts_a_client_that_never_reads(
+    run_server, tmp_path, plugin_dir
+) -> None:
+    config = write_config(
+        tmp_path / "c.toml",
+        """
+        [reactor]
+        plugins = ["rk_big_reply"]
+        shutdown_timeout = 0.3
+        [[listen]]
+        handler = "big-reply"
+        port = 0
+    """,
+    )
+    server = run_server("run", config, env=child_env(PYTHONPATH=str(plugin_dir)))
+    server.wait_serving(1)
+    with connect(server.tcp("big-reply")) as sock:
+        sock.sendall(b"go\n")
+        assert sock.recv(1) == b"R"
+        code, log = server.terminate(signal.SIGINT)
+    assert code == 0
+    assert "shutdown timeout: aborting 1 connections still open" in log
+
+
+def test_run_with_a_bad_config_prints_one_line_and_exits_1(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "bad.toml",
+        """
+        [[listen]]
+        handler = "echo"
+        port = "seventy"
+    """,
+    )
+    result = reactorkit_cli("run", config)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"reactorkit: error: {config}: listen[0] 'echo': port must be an integer 0-65535 "
+        "(0 picks a free port), got 'seventy'\n"
+    )
+
+
+def test_run_with_an_address_in_use_exits_1_without_traceback(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(
+            tmp_path / "c.toml",
+            f"""
+            [[listen]]
+            handler = "echo"
+            port = {port}
+        """,
+        )
+        result = reactorkit_cli("run", config)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"reactorkit: error: {config}: listen[0] 'echo': cannot listen on 127.0.0.1:{port}: "
+        "Address already in use\n"
+    )
+
+
+def test_check_reports_every_error(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "bad.toml",
+        """
+        [[listen]]
+        handler = "ecoh"
+        port = 1
+
+        [[listen]]
+        name = "two"
+        handler = "echo"
+        port = 1
+        backlog = 0
+    """,
+    )
+    result = reactorkit_cli("check", config)
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 2
+    assert lines[0] == (
+        f"reactorkit: error: {config}: listen[1] 'two': backlog must be an integer >= 1, got 0"
+    )
+    assert lines[1].startswith(
+        f"reactorkit: error: {config}: listen[0] 'ecoh': handler must name an installed "
+        "handler type ("  # the installed ones, listed
+    )
+    assert lines[1].endswith("got 'ecoh' (did you mean 'echo'?)")
+    fixed = write_config(
+        tmp_path / "bad2.toml",
+        """
+        [[listen]]
+        handler = "ecoh"
+        port = 1
+
+        [[listen]]
+        name = "two"
+        handler = "echo"
+        port = 1
+        [listen.options]
+        loud = true
+    """,
+    )
+    result = reactorkit_cli("check", fixed)
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 3  # unknown handler, duplicate port, option
+    assert "did you mean 'echo'?" in result.stderr
+    assert "options.loud" in result.stderr
+
+
+def test_check_a_good_config_binds_nothing(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = write_config(
+            tmp_path / "ok.toml",
+            f"""
+            [[listen]]
+            handler = "echo"
+            port = {port}
+        """,
+        )
+        result = reactorkit_cli("check", config)  # the port is taken: check must not bind
+    assert result.returncode == 0, result.stderr
+    assert f"listen[0] 'echo': handler 'echo' on 127.0.0.1:{port}: ok" in result.stdout
+
+
+def test_plugins_lists_handler_types_with_their_distribution() -> None:
+    result = reactorkit_cli("plugins")
+    assert result.returncode == 0
+    assert "echo  RFC 862 echo" in result.stdout
+    assert f"from reactorkit {reactorkit.__version__} (plugin 'echo')" in result.stdout
+    assert "hooks: reactorkit_handler_types" in result.stdout
+
+
+def test_plugins_json() -> None:
+    result = reactorkit_cli("plugins", "--json")
+    assert result.returncode == 0
+    report = json.loads(result.stdout)
+    echo = next(h for h in report["handler_types"] if h["name"] == "echo")
+    assert echo == {
+        "name": "echo",
+        "description": "RFC 862 echo: sends back every byte it receives",
+        "default_port": 7007,
+        "plugin": "echo",
+        "distribution": f"reactorkit {reactorkit.__version__}",
+    }
+    assert report["errors"] == []
+
+
+def test_plugins_reports_a_broken_plugin_and_check_fails(tmp_path: Path) -> None:
+    from tests.test_plugins import DAYTIME, write_distribution
+
+    write_distribution(
+        tmp_path,
+        "rk-broken-cli",
+        "0.1",
+        {"rk_broken_cli": "raise RuntimeError('plugin exploded')\n"},
+        {"broken-cli": "rk_broken_cli"},
+    )
+    write_distribution(
+        tmp_path,
+        "rk-good-cli",
+        "0.3",
+        {"rk_good_cli": DAYTIME.format(name="good-cli")},
+        {"good-cli": "rk_good_cli"},
+    )
+    env = child_env(PYTHONPATH=str(tmp_path))
+    result = reactorkit_cli("plugins", env=env)
+    assert result.returncode == 0
+    assert "good-cli  what day it is" in result.stdout
+    assert "from rk-good-cli 0.3" in result.stdout
+    assert (
+        "broken-cli (rk_broken_cli, rk-broken-cli 0.1): RuntimeError: plugin exploded"
+        in result.stdout
+    )
+    checked = reactorkit_cli("plugins", "--check", env=env)
+    assert checked.returncode == 1
+
+
+def test_no_command_prints_help_and_exits_2() -> None:
+    result = reactorkit_cli()
+    assert result.returncode == 2
+    assert "run" in result.stderr

@@ -1,0 +1,213 @@
+"""Plugin discovery from real installed distributions (dist-info on sys.path)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import textwrap
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import reactorkit
+from reactorkit import PluginError, load_plugins
+
+DistMaker = Callable[..., Path]
+
+
+def write_distribution(
+    root: Path, dist: str, version: str, modules: dict[str, str], entry_points: dict[str, str]
+) -> Path:
+    """Write modules plus a ``.dist-info`` with a ``reactorkit`` entry point table."""
+    for name, source in modules.items():
+        (root / f"{name}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[reactorkit]\n{lines}\n")
+    return root
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[DistMaker]:
+    """A temporary site directory on sys.path; distributions written there are installed."""
+    sys.path.insert(0, str(tmp_path))
+    importlib.invalidate_caches()
+    written: list[str] = []
+
+    def make(
+        dist: str, version: str, modules: dict[str, str], entry_points: dict[str, str]
+    ) -> Path:
+        written.extend(modules)
+        return write_distribution(tmp_path, dist, version, modules, entry_points)
+
+    yield make
+    sys.path.remove(str(tmp_path))
+    for name in written:
+        sys.modules.pop(name, None)
+    importlib.invalidate_caches()
+
+
+DAYTIME = """
+    import reactorkit
+
+    class Daytime(reactorkit.Handler):
+        def connection_made(self, connection):
+            connection.write(b"Monday\\r\\n")
+            connection.close()
+
+    @reactorkit.hookimpl
+    def reactorkit_handler_types():
+        return [reactorkit.HandlerType(name="{name}", handler=Daytime,
+                                       description="what day it is")]
+"""
+
+
+def test_builtin_handlers_come_from_the_projects_own_entry_points() -> None:
+    plugins = load_plugins()
+    echo = plugins.handler_types()["echo"]
+    assert echo.plugin == "echo"
+    assert echo.distribution == f"reactorkit {reactorkit.__version__}"
+    assert plugins.load_errors == []
+
+
+def test_third_party_handler_type_is_discovered_with_its_distribution(site: DistMaker) -> None:
+    site(
+        "rk-daytime-test",
+        "1.2.3",
+        {"rk_daytime_test": DAYTIME.format(name="daytime-test")},
+        {"daytime-test": "rk_daytime_test"},
+    )
+    plugins = load_plugins()
+    found = plugins.handler_types()["daytime-test"]
+    assert found.distribution == "rk-daytime-test 1.2.3"
+    assert found.item.description == "what day it is"
+    names = {row["name"]: row for row in plugins.describe()}
+    assert names["daytime-test"]["hooks"] == ["reactorkit_handler_types"]
+    assert "echo" in names
+
+
+def test_two_plugins_claiming_one_name_is_an_error_naming_both(site: DistMaker) -> None:
+    site("rk-one", "1.0", {"rk_one": DAYTIME.format(name="twice")}, {"one": "rk_one"})
+    site("rk-two", "2.0", {"rk_two": DAYTIME.format(name="twice")}, {"two": "rk_two"})
+    with pytest.raises(PluginError) as info:
+        load_plugins().handler_types()
+    message = str(info.value)
+    assert "handler type 'twice' is provided twice" in message
+    assert "plugin 'one' (rk-one 1.0)" in message
+    assert "plugin 'two' (rk-two 2.0)" in message
+
+
+def test_plugin_that_fails_to_import_is_reported_and_others_still_load(site: DistMaker) -> None:
+    site(
+        "rk-broken",
+        "0.1",
+        {"rk_broken": "import does_not_exist_anywhere\n"},
+        {"broken": "rk_broken"},
+    )
+    site("rk-fine", "0.2", {"rk_fine": DAYTIME.format(name="fine")}, {"fine": "rk_fine"})
+    plugins = load_plugins()
+    (error,) = plugins.load_errors
+    assert (error.name, error.value, error.distribution) == ("broken", "rk_broken", "rk-broken 0.1")
+    assert isinstance(error.exception, ModuleNotFoundError)
+    assert "does_not_exist_anywhere" in str(error)
+    assert {"echo", "fine"} <= set(plugins.handler_types())
+
+
+def test_misspelt_hook_fails_loudly_for_that_plugin_only(site: DistMaker) -> None:
+    site(
+        "rk-typo",
+        "0.1",
+        {
+            "rk_typo": """
+        import reactorkit
+
+        @reactorkit.hookimpl
+        def reactorkit_handler_typs():
+            return []
+    """
+        },
+        {"typo": "rk_typo"},
+    )
+    plugins = load_plugins()
+    (error,) = plugins.load_errors
+    assert error.name == "typo"
+    assert "reactorkit_handler_typs" in str(error)
+    assert "echo" in plugins.handler_types()
+
+
+def test_hook_with_unknown_argument_is_a_load_error(site: DistMaker) -> None:
+    site(
+        "rk-badarg",
+        "0.1",
+        {
+            "rk_badarg": """
+        import reactorkit
+
+        @reactorkit.hookimpl
+        def reactorkit_reactor_started(reactor, nonsense):
+            pass
+    """
+        },
+        {"badarg": "rk_badarg"},
+    )
+    plugins = load_plugins()
+    (error,) = plugins.load_errors
+    assert (error.name, error.distribution) == ("badarg", "rk-badarg 0.1")
+    assert "nonsense" in str(error)
+
+
+def test_config_named_module_is_registered(site: DistMaker, tmp_path: Path) -> None:
+    (tmp_path / "rk_config_plugin.py").write_text(
+        textwrap.dedent(DAYTIME.format(name="from-config"))
+    )
+    plugins = load_plugins(["rk_config_plugin"])
+    found = plugins.handler_types()["from-config"]
+    assert (found.plugin, found.distribution) == ("rk_config_plugin", None)
+
+
+def test_config_named_module_that_does_not_import_is_a_load_error() -> None:
+    plugins = load_plugins(["no_such_module_xyz"])
+    (error,) = plugins.load_errors
+    assert (error.name, error.distribution) == ("no_such_module_xyz", None)
+    assert "named in the config" in str(error)
+
+
+def test_hook_that_returns_garbage_is_reported(site: DistMaker) -> None:
+    site(
+        "rk-garbage",
+        "0.1",
+        {
+            "rk_garbage": """
+        import reactorkit
+
+        @reactorkit.hookimpl
+        def reactorkit_handler_types():
+            return "echo"
+    """
+        },
+        {"garbage": "rk_garbage"},
+    )
+    with pytest.raises(PluginError, match="must return a list"):
+        load_plugins().handler_types()
+
+
+def test_collect_attributes_items_in_registration_order() -> None:
+    plugins = load_plugins(entry_points=False)
+
+    class First:
+        @reactorkit.hookimpl
+        def reactorkit_line_commands(self) -> list[str]:
+            return ["a", "b"]
+
+    class Second:
+        @reactorkit.hookimpl
+        def reactorkit_line_commands(self) -> list[str]:
+            return ["c"]
+
+    plugins.pm.register(First(), name="first")
+    plugins.pm.register(Second(), name="second")
+    got = [(c.item, c.plugin) for c in plugins.collect("reactorkit_line_commands")]
+    assert got == [("a", "first"), ("b", "first"), ("c", "second")]
