@@ -61,17 +61,27 @@ def _parser() -> argparse.ArgumentParser:
         choices=LOG_LEVELS,
         help="override [reactor] log_level (default: from the config, else info)",
     )
+    # Accepted after the subcommand too (`reactorkit run --log-level debug`);
+    # SUPPRESS keeps a value given before the subcommand.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--log-level", choices=LOG_LEVELS, default=argparse.SUPPRESS, help=argparse.SUPPRESS
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    run = sub.add_parser("run", help="serve the listeners a config names")
+    run = sub.add_parser("run", parents=[common], help="serve the listeners a config names")
     run.add_argument("config", nargs="?", help="TOML config file (default: built-in config)")
     run.set_defaults(func=_cmd_run)
 
-    check = sub.add_parser("check", help="validate a config and resolve its handlers, bind nothing")
+    check = sub.add_parser(
+        "check", parents=[common], help="validate a config and resolve its handlers, bind nothing"
+    )
     check.add_argument("config", nargs="?", help="TOML config file (default: built-in config)")
     check.set_defaults(func=_cmd_check)
 
-    plugins = sub.add_parser("plugins", help="list handler types and installed plugins")
+    plugins = sub.add_parser(
+        "plugins", parents=[common], help="list handler types and installed plugins"
+    )
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
     plugins.add_argument(
         "--check", action="store_true", help="exit 1 if any plugin failed to load or conflicts"

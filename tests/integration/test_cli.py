@@ -287,3 +287,14 @@ def test_no_command_prints_help_and_exits_2() -> None:
     result = reactorkit_cli()
     assert result.returncode == 2
     assert "run" in result.stderr
+
+
+def test_log_level_is_accepted_before_and_after_the_command() -> None:
+    before = reactorkit_cli("--log-level", "debug", "check")
+    after = reactorkit_cli("check", "--log-level", "debug")
+    assert before.returncode == after.returncode == 0
+    assert "<default config>: ok" in before.stdout
+    assert "<default config>: ok" in after.stdout
+    bad = reactorkit_cli("check", "--log-level", "loud")
+    assert bad.returncode == 2
+    assert "invalid choice: 'loud'" in bad.stderr
