@@ -1,2 +1,342 @@
-"""Placeholder: this built-in handler has not landed yet; it provides nothing,
-so the default config skips its listener with a warning."""
+"""chat: a multi-client line chat that works with ``nc`` or ``telnet`` as the client.
+
+Input lines end in LF or CRLF, output lines in CRLF; text is UTF-8 and
+invalid bytes are replaced, never fatal. Plain lines are messages to the
+sender's room; lines starting with ``/`` are commands (``/help`` lists them).
+The protocol is described in ``docs/handlers/chat.md``.
+
+Output conventions, so a script can tell lines apart:
+
+* ``<nick> text`` a message, ``* nick action`` an action (``/me``);
+* ``*nick* text`` a private message to you, ``-> *nick* text`` its echo;
+* ``* ...`` news from the server (joins, leaves, replies to commands);
+* ``! ...`` an error or a warning.
+
+Limits (options): line length, flood control (a token bucket per
+connection), a slow consumer's unsent output, clients per room, rooms.
+Room state lives in one :class:`ChatRooms` per listener.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import attrs
+
+import reactorkit
+
+__all__ = ["ChatHandler", "ChatOptions", "ChatRooms", "Room"]
+
+log = logging.getLogger("reactorkit.chat")
+
+LOBBY = "lobby"
+NICK_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
+ROOM_RE = re.compile(r"#?([A-Za-z0-9_-]+)\Z")
+MAX_ROOM_NAME = 32
+# C0 controls (but tab) and DEL would let one user drive another's terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+HELP = (
+    "* commands:",
+    "*   /nick NAME       change your nick (letters, digits, _ and -; starts with a letter)",
+    "*   /join ROOM       join (or create) a room; everyone starts in #lobby",
+    "*   /rooms           list rooms and how many are in each",
+    "*   /who             list who is in your room",
+    "*   /msg NICK text   send a private message",
+    "*   /me action       send an action: * you action",
+    "*   /quit [message]  leave",
+    "*   /help            this list",
+)
+
+
+@attrs.frozen(kw_only=True)
+class ChatOptions:
+    """Options of the ``chat`` handler type (``[listen.options]``)."""
+
+    max_line_length: int = attrs.field(default=1024, validator=attrs.validators.ge(16))
+    max_nick_length: int = attrs.field(default=16, validator=attrs.validators.ge(1))
+    rate: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    burst: int = attrs.field(default=10, validator=attrs.validators.ge(1))
+    flood_strikes: int = attrs.field(default=5, validator=attrs.validators.ge(1))
+    max_output_buffer: int = attrs.field(default=256 * 1024, validator=attrs.validators.ge(1024))
+    max_room_clients: int = attrs.field(default=100, validator=attrs.validators.ge(1))
+    max_rooms: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+
+
+@attrs.define(eq=False)
+class Room:
+    """A room and its members, in joining order."""
+
+    name: str
+    members: dict[ChatHandler, None] = attrs.field(factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"#{self.name}"
+
+
+@attrs.define(eq=False)
+class ChatRooms:
+    """Every room and nick of one listener: the state its handlers share."""
+
+    options: ChatOptions
+    rooms: dict[str, Room] = attrs.field(factory=dict)
+    nicks: dict[str, ChatHandler] = attrs.field(factory=dict)
+    guests: int = 0
+
+    @classmethod
+    def from_listener(cls, listener: reactorkit.Listener) -> ChatRooms:
+        return cls(options=listener.options)
+
+    def guest_nick(self) -> str:
+        while True:
+            self.guests += 1
+            nick = f"guest{self.guests}"
+            if nick.lower() not in self.nicks:
+                return nick
+
+    def room(self, name: str) -> Room | None:
+        """The room called ``name`` (lowercase, no ``#``), created if there is space."""
+        room = self.rooms.get(name)
+        if room is None:
+            if len(self.rooms) >= self.options.max_rooms:
+                return None
+            room = self.rooms[name] = Room(name)
+        return room
+
+    def leave(self, handler: ChatHandler, room: Room) -> None:
+        room.members.pop(handler, None)
+        if not room.members and room.name != LOBBY:
+            del self.rooms[room.name]
+
+    def broadcast(self, room: Room, text: str, exclude: ChatHandler | None = None) -> None:
+        """Send one line to every member but ``exclude``; encoded once for all."""
+        data = text.encode("utf-8", "replace") + b"\r\n"
+        for member in list(room.members):
+            if member is not exclude:
+                member.send_bytes(data)
+
+
+class ChatHandler(reactorkit.LineHandler):
+    """One chat client."""
+
+    def __init__(self, rooms: ChatRooms) -> None:
+        super().__init__(rooms, max_line_length=rooms.options.max_line_length)
+        self.rooms = rooms
+        self.options = rooms.options
+        self.nick = ""
+        self.room: Room | None = None
+        self.quit_reason = "disconnected"
+        self._tokens = float(self.options.burst)
+        self._refilled = 0.0
+        self._strikes = 0
+
+    # -- connection callbacks ---------------------------------------------
+
+    def connection_made(self, connection: reactorkit.Connection) -> None:
+        self.connection = connection
+        self._refilled = connection.reactor.time
+        self.nick = self.rooms.guest_nick()
+        self.rooms.nicks[self.nick.lower()] = self
+        lobby = self.rooms.room(LOBBY)
+        assert lobby is not None  # the lobby is never deleted, so never refused
+        if len(lobby.members) >= self.options.max_room_clients:
+            self.say("! the server is full, try again later")
+            connection.close()
+            return
+        self.say(f"* welcome to reactorkit chat, {self.nick}! you are in #lobby")
+        self.say("* change your nick with /nick NAME; /help lists the commands")
+        self._enter(lobby)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self.room is not None:
+            room, self.room = self.room, None
+            self.rooms.leave(self, room)
+            self.rooms.broadcast(room, f"* {self.nick} left ({self.quit_reason})")
+        if self.rooms.nicks.get(self.nick.lower()) is self:
+            del self.rooms.nicks[self.nick.lower()]
+
+    def line_too_long(self, length: int) -> None:
+        self.quit_reason = "line too long"
+        self.say(f"! line too long: the limit is {self.max_line_length} bytes; disconnecting")
+        self.connection.close()
+
+    def shutdown_requested(self) -> None:
+        self.quit_reason = "server shutting down"
+        self.say("* the server is shutting down, goodbye")
+        self.connection.close()
+
+    # -- output ------------------------------------------------------------
+
+    def send_bytes(self, data: bytes) -> None:
+        """Write a pre-encoded line; disconnect a client whose output piles up."""
+        connection = self.connection
+        if connection.is_closing():
+            return
+        connection.write(data)
+        if connection.get_write_buffer_size() > self.options.max_output_buffer:
+            log.info(
+                "%s (%s): slow consumer, %d bytes unsent: disconnecting",
+                self.nick,
+                connection.peername,
+                connection.get_write_buffer_size(),
+            )
+            self.quit_reason = "too slow reading"
+            connection.abort()
+
+    def say(self, text: str) -> None:
+        """Send one line to this client."""
+        self.send_bytes(text.encode("utf-8", "replace") + b"\r\n")
+
+    # -- input -------------------------------------------------------------
+
+    def line_received(self, line: bytes) -> None:
+        if not self._admit():
+            return
+        text = _CONTROL.sub("\ufffd", line.decode("utf-8", "replace")).strip()
+        if not text:
+            return
+        if text.startswith("/") and not text.startswith("//"):
+            name, _, rest = text[1:].partition(" ")
+            command = getattr(self, f"cmd_{name.lower()}", None) if name.isalnum() else None
+            if command is None:
+                self.say(f"! unknown command /{name}; /help lists the commands")
+            else:
+                command(rest.strip())
+            return
+        if text.startswith("//"):
+            text = text[1:]  # "//x" sends a message starting with "/x"
+        if self.room is not None:
+            self.rooms.broadcast(self.room, f"<{self.nick}> {text}", exclude=self)
+
+    def _admit(self) -> bool:
+        # Token bucket: `rate` lines per second with bursts of `burst`.
+        now = self.connection.reactor.time
+        tokens = min(
+            float(self.options.burst), self._tokens + (now - self._refilled) * self.options.rate
+        )
+        self._refilled = now
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            self._strikes = 0
+            return True
+        self._tokens = tokens
+        self._strikes += 1
+        if self._strikes >= self.options.flood_strikes:
+            self.quit_reason = "flooding"
+            self.say("! disconnected for flooding")
+            self.connection.close()
+        else:
+            self.say(
+                f"! slow down: at most {self.options.rate:g} lines per second "
+                "(that line was dropped)"
+            )
+        return False
+
+    # -- commands ----------------------------------------------------------
+
+    def cmd_help(self, args: str) -> None:
+        for line in HELP:
+            self.say(line)
+
+    def cmd_nick(self, args: str) -> None:
+        new = args.strip()
+        limit = self.options.max_nick_length
+        if not new:
+            self.say(f"* you are {self.nick}; usage: /nick NAME")
+        elif len(new) > limit or not NICK_RE.match(new):
+            self.say(
+                f"! invalid nick {new!r}: 1-{limit} letters, digits, _ or -, starting with a letter"
+            )
+        elif new.lower() in self.rooms.nicks and self.rooms.nicks[new.lower()] is not self:
+            self.say(f"! nick {new} is taken")
+        elif new != self.nick:
+            old = self.nick
+            del self.rooms.nicks[old.lower()]
+            self.rooms.nicks[new.lower()] = self
+            self.nick = new
+            self.say(f"* you are now {new}")
+            if self.room is not None:
+                self.rooms.broadcast(self.room, f"* {old} is now {new}", exclude=self)
+
+    def cmd_join(self, args: str) -> None:
+        match = ROOM_RE.match(args.strip())
+        if not match or len(match.group(1)) > MAX_ROOM_NAME:
+            self.say(
+                f"! invalid room {args.strip()!r}: 1-{MAX_ROOM_NAME} letters, digits, "
+                "_ or -; usage: /join ROOM"
+            )
+            return
+        name = match.group(1).lower()
+        if self.room is not None and self.room.name == name:
+            self.say(f"* you are already in #{name}")
+            return
+        existing = self.rooms.rooms.get(name)
+        if existing is not None and len(existing.members) >= self.options.max_room_clients:
+            self.say(f"! #{name} is full ({self.options.max_room_clients} clients)")
+            return
+        room = self.rooms.room(name)
+        if room is None:
+            self.say(f"! too many rooms ({self.options.max_rooms}); join an existing one")
+            return
+        old = self.room
+        if old is not None:
+            self.room = None
+            self.rooms.leave(self, old)
+            self.rooms.broadcast(old, f"* {self.nick} left for #{name}")
+        self._enter(room)
+
+    def _enter(self, room: Room) -> None:
+        self.rooms.broadcast(room, f"* {self.nick} joined {room.label}")
+        room.members[self] = None
+        self.room = room
+        others = len(room.members) - 1
+        self.say(f"* you are now in {room.label} ({others} other{'s' * (others != 1)} here)")
+
+    def cmd_rooms(self, args: str) -> None:
+        listing = ", ".join(f"#{r.name} ({len(r.members)})" for r in self.rooms.rooms.values())
+        self.say(f"* rooms: {listing}")
+
+    def cmd_who(self, args: str) -> None:
+        if self.room is not None:
+            names = ", ".join(member.nick for member in self.room.members)
+            self.say(f"* in {self.room.label}: {names}")
+
+    def cmd_msg(self, args: str) -> None:
+        nick, _, text = args.partition(" ")
+        text = text.strip()
+        if not nick or not text:
+            self.say("! usage: /msg NICK text")
+            return
+        target = self.rooms.nicks.get(nick.lower())
+        if target is None:
+            self.say(f"! no such nick: {nick}")
+            return
+        target.say(f"*{self.nick}* {text}")
+        self.say(f"-> *{target.nick}* {text}")
+
+    def cmd_me(self, args: str) -> None:
+        if not args:
+            self.say("! usage: /me action")
+        elif self.room is not None:
+            self.rooms.broadcast(self.room, f"* {self.nick} {args}", exclude=self)
+
+    def cmd_quit(self, args: str) -> None:
+        self.quit_reason = f"quit: {args}" if args else "quit"
+        self.say("* bye")
+        self.connection.close()
+
+
+@reactorkit.hookimpl
+def reactorkit_handler_types() -> list[reactorkit.HandlerType]:
+    return [
+        reactorkit.HandlerType(
+            name="chat",
+            handler=ChatHandler,
+            options=ChatOptions,
+            state=ChatRooms.from_listener,
+            description="multi-client chat with rooms, nicks and private messages (nc/telnet)",
+            default_port=7070,
+        )
+    ]
