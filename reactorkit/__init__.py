@@ -7,9 +7,13 @@ Handlers (built-in ones included) import nothing else from the package.
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
+from reactorkit.commands import CommandContext
+from reactorkit.commands import LineCommand
+from reactorkit.commands import split_args
 from reactorkit.config import Config
 from reactorkit.connection import Connection
 from reactorkit.errors import BindError
+from reactorkit.errors import CommandError
 from reactorkit.errors import ConfigError
 from reactorkit.errors import ConfigErrors
 from reactorkit.errors import PluginError
@@ -39,6 +43,8 @@ except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
 __all__ = [
     "DEFAULT_MAX_LINE",
     "BindError",
+    "CommandContext",
+    "CommandError",
     "Config",
     "ConfigError",
     "ConfigErrors",
@@ -47,6 +53,7 @@ __all__ = [
     "Future",
     "Handler",
     "HandlerType",
+    "LineCommand",
     "LineHandler",
     "Listener",
     "NoOptions",
@@ -61,4 +68,5 @@ __all__ = [
     "hookimpl",
     "hookspec",
     "load_plugins",
+    "split_args",
 ]

@@ -10,6 +10,7 @@ from typing import Any
 
 __all__ = [
     "BindError",
+    "CommandError",
     "ConfigError",
     "ConfigErrors",
     "PluginError",
@@ -130,3 +131,7 @@ class PluginLoadError(PluginError):
             f"plugin {name!r} ({value}, {source}) failed to load: "
             f"{type(exception).__name__}: {exception}"
         )
+
+
+class CommandError(ReactorkitError, ValueError):
+    """Raised by a line command to answer ``-ERR <message>``; the connection stays open."""

@@ -121,7 +121,7 @@ class Server:
             except Exception as exc:
                 sock.close()
                 if isinstance(exc, PluginError):
-                    raise
+                    raise PluginError(f"{listen.label}: {exc}") from exc
                 raise PluginError(
                     f"{listen.label}: handler type {plan.handler_type.name!r} "
                     f"({plan.provider.source}) failed to set up: {type(exc).__name__}: {exc}"

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import ServerProcess
+from tests.helpers import DistMaker, ServerProcess, write_distribution
 
 
 @pytest.fixture
@@ -23,3 +26,23 @@ def run_server() -> Iterator[Any]:
     yield start
     for proc in started:
         proc.kill()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[DistMaker]:
+    """A temporary site directory on sys.path; distributions written there are installed."""
+    sys.path.insert(0, str(tmp_path))
+    importlib.invalidate_caches()
+    written: list[str] = []
+
+    def make(
+        dist: str, version: str, modules: dict[str, str], entry_points: dict[str, str]
+    ) -> Path:
+        written.extend(modules)
+        return write_distribution(tmp_path, dist, version, modules, entry_points)
+
+    yield make
+    sys.path.remove(str(tmp_path))
+    for name in written:
+        sys.modules.pop(name, None)
+    importlib.invalidate_caches()

@@ -8,10 +8,16 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 TIMEOUT = 5.0
+
+#: The ``site`` fixture: ``site(dist, version, modules, entry_points)`` installs one.
+DistMaker = Callable[..., Path]
 
 
 def connect(address: Any, timeout: float = TIMEOUT) -> socket.socket:
@@ -111,3 +117,17 @@ def child_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(extra)
     return env
+
+
+def write_distribution(
+    root: Path, dist: str, version: str, modules: dict[str, str], entry_points: dict[str, str]
+) -> Path:
+    """Write modules plus a ``.dist-info`` with a ``reactorkit`` entry point table."""
+    for name, source in modules.items():
+        (root / f"{name}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[reactorkit]\n{lines}\n")
+    return root

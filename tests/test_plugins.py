@@ -2,53 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
-import sys
 import textwrap
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 import reactorkit
 from reactorkit import PluginError, load_plugins
-
-DistMaker = Callable[..., Path]
-
-
-def write_distribution(
-    root: Path, dist: str, version: str, modules: dict[str, str], entry_points: dict[str, str]
-) -> Path:
-    """Write modules plus a ``.dist-info`` with a ``reactorkit`` entry point table."""
-    for name, source in modules.items():
-        (root / f"{name}.py").write_text(textwrap.dedent(source))
-    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[reactorkit]\n{lines}\n")
-    return root
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Iterator[DistMaker]:
-    """A temporary site directory on sys.path; distributions written there are installed."""
-    sys.path.insert(0, str(tmp_path))
-    importlib.invalidate_caches()
-    written: list[str] = []
-
-    def make(
-        dist: str, version: str, modules: dict[str, str], entry_points: dict[str, str]
-    ) -> Path:
-        written.extend(modules)
-        return write_distribution(tmp_path, dist, version, modules, entry_points)
-
-    yield make
-    sys.path.remove(str(tmp_path))
-    for name in written:
-        sys.modules.pop(name, None)
-    importlib.invalidate_caches()
-
+from tests.helpers import DistMaker
 
 DAYTIME = """
     import reactorkit

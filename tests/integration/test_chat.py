@@ -64,8 +64,9 @@ def test_messages_reach_every_other_client_in_order() -> None:
         for i in range(5):
             a.send(f"message {i}")
         for reader in (b, c):
-            assert [reader.line() for _ in range(5)] == [f"<{a.nick}> message {i}" for i in
-                                                          range(5)]
+            assert [reader.line() for _ in range(5)] == [
+                f"<{a.nick}> message {i}" for i in range(5)
+            ]
         b.send("reply")
         assert a.line() == f"<{b.nick}> reply"
         for client in (a, b, c):

@@ -1,0 +1,276 @@
+"""line-command without sockets: tokenizer, replies, built-ins, errors, blocking order."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import reactorkit
+from reactorkit import CommandError, Contribution, LineCommand, PluginError, split_args
+from reactorkit.handlers.line_command import (
+    BUILTINS,
+    CommandTable,
+    LineCommandHandler,
+    LineCommandOptions,
+)
+from reactorkit.testing import FakeConnection, run_until
+
+
+def table(*extra: LineCommand, **options: object) -> CommandTable:
+    found = [Contribution(c, "line-command", "reactorkit 0") for c in BUILTINS]
+    found += [Contribution(c, "test", None) for c in extra]
+    return CommandTable.build(LineCommandOptions(**options), found)  # type: ignore[arg-type]
+
+
+def client(*extra: LineCommand, **options: object) -> FakeConnection:
+    return FakeConnection(LineCommandHandler(table(*extra, **options)))
+
+
+def ask(conn: FakeConnection, request: bytes) -> list[str]:
+    conn.feed(request)
+    return conn.take().decode().split("\r\n")[:-1]
+
+
+# -- tokenizer ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("line", "words"),
+    [
+        ("PING", ["PING"]),
+        ("  echo   a  b ", ["echo", "a", "b"]),
+        ('ECHO "two words"', ["ECHO", "two words"]),
+        ("ECHO 'single \\n literal'", ["ECHO", "single \\n literal"]),
+        ('SET k "line\\nbreak \\"quoted\\" \\\\"', ["SET", "k", 'line\nbreak "quoted" \\']),
+        ('ECHO ""', ["ECHO", ""]),
+        ("ECHO\ttab", ["ECHO", "tab"]),
+    ],
+)
+def test_split_args(line: str, words: list[str]) -> None:
+    assert split_args(line) == words
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('ECHO "open', "syntax error: unbalanced quotes"),
+        ("ECHO 'open", "syntax error: unbalanced quotes"),
+        ('ECHO "a"b', "syntax error: a closing quote must be followed by a space"),
+        ('ECHO a"b"', "syntax error: a quote must start a word"),
+    ],
+)
+def test_split_args_errors(line: str, message: str) -> None:
+    with pytest.raises(CommandError, match=message):
+        split_args(line)
+
+
+@given(
+    st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12), max_size=6)
+)
+def test_quoting_round_trips(words: list[str]) -> None:
+    def quote(word: str) -> str:
+        escaped = word.replace("\\", "\\\\").replace('"', '\\"')
+        escaped = escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+        return f'"{escaped}"'
+
+    assert split_args(" ".join(quote(w) for w in words)) == words
+
+
+# -- replies -----------------------------------------------------------------
+
+
+def test_ping_echo_time_quit() -> None:
+    conn = client()
+    assert ask(conn, b"PING\r\n") == ["+PONG"]
+    assert ask(conn, b"ping hello\n") == ["+hello"]
+    assert ask(conn, b'echo "a b" c\r\n') == ["+a b c"]
+    (time_reply,) = ask(conn, b"TIME\r\n")
+    stamp, unix = time_reply[1:].split(" ")
+    assert stamp.endswith("Z")
+    assert float(unix) > 1e9
+    assert ask(conn, b"QUIT\r\nPING\r\n") == ["+BYE"]  # nothing after QUIT
+    assert conn.closed
+
+
+def test_help_lists_every_command_with_its_source() -> None:
+    conn = client()
+    lines = ask(conn, b"HELP\r\n")
+    assert lines[0] == f"*{len(BUILTINS)}"
+    assert lines[1:] == sorted(lines[1:])
+    assert any(line.startswith("ECHO TEXT... - answer the arguments") for line in lines)
+    assert all("[plugin 'line-command' (reactorkit 0)]" in line for line in lines[1:])
+    assert ask(conn, b"help ping\r\n") == [
+        "+PING [TEXT] - answer PONG (or TEXT) [plugin 'line-command' (reactorkit 0)]"
+    ]
+    assert ask(conn, b"help nope\r\n") == ["-ERR unknown command 'nope'"]
+
+
+def test_pipelined_requests_are_answered_in_order() -> None:
+    conn = client()
+    requests = b"".join(b"ECHO %d\r\n" % i for i in range(200))
+    assert ask(conn, requests) == [f"+{i}" for i in range(200)]
+
+
+@given(cuts=st.lists(st.integers(min_value=0, max_value=60), max_size=8))
+def test_requests_split_at_any_byte_give_the_same_replies(cuts: list[int]) -> None:
+    data = b'PING\r\nECHO "x y"\nHELP PING\r\nBOGUS\r\n'
+    conn = client()
+    points = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    for start, stop in itertools.pairwise(points):
+        conn.feed(data[start:stop])
+    lines = conn.take().decode().split("\r\n")[:-1]
+    assert lines[0] == "+PONG"
+    assert lines[1] == "+x y"
+    assert lines[2].startswith("+PING [TEXT]")
+    assert lines[3] == "-ERR unknown command 'BOGUS'; HELP lists the commands"
+
+
+def test_error_replies() -> None:
+    conn = client()
+    assert ask(conn, b"FROB\r\n") == ["-ERR unknown command 'FROB'; HELP lists the commands"]
+    assert ask(conn, b"ECHO\r\n") == [
+        "-ERR wrong number of arguments for ECHO; usage: ECHO TEXT..."
+    ]
+    assert ask(conn, b"PING a b\r\n") == [
+        "-ERR wrong number of arguments for PING; usage: PING [TEXT]"
+    ]
+    assert ask(conn, b'ECHO "open\r\n') == ["-ERR syntax error: unbalanced quotes"]
+    assert ask(conn, b"   \r\n") == ["-ERR empty request; HELP lists the commands"]
+    assert ask(conn, b"ECHO \xff\r\n") == ["-ERR syntax error: the request is not valid UTF-8"]
+    assert ask(conn, b"STATS\r\n") == ["-ERR no listener statistics here"]
+    assert not conn.closed
+
+
+def test_over_long_line_errors_and_closes() -> None:
+    conn = client(max_line_length=32)
+    assert ask(conn, b"ECHO " + b"x" * 100) == ["-ERR line too long: the limit is 32 bytes"]
+    assert conn.closed
+
+
+def test_command_error_and_crash_replies(caplog: pytest.LogCaptureFixture) -> None:
+    def refuse(ctx: reactorkit.CommandContext) -> str:
+        raise CommandError(f"no {ctx.args[0]} for you")
+
+    def crash(ctx: reactorkit.CommandContext) -> str:
+        raise ZeroDivisionError("oops")
+
+    conn = client(
+        LineCommand(name="refuse", function=refuse, args="THING"),
+        LineCommand(name="crash", function=crash),
+    )
+    assert ask(conn, b"REFUSE soup\r\n") == ["-ERR no soup for you"]
+    assert ask(conn, b"CRASH\r\nPING\r\n") == [
+        "-ERR internal error in CRASH; the server log has the details",
+        "+PONG",
+    ]
+    assert "ZeroDivisionError: oops" in caplog.text
+
+
+def test_multi_line_and_none_replies_and_newlines_are_flattened() -> None:
+    conn = client(
+        LineCommand(name="many", function=lambda ctx: ["a", "b\nc"]),
+        LineCommand(name="nothing", function=lambda ctx: None),
+    )
+    assert ask(conn, b"MANY\r\nNOTHING\r\n") == ["*2", "a", "b c", "+OK"]
+
+
+def test_blocking_command_keeps_replies_in_request_order() -> None:
+    release = threading.Event()
+    ran_on: list[int] = []
+
+    def slow(ctx: reactorkit.CommandContext) -> str:
+        ran_on.append(threading.get_ident())
+        assert release.wait(5)
+        return "slow done"
+
+    conn = client(LineCommand(name="slow", function=slow, blocking=True))
+    conn.feed(b"PING 1\r\nSLOW\r\nPING 2\r\nECHO 3\r\n")
+    assert conn.take() == b"+1\r\n"  # the rest waits for SLOW
+    release.set()
+    run_until(conn.reactor, lambda: conn.value().count(b"\r\n") == 3)
+    assert conn.take() == b"+slow done\r\n+2\r\n+3\r\n"
+    assert ran_on[0] != threading.get_ident()
+
+
+def test_blocking_command_error_is_an_err_reply() -> None:
+    def fail(ctx: reactorkit.CommandContext) -> str:
+        raise CommandError("backend unavailable")
+
+    conn = client(LineCommand(name="fail", function=fail, blocking=True))
+    conn.feed(b"FAIL\r\nPING\r\n")
+    run_until(conn.reactor, lambda: conn.value().count(b"\r\n") == 2)
+    assert conn.take() == b"-ERR backend unavailable\r\n+PONG\r\n"
+
+
+def test_many_pipelined_requests_behind_a_blocking_one_pause_reading() -> None:
+    release = threading.Event()
+    conn = client(
+        LineCommand(name="wait", function=lambda ctx: str(release.wait(5)), blocking=True),
+        max_pending=4,
+    )
+    conn.feed(b"WAIT\r\n" + b"PING\r\n" * 4)
+    assert not conn.is_reading
+    release.set()
+    run_until(conn.reactor, lambda: conn.value().count(b"\r\n") == 5)
+    assert conn.is_reading
+
+
+def test_banner_is_sent_on_connect() -> None:
+    conn = client(banner="reactorkit admin port")
+    assert conn.take() == b"+reactorkit admin port\r\n"
+
+
+def test_allow_list_limits_the_commands() -> None:
+    conn = client(commands=["ping", "HELP"])
+    assert ask(conn, b"ECHO hi\r\n") == ["-ERR unknown command 'ECHO'; HELP lists the commands"]
+    assert ask(conn, b"HELP\r\n")[0] == "*2"
+
+
+def test_allow_list_naming_an_unknown_command_is_a_startup_error() -> None:
+    with pytest.raises(PluginError, match="names unknown commands: FLY"):
+        table(commands=["fly"])
+
+
+def test_two_plugins_defining_one_command_is_an_error_naming_both() -> None:
+    found = [
+        Contribution(LineCommand(name="get", function=lambda c: None), "kv", "kv-store 1.0"),
+        Contribution(LineCommand(name="GET", function=lambda c: None), "cache", "cachey 2.0"),
+    ]
+    with pytest.raises(PluginError) as info:
+        CommandTable.build(LineCommandOptions(), found)
+    assert str(info.value).splitlines()[:3] == [
+        "line command 'GET' is defined twice:",
+        "  by plugin 'kv' (kv-store 1.0)",
+        "  and by plugin 'cache' (cachey 2.0)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "low", "high"),
+    [
+        ("", 0, 0),
+        ("KEY", 1, 1),
+        ("KEY [VALUE]", 1, 2),
+        ("TEXT...", 1, None),
+        ("[ARG...]", 0, None),
+        ("A B [C] [D]", 2, 4),
+    ],
+)
+def test_argument_spec_gives_arity(spec: str, low: int, high: int | None) -> None:
+    command = LineCommand(name="x", function=lambda c: None, args=spec)
+    assert (command.min_args, command.max_args) == (low, high)
+
+
+@pytest.mark.parametrize("spec", ["[A] B", "A... B", "[A", "a-b!"])
+def test_bad_argument_specs_are_refused(spec: str) -> None:
+    with pytest.raises(ValueError):
+        LineCommand(name="x", function=lambda c: None, args=spec)
+
+
+def test_bad_command_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="command name must be"):
+        LineCommand(name="no spaces", function=lambda c: None)
