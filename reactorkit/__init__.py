@@ -34,6 +34,12 @@ from reactorkit.reactor import Future
 from reactorkit.reactor import Reactor
 from reactorkit.reactor import TimerHandle
 from reactorkit.server import Server
+from reactorkit.web import Headers
+from reactorkit.web import Request
+from reactorkit.web import Response
+from reactorkit.web import Route
+from reactorkit.web import as_response
+from reactorkit.web import json_response
 
 try:
     __version__ = _version("reactorkit")
@@ -53,6 +59,7 @@ __all__ = [
     "Future",
     "Handler",
     "HandlerType",
+    "Headers",
     "LineCommand",
     "LineHandler",
     "Listener",
@@ -62,11 +69,16 @@ __all__ = [
     "Plugins",
     "Reactor",
     "ReactorkitError",
+    "Request",
+    "Response",
+    "Route",
     "Server",
     "TimerHandle",
     "__version__",
+    "as_response",
     "hookimpl",
     "hookspec",
+    "json_response",
     "load_plugins",
     "split_args",
 ]

@@ -1,0 +1,249 @@
+"""The HTTP-lite contract: what ``reactorkit_http_routes()`` returns and routes receive.
+
+A plugin declares :class:`Route` objects (a method, a path pattern with
+``{name}`` captures, a function). The function receives a :class:`Request`
+and returns a :class:`Response` (or a plain ``str``/``bytes``/``dict``,
+see :func:`as_response`).
+
+This module is sans-IO: no sockets, no reactor.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from reactorkit.listener import Listener
+
+__all__ = [
+    "Headers",
+    "Request",
+    "Response",
+    "Route",
+    "RouteFunction",
+    "as_response",
+    "json_response",
+]
+
+_CAPTURE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 section 5.6.2
+
+
+class Headers(Mapping[str, str]):
+    """Case-insensitive, multi-valued HTTP header fields.
+
+    ``headers["content-type"]`` gives the first value; :meth:`get_all` gives
+    every value of a repeated field. Iteration yields lower-case names.
+    """
+
+    __slots__ = ("_items", "_map")
+
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[str, str]] = []
+        self._map: dict[str, list[str]] = {}
+        for name, value in items:
+            self.add(name, value)
+
+    def add(self, name: str, value: str) -> None:
+        """Append one field (a repeated name keeps every value)."""
+        self._items.append((name, value))
+        self._map.setdefault(name.lower(), []).append(value)
+
+    def __getitem__(self, name: str) -> str:
+        return self._map[name.lower()][0]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._map
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._map)
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``, in arrival order (empty if absent)."""
+        return list(self._map.get(name.lower(), ()))
+
+    def items_raw(self) -> list[tuple[str, str]]:
+        """Every field as it arrived: original case, repeats kept."""
+        return list(self._items)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+
+@attrs.define(eq=False, kw_only=True)
+class Request:
+    """One HTTP request, as a route function sees it.
+
+    Attributes:
+        method: ``"GET"``, ``"POST"``...
+        path: the decoded path, without the query (``/users/42``).
+        raw_path: the path exactly as sent, percent-encoding kept.
+        query: the query string parsed into lists of values.
+        query_string: the query string as sent.
+        headers: case-insensitive :class:`Headers`.
+        body: the whole request body (Content-Length or chunked).
+        http_version: ``"1.1"`` or ``"1.0"``.
+        peer: the client's address.
+        captures: the values of the route pattern's ``{name}`` captures.
+        listener: the listener that accepted the connection (its name,
+            ``stats``, ``is_closed`` during graceful shutdown).
+    """
+
+    method: str
+    path: str
+    raw_path: str = ""
+    query: dict[str, list[str]] = attrs.field(factory=dict)
+    query_string: str = ""
+    headers: Headers = attrs.field(factory=Headers)
+    body: bytes = b""
+    http_version: str = "1.1"
+    peer: Any = None
+    captures: dict[str, str] = attrs.field(factory=dict)
+    listener: Listener | None = None
+
+    def text(self, encoding: str = "utf-8") -> str:
+        """The body decoded (invalid bytes replaced)."""
+        return self.body.decode(encoding, "replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON.
+
+        Raises:
+            ValueError: the body is not valid JSON.
+        """
+        return json.loads(self.body)
+
+
+Body = bytes | str | Iterable[bytes]
+
+
+@attrs.define(eq=False, kw_only=True)
+class Response:
+    """What a route returns.
+
+    Attributes:
+        status: the status code.
+        headers: extra header fields, ``(name, value)`` pairs; ``Date``,
+            ``Server``, ``Content-Length`` and ``Connection`` are set by the
+            server.
+        body: ``bytes``, ``str`` (sent as UTF-8) or an iterable of ``bytes``
+            chunks, which is streamed (chunked transfer coding on HTTP/1.1)
+            as fast as the client reads it.
+        content_type: defaults to ``text/plain; charset=utf-8`` for a ``str``
+            body and ``application/octet-stream`` otherwise.
+    """
+
+    status: int = 200
+    body: Body = b""
+    headers: list[tuple[str, str]] = attrs.field(factory=list)
+    content_type: str | None = None
+
+    @property
+    def reason(self) -> str:
+        """The reason phrase of the status code."""
+        try:
+            return HTTPStatus(self.status).phrase
+        except ValueError:
+            return "Unknown"
+
+
+def json_response(
+    data: Any, status: int = 200, *, headers: Iterable[tuple[str, str]] = ()
+) -> Response:
+    """A JSON response (``application/json``), compact and UTF-8."""
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    return Response(
+        status=status, body=body, headers=list(headers), content_type="application/json"
+    )
+
+
+def as_response(result: Any) -> Response:
+    """Turn what a route returned into a :class:`Response`.
+
+    A ``Response`` is kept; ``str``/``bytes`` become a 200 with that body; a
+    ``dict`` or ``list`` becomes :func:`json_response`; ``None`` is a 204.
+
+    Raises:
+        TypeError: anything else.
+    """
+    if isinstance(result, Response):
+        return result
+    if isinstance(result, (str, bytes)):
+        return Response(body=result)
+    if isinstance(result, (dict, list)):
+        return json_response(result)
+    if result is None:
+        return Response(status=204)
+    raise TypeError(
+        f"a route must return a Response, str, bytes, dict, list or None, "
+        f"got {type(result).__name__}"
+    )
+
+
+RouteFunction = Callable[[Request], Any]
+
+
+def _methods(value: str | Iterable[str]) -> tuple[str, ...]:
+    methods = (value,) if isinstance(value, str) else tuple(value)
+    out = tuple(m.upper() for m in methods)
+    for method in out:
+        if not _TOKEN.match(method):
+            raise ValueError(f"not an HTTP method: {method!r}")
+    if not out:
+        raise ValueError("a route needs at least one method")
+    return out
+
+
+def _check_pattern(instance: Any, attribute: Any, value: str) -> None:
+    if not value.startswith("/"):
+        raise ValueError(f"a route pattern starts with '/', got {value!r}")
+    names = _CAPTURE.findall(value)
+    if len(names) != len(set(names)):
+        raise ValueError(f"a capture name is used twice in {value!r}")
+    if "{" in _CAPTURE.sub("", value) or "}" in _CAPTURE.sub("", value):
+        raise ValueError(f"bad capture in {value!r}: use {{name}} with a Python identifier")
+
+
+@attrs.frozen(kw_only=True)
+class Route:
+    """One route of HTTP-lite.
+
+    Attributes:
+        method: one method (``"GET"``) or several (``("GET", "HEAD")``).
+            A route for GET also answers HEAD unless another route claims it.
+        path: a pattern such as ``/users/{id}``; a ``{name}`` capture matches
+            one non-empty path segment and is passed in ``request.captures``.
+        function: called with the :class:`Request`; returns a
+            :class:`Response` or anything :func:`as_response` accepts.
+        blocking: run the function with ``reactor.run_in_thread``; responses
+            still go out in request order.
+        name: for error messages and logs; defaults to the function's name.
+    """
+
+    method: tuple[str, ...] = attrs.field(converter=_methods)
+    path: str = attrs.field(validator=_check_pattern)
+    function: RouteFunction
+    blocking: bool = False
+    name: str = ""
+
+    @property
+    def shape(self) -> str:
+        """The pattern with capture names erased: two routes clash when it is equal."""
+        return _CAPTURE.sub("{}", self.path)
+
+    def compile(self) -> re.Pattern[str]:
+        """The pattern as a regular expression with named groups."""
+        parts = _CAPTURE.split(self.path)
+        regex = []
+        for index, part in enumerate(parts):
+            regex.append(re.escape(part) if index % 2 == 0 else f"(?P<{part}>[^/]+)")
+        return re.compile("".join(regex) + r"\Z")
