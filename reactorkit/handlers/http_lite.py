@@ -212,6 +212,7 @@ class HttpHandler(reactorkit.Handler):
         self._broken = False  # a parse error: no more parsing
         self._closing = False  # close once the queue is answered
         self._in_head = False
+        self._in_message = False  # a request has begun and is not complete
         self._head_fed = 0
         self._url = b""
         self._headers: list[tuple[str, str]] = []
@@ -278,14 +279,16 @@ class HttpHandler(reactorkit.Handler):
             self._pump()
 
     def shutdown_requested(self) -> None:
+        # Finish what was received, including a request still arriving.
         self._closing = True
-        if not self._queue and not self._busy:
+        if not self._queue and not self._busy and not self._in_message:
             self.connection.close()
 
     # -- parser callbacks (httptools) ---------------------------------------
 
     def on_message_begin(self) -> None:
         self._in_head = True
+        self._in_message = True
         self._head_fed = 0
         self._url = b""
         self._headers = []
@@ -340,6 +343,7 @@ class HttpHandler(reactorkit.Handler):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._in_message = False
         parser = self._parser
         url = self._url
         parsed = httptools.parse_url(url)
@@ -368,6 +372,7 @@ class HttpHandler(reactorkit.Handler):
     def _reject(self, status: int, message: str) -> None:
         self._broken = True
         self._in_head = False
+        self._in_message = False
         if self._header_timer is not None:
             self._header_timer.cancel()
             self._header_timer = None
@@ -404,7 +409,8 @@ class HttpHandler(reactorkit.Handler):
             self._send(exchange, response)
         if not self._queue and not self._busy and not connection.is_closing():
             if self._closing:
-                connection.close()
+                if not self._in_message:
+                    connection.close()
             elif not self._in_head:
                 self._arm_idle()
 
@@ -527,8 +533,9 @@ class HttpHandler(reactorkit.Handler):
                 _close_iterator(stream)
             elif not head and status not in _NO_BODY:
                 parts.append(bytes(body))  # type: ignore[arg-type]
-            write(b"".join(parts))
+            # Logged before the write, so the line exists once the client has its reply.
             self._log(exchange, status, 0 if head else (length or 0))
+            write(b"".join(parts))
             if not keep_alive:
                 self.connection.close()
             return

@@ -25,6 +25,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator
+from typing import BinaryIO
 
 import reactorkit
 
@@ -122,7 +123,7 @@ class StaticFiles:
         headers.append(("Content-Length", str(end - start)))
         return reactorkit.Response(
             status=status,
-            body=_read_chunks(handle, start, end),
+            body=_FileChunks(handle, start, end),
             headers=headers,
             content_type=content_type,
         )
@@ -187,13 +188,30 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | str | None:
     return start, end
 
 
-def _read_chunks(handle: object, start: int, end: int) -> Iterator[bytes]:
-    with handle:  # type: ignore[attr-defined]
-        handle.seek(start)  # type: ignore[attr-defined]
-        remaining = end - start
-        while remaining > 0:
-            chunk = handle.read(min(CHUNK, remaining))  # type: ignore[attr-defined]
-            if not chunk:
-                break  # the file shrank meanwhile
-            remaining -= len(chunk)
-            yield chunk
+class _FileChunks:
+    """The bytes ``[start, end)`` of an open file, ``CHUNK`` at a time.
+
+    ``close()`` (called by the handler when the body is not sent, e.g. for
+    HEAD, or when the client goes away) closes the file even if no chunk
+    was ever read.
+    """
+
+    def __init__(self, handle: BinaryIO, start: int, end: int) -> None:
+        self._handle = handle
+        self._remaining = end - start
+        handle.seek(start)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._remaining > 0:
+            chunk = self._handle.read(min(CHUNK, self._remaining))
+            if chunk:
+                self._remaining -= len(chunk)
+                return chunk
+        self.close()  # done, or the file shrank meanwhile
+        raise StopIteration
+
+    def close(self) -> None:
+        self._handle.close()

@@ -96,10 +96,12 @@ def test_rooms_private_messages_and_announcements() -> None:
         a.send("/quit")
         assert a.line() == "* bye"
         assert b.line() == "* alice left (quit)"
-        b.close()
+        b.send("/quit")
+        assert b.line() == "* bye"
+        assert b.file.readline() == b""  # closed: its room is gone before c asks
         c.send("/rooms")
         assert c.line() == "* rooms: #lobby (1)"
-        for client in (a, c):
+        for client in (a, b, c):
             client.close()
 
 

@@ -1,0 +1,170 @@
+"""http-lite without sockets: requests split anywhere, routing, route table conflicts."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import reactorkit
+from reactorkit.handlers.http_lite import HttpHandler, HttpOptions, RouteTable
+from reactorkit.handlers.http_static import _parse_range
+from reactorkit.testing import FakeConnection
+
+
+def echo_body(request: reactorkit.Request) -> reactorkit.Response:
+    return reactorkit.Response(body=request.method.encode() + b" " + request.body)
+
+
+def item(request: reactorkit.Request) -> str:
+    return f"{request.captures['kind']}:{request.captures['id']}"
+
+
+ROUTES = [
+    reactorkit.Route(method=("GET", "POST"), path="/echo", function=echo_body),
+    reactorkit.Route(method="GET", path="/items/{kind}/{id}", function=item),
+]
+
+
+def handler(**options: object) -> tuple[HttpHandler, FakeConnection]:
+    table = RouteTable.build(
+        HttpOptions(**options),  # type: ignore[arg-type]
+        [reactorkit.Contribution(r, "test", None) for r in ROUTES],
+    )
+    h = HttpHandler(table)
+    return h, FakeConnection(h)
+
+
+def bodies(output: bytes) -> list[bytes]:
+    return [part.split(b"\r\n\r\n", 1)[1] for part in output.split(b"HTTP/1.1 ")[1:]]
+
+
+PIPELINE = (
+    b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    b"GET /items/book/7?x=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+)
+EXPECTED = [b"GET ", b"POST hello", b"POST abcde", b"book:7"]
+
+
+@settings(max_examples=200)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(PIPELINE)), max_size=12))
+def test_pipelined_requests_split_anywhere_give_the_same_responses(cuts: list[int]) -> None:
+    _, conn = handler()
+    points = sorted({*cuts, 0, len(PIPELINE)})
+    for start, stop in itertools.pairwise(points):
+        conn.feed(PIPELINE[start:stop])
+    assert bodies(conn.take()) == EXPECTED
+    assert not conn.closed
+
+
+def test_every_single_byte_boundary() -> None:
+    _, conn = handler()
+    for i in range(len(PIPELINE)):
+        conn.feed(PIPELINE[i : i + 1])
+    assert bodies(conn.take()) == EXPECTED
+
+
+def test_header_timer_is_armed_per_request_not_per_read() -> None:
+    _h, conn = handler(header_timeout=1.0)
+    for byte in b"GET /echo HTTP/1.1\r\nHost: x\r\n":
+        conn.feed(bytes([byte]))
+    timers = len(conn.reactor._timers)
+    assert timers <= 2  # the idle timer (cancelled) and one header timer
+    conn.advance(1.5)
+    assert conn.value().startswith(b"HTTP/1.1 408 ")
+    assert conn.closed
+
+
+def test_keepalive_timer_closes_an_idle_connection() -> None:
+    _, conn = handler(keepalive_timeout=2.0)
+    conn.feed(b"GET /echo HTTP/1.1\r\n\r\n")
+    conn.advance(1.0)
+    assert not conn.closed
+    conn.advance(1.5)
+    assert conn.closed
+
+
+def test_eof_after_a_request_answers_then_closes() -> None:
+    _, conn = handler()
+    conn.feed(b"GET /echo HTTP/1.1\r\n\r\n")
+    conn.feed_eof()
+    assert bodies(conn.value()) == [b"GET "]
+    assert conn.closed
+
+
+def test_route_conflict_names_both_plugins() -> None:
+    one = reactorkit.Route(method="GET", path="/a/{x}", function=item)
+    two = reactorkit.Route(method=("PUT", "GET"), path="/a/{y}", function=item)
+    with pytest.raises(reactorkit.PluginError) as info:
+        RouteTable.build(
+            HttpOptions(),
+            [
+                reactorkit.Contribution(one, "p1", "d1 1"),
+                reactorkit.Contribution(two, "p2", "d2 2"),
+            ],
+        )
+    assert str(info.value).splitlines() == [
+        "HTTP route GET /a/{y} is defined twice:",
+        "  by plugin 'p1' (d1 1)",
+        "  and by plugin 'p2' (d2 2)",
+        "uninstall one of them",
+    ]
+
+
+def test_same_path_different_methods_from_two_plugins_is_fine() -> None:
+    one = reactorkit.Route(method="GET", path="/a", function=item)
+    two = reactorkit.Route(method="POST", path="/a", function=item)
+    table = RouteTable.build(
+        HttpOptions(),
+        [reactorkit.Contribution(one, "p1", None), reactorkit.Contribution(two, "p2", None)],
+    )
+    methods, _ = table.match("/a")
+    assert methods is not None
+    assert set(methods) == {"GET", "POST"}
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [("nope", "starts with '/'"), ("/a/{x}/{x}", "used twice"), ("/a/{1x}", "bad capture")],
+)
+def test_bad_route_patterns(path: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        reactorkit.Route(method="GET", path=path, function=item)
+
+
+def test_as_response_conversions() -> None:
+    assert reactorkit.as_response("x").body == "x"
+    assert reactorkit.as_response({"a": 1}).content_type == "application/json"
+    assert reactorkit.as_response(None).status == 204
+    with pytest.raises(TypeError):
+        reactorkit.as_response(42)
+
+
+def test_headers_are_case_insensitive_and_multi_valued() -> None:
+    headers = reactorkit.Headers([("Set-Cookie", "a"), ("set-cookie", "b"), ("X-A", "1")])
+    assert headers["SET-COOKIE"] == "a"
+    assert headers.get_all("Set-Cookie") == ["a", "b"]
+    assert "x-a" in headers
+    assert len(headers) == 2
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("bytes=0-9", (0, 10)),
+        ("bytes=5-", (5, 100)),
+        ("bytes=-10", (90, 100)),
+        ("bytes=0-500", (0, 100)),
+        ("bytes=100-", "unsatisfiable"),
+        ("bytes=0-1,5-6", None),
+        ("items=0-1", None),
+        ("bytes=-", None),
+    ],
+)
+def test_range_parsing(value: str, expected: object) -> None:
+    assert _parse_range(value, 100) == expected
