@@ -1,0 +1,314 @@
+"""``reactorkit new-plugin``: scaffold a plugin distribution that works at once.
+
+The generated folder is a complete distribution: ``pyproject.toml`` with the
+``reactorkit`` entry point, a module with a working example and its hook
+implementation, a README, and tests that use reactorkit's pytest plugin.
+Right after ``pip install -e`` of the folder its tests pass and
+``reactorkit plugins`` lists it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import keyword
+import os
+import re
+import sys
+import textwrap
+from typing import Any
+
+__all__ = ["KINDS", "add_command", "create_plugin"]
+
+KINDS = ("handler", "line-commands", "http-routes")
+_NAME = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*\Z")
+
+
+def add_command(subparsers: Any) -> None:
+    """Add ``new-plugin`` to the CLI's subcommands."""
+    parser = subparsers.add_parser(
+        "new-plugin",
+        help="scaffold a plugin distribution (pyproject, module, README, tests)",
+        description="Create reactorkit-NAME/ with a working example plugin and its tests.",
+    )
+    parser.add_argument("name", help="the plugin's name: lower case letters, digits and dashes")
+    parser.add_argument("--dir", default=".", help="where to create the folder (default: .)")
+    parser.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="handler",
+        help="handler (a protocol), line-commands or http-routes",
+    )
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        folder = create_plugin(args.name, directory=args.dir, kind=args.kind)
+    except (ValueError, FileExistsError) as exc:
+        print(f"reactorkit: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"created {folder}")
+    print("next:")
+    print(f"  pip install -e {folder}")
+    print(f"  pytest {folder}")
+    print("  reactorkit plugins")
+    return 0
+
+
+def create_plugin(name: str, *, directory: str = ".", kind: str = "handler") -> str:
+    """Write the distribution folder; returns its path.
+
+    Raises:
+        ValueError: an invalid name or kind.
+        FileExistsError: the folder exists (nothing is overwritten).
+    """
+    name = name.removeprefix("reactorkit-")
+    if not _NAME.match(name) or len(name) > 40:
+        raise ValueError(
+            f"invalid plugin name {name!r}: use lower case letters, digits and single "
+            "dashes, starting with a letter (e.g. 'daytime', 'quote-of-the-day')"
+        )
+    if kind not in KINDS:
+        raise ValueError(f"invalid kind {kind!r}: choose one of {', '.join(KINDS)}")
+    module = "reactorkit_" + name.replace("-", "_")
+    if keyword.iskeyword(module):  # pragma: no cover - the prefix makes this impossible
+        raise ValueError(f"invalid plugin name {name!r}")
+    folder = os.path.join(directory, f"reactorkit-{name}")
+    if os.path.exists(folder):
+        raise FileExistsError(f"{folder} already exists; refusing to overwrite it")
+    values = {
+        "name": name,
+        "dist": f"reactorkit-{name}",
+        "module": module,
+        "title": name.replace("-", " "),
+        "command": name.replace("-", "_").upper(),
+        "route": name,
+        "klass": "".join(part.capitalize() for part in name.split("-")),
+    }
+    files = {
+        "pyproject.toml": PYPROJECT,
+        "README.md": README[kind],
+        f"src/{module}/__init__.py": MODULE[kind],
+        "tests/test_plugin.py": TESTS[kind],
+    }
+    os.makedirs(folder)
+    for relative, template in files.items():
+        path = os.path.join(folder, relative)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(textwrap.dedent(template).lstrip().format(**values))
+    return folder
+
+
+PYPROJECT = """
+    [build-system]
+    requires = ["hatchling>=1.21"]
+    build-backend = "hatchling.build"
+
+    [project]
+    name = "{dist}"
+    version = "0.1.0"
+    description = "A reactorkit plugin: {title}"
+    readme = "README.md"
+    requires-python = ">=3.11"
+    dependencies = ["reactorkit"]
+
+    [project.optional-dependencies]
+    test = ["pytest>=8"]
+
+    # This table is what makes reactorkit find the plugin.
+    [project.entry-points.reactorkit]
+    {name} = "{module}"
+
+    [tool.hatch.build.targets.wheel]
+    packages = ["src/{module}"]
+
+    [tool.pytest.ini_options]
+    testpaths = ["tests"]
+"""
+
+_README_HEAD = """
+    # {dist}
+
+    A [reactorkit](https://pypi.org/project/reactorkit/) plugin.
+
+    ```sh
+    pip install -e .          # install it (editable)
+    pytest                    # run its tests
+    reactorkit plugins        # it is listed there
+    ```
+"""
+
+README = {
+    "handler": _README_HEAD
+    + """
+    It provides the handler type `{name}`: every line a client sends comes
+    back upper-cased, after a greeting. Serve it with a config such as:
+
+    ```toml
+    [[listen]]
+    handler = "{name}"
+    port = 7100
+    [listen.options]
+    greeting = "hello"
+    ```
+
+    and `reactorkit run that.toml`, then `nc 127.0.0.1 7100`.
+    """,
+    "line-commands": _README_HEAD
+    + """
+    It adds the command `{command} TEXT...` to reactorkit's line-command
+    handler: it answers the text reversed. With `reactorkit run`, try
+    `printf '{command} hello\\r\\n' | nc -q1 127.0.0.1 7071`.
+    """,
+    "http-routes": _README_HEAD
+    + """
+    It adds the route `GET /{route}/hello/{{who}}` to reactorkit's HTTP-lite
+    handler, answering JSON. With `reactorkit run`, try
+    `curl http://127.0.0.1:8080/{route}/hello/world`.
+    """,
+}
+
+MODULE = {
+    "handler": '''
+        """The {name} handler type: upper-cases every line, after a greeting."""
+
+        from __future__ import annotations
+
+        import attrs
+
+        import reactorkit
+
+
+        @attrs.frozen(kw_only=True)
+        class {klass}Options:
+            """What [listen.options] may set for this handler."""
+
+            greeting: str = "welcome"
+            max_line_length: int = attrs.field(default=1024, validator=attrs.validators.ge(1))
+
+
+        class {klass}Handler(reactorkit.LineHandler):
+            """One client: greet it, then answer every line upper-cased."""
+
+            def __init__(self, options: {klass}Options) -> None:
+                super().__init__(options, max_line_length=options.max_line_length)
+                self.options = options
+
+            def connection_made(self, connection: reactorkit.Connection) -> None:
+                self.connection = connection
+                connection.write(self.options.greeting.encode() + b"\\r\\n")
+
+            def line_received(self, line: bytes) -> None:
+                self.connection.write(line.upper() + b"\\r\\n")
+
+
+        @reactorkit.hookimpl
+        def reactorkit_handler_types() -> list[reactorkit.HandlerType]:
+            return [
+                reactorkit.HandlerType(
+                    name="{name}",
+                    handler={klass}Handler,
+                    options={klass}Options,
+                    description="upper-cases every line it receives",
+                    default_port=7100,
+                )
+            ]
+    ''',
+    "line-commands": '''
+        """Adds {command} to reactorkit's line-command handler."""
+
+        from __future__ import annotations
+
+        import reactorkit
+
+
+        def reverse(ctx: reactorkit.CommandContext) -> str:
+            """Answer the arguments, joined by spaces, reversed."""
+            return " ".join(ctx.args)[::-1]
+
+
+        @reactorkit.hookimpl
+        def reactorkit_line_commands() -> list[reactorkit.LineCommand]:
+            return [
+                reactorkit.LineCommand(
+                    name="{command}", function=reverse, args="TEXT...", help="reverse the text"
+                )
+            ]
+    ''',
+    "http-routes": '''
+        """Adds GET /{route}/hello/{{who}} to reactorkit's HTTP-lite handler."""
+
+        from __future__ import annotations
+
+        import reactorkit
+
+
+        def hello(request: reactorkit.Request) -> reactorkit.Response:
+            """Greet whoever the path names."""
+            return reactorkit.json_response({{"hello": request.captures["who"]}})
+
+
+        @reactorkit.hookimpl
+        def reactorkit_http_routes() -> list[reactorkit.Route]:
+            return [reactorkit.Route(method="GET", path="/{route}/hello/{{who}}", function=hello)]
+    ''',
+}
+
+TESTS = {
+    "handler": '''
+        """Tests for the {name} handler, with reactorkit's pytest plugin fixtures."""
+
+        import socket
+
+        from {module} import {klass}Handler, {klass}Options
+
+
+        def test_lines_come_back_upper_cased(fake_connection):
+            conn = fake_connection({klass}Handler({klass}Options(greeting="hi")))
+            assert conn.take() == b"hi\\r\\n"
+            conn.feed(b"hello\\r\\nwor")
+            conn.feed(b"ld\\n")
+            assert conn.take() == b"HELLO\\r\\nWORLD\\r\\n"
+
+
+        def test_served_for_real(reactorkit_server):
+            server = reactorkit_server(handler="{name}", options={{"greeting": "hey"}})
+            with socket.create_connection(server.address(), timeout=5) as sock:
+                reader = sock.makefile("rb")
+                assert reader.readline() == b"hey\\r\\n"
+                sock.sendall(b"quiet please\\r\\n")
+                assert reader.readline() == b"QUIET PLEASE\\r\\n"
+    ''',
+    "line-commands": '''
+        """Tests for the {command} command, through a real line-command server."""
+
+        import socket
+
+
+        def test_command_answers(reactorkit_server):
+            server = reactorkit_server(handler="line-command")
+            with socket.create_connection(server.address(), timeout=5) as sock:
+                reader = sock.makefile("rb")
+                sock.sendall(b"{command} hello world\\r\\nHELP {command}\\r\\n")
+                assert reader.readline() == b"+dlrow olleh\\r\\n"
+                assert reader.readline().startswith(b"+{command} TEXT... - reverse the text")
+    ''',
+    "http-routes": '''
+        """Tests for the /{route}/hello route, through a real HTTP-lite server."""
+
+        import http.client
+        import json
+
+
+        def test_route_answers_json(reactorkit_server):
+            server = reactorkit_server(handler="http-lite")
+            host, port = server.address()[:2]
+            conn = http.client.HTTPConnection(host, port, timeout=5)
+            conn.request("GET", "/{route}/hello/world")
+            response = conn.getresponse()
+            assert response.status == 200
+            assert json.loads(response.read()) == {{"hello": "world"}}
+            conn.close()
+    ''',
+}
