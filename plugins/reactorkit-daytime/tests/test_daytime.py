@@ -3,8 +3,9 @@
 import datetime
 import socket
 
-import reactorkit
 from reactorkit_daytime import DaytimeHandler, DaytimeOptions
+
+import reactorkit
 
 
 def test_sends_one_line_then_closes(fake_connection):

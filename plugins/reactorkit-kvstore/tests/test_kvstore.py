@@ -5,7 +5,6 @@ import json
 import socket
 
 import pytest
-
 import reactorkit_kvstore
 
 
