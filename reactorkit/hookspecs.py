@@ -12,16 +12,18 @@ connection.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
+    from reactorkit.commands import LineCommand
     from reactorkit.config import Config
     from reactorkit.connection import Connection
     from reactorkit.handler import HandlerType
     from reactorkit.listener import Listener
     from reactorkit.reactor import Reactor
+    from reactorkit.web import Route
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
 
@@ -48,7 +50,7 @@ def reactorkit_handler_types() -> list[HandlerType]:
 
 
 @hookspec
-def reactorkit_line_commands() -> list[Any]:
+def reactorkit_line_commands() -> list[LineCommand]:
     """Return commands for the line-command handler.
 
     Command names are case-insensitive and unique across plugins; a name
@@ -61,7 +63,7 @@ def reactorkit_line_commands() -> list[Any]:
 
 
 @hookspec
-def reactorkit_http_routes() -> list[Any]:
+def reactorkit_http_routes() -> list[Route]:
     """Return routes for the HTTP-lite handler.
 
     Two plugins routing the same method and path pattern is a startup error

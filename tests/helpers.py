@@ -49,13 +49,16 @@ class ServerProcess:
 
     LISTENING = re.compile(r"listening: (\S+) handler=(\S+) on (\S+)")
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None
+    ) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reactorkit", *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            cwd=cwd,
         )
         self.log: list[str] = []
         self.addresses: dict[str, str] = {}
