@@ -109,7 +109,7 @@ class LineCommand:
         return count >= self.min_args and (self.max_args is None or count <= self.max_args)
 
 
-@attrs.frozen(kw_only=True)
+@attrs.define(kw_only=True, eq=False)
 class CommandContext:
     """What a command function receives.
 

@@ -147,14 +147,32 @@ class LineHandler(Handler):
 
     def data_received(self, data: bytes) -> None:
         buffer = self._line_buffer
-        buffer += data
         if self._dispatching:
-            return  # re-entrant call: the running loop below picks it up
+            buffer += data  # re-entrant call: the running loop picks it up
+            return
         self._dispatching = True
         try:
+            if not buffer and not self._discarding and self._one_line(data):
+                if not buffer:
+                    return
+            else:
+                buffer += data
             self._dispatch_lines()
         finally:
             self._dispatching = False
+
+    def _one_line(self, data: bytes) -> bool:
+        # The common case, one whole line per read: dispatch it without
+        # copying it through the buffer. False when it is not that case.
+        delimiter = self.delimiter
+        end = data.find(delimiter)
+        if end < 0 or end != len(data) - len(delimiter):
+            return False
+        line_end = end - 1 if delimiter == b"\n" and end and data[end - 1] == 13 else end
+        if line_end > self.max_line_length or self.connection.is_closing():
+            return False
+        self.line_received(data[:line_end])
+        return True
 
     def _dispatch_lines(self) -> None:
         buffer = self._line_buffer

@@ -118,13 +118,39 @@ class LineCommandHandler(reactorkit.LineHandler):
         self._queue: collections.deque[bytes] = collections.deque()
         self._busy = False  # a blocking command is in flight
         self._paused = False
+        # Replies to the requests of one read, written with one write() (one
+        # send for a whole pipelined batch); None outside data_received.
+        self._out: list[bytes] | None = None
 
     def connection_made(self, connection: reactorkit.Connection) -> None:
         self.connection = connection
         if self.table.options.banner:
             self._reply(self.table.options.banner)
 
+    def data_received(self, data: bytes) -> None:
+        if self._out is not None:  # re-entrant: the outer call flushes
+            super().data_received(data)
+            return
+        self._out = []
+        try:
+            super().data_received(data)
+        finally:
+            self._flush()
+            self._out = None
+
+    def _write(self, reply: bytes) -> None:
+        if self._out is not None:
+            self._out.append(reply)
+        else:
+            self.connection.write(reply)
+
+    def _flush(self) -> None:
+        if self._out:
+            self.connection.write(b"".join(self._out))
+            self._out.clear()
+
     def line_too_long(self, length: int) -> None:
+        self._flush()
         self.connection.write(
             b"-ERR line too long: the limit is %d bytes\r\n" % self.max_line_length
         )
@@ -186,6 +212,7 @@ class LineCommandHandler(reactorkit.LineHandler):
         else:
             self._reply(reply)
             if command is QUIT:
+                self._flush()
                 self.connection.close()
 
     def _blocking_done(
@@ -212,17 +239,17 @@ class LineCommandHandler(reactorkit.LineHandler):
 
     def _reply(self, reply: object) -> None:
         if reply is None:
-            self.connection.write(b"+OK\r\n")
+            self._write(b"+OK\r\n")
         elif isinstance(reply, str):
-            self.connection.write(b"+" + _clean(reply) + b"\r\n")
+            self._write(b"+" + _clean(reply) + b"\r\n")
         elif isinstance(reply, (list, tuple)):
             lines = [_clean(str(item)) for item in reply]
-            self.connection.write(b"*%d\r\n" % len(lines) + b"".join(x + b"\r\n" for x in lines))
+            self._write(b"*%d\r\n" % len(lines) + b"".join(x + b"\r\n" for x in lines))
         else:
-            self.connection.write(b"+" + _clean(str(reply)) + b"\r\n")
+            self._write(b"+" + _clean(str(reply)) + b"\r\n")
 
     def _error(self, message: str) -> None:
-        self.connection.write(b"-ERR " + _clean(message) + b"\r\n")
+        self._write(b"-ERR " + _clean(message) + b"\r\n")
 
     def _internal_error(
         self, command: reactorkit.LineCommand, error: BaseException | None = None
@@ -240,7 +267,9 @@ class LineCommandHandler(reactorkit.LineHandler):
 
 
 def _clean(text: str) -> bytes:
-    return text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
+    if "\r" in text or "\n" in text:
+        text = text.replace("\r", " ").replace("\n", " ")
+    return text.encode("utf-8", "replace")
 
 
 # -- the built-in commands ---------------------------------------------------

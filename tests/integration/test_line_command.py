@@ -34,9 +34,9 @@ KV_PLUGIN = """
     @reactorkit.hookimpl
     def reactorkit_line_commands():
         return [
-            reactorkit.LineCommand(name="SET", function=kv_set, args="KEY VALUE",
+            reactorkit.LineCommand(name="TSET", function=kv_set, args="KEY VALUE",
                                    help="store a value"),
-            reactorkit.LineCommand(name="GET", function=kv_get, args="KEY",
+            reactorkit.LineCommand(name="TGET", function=kv_get, args="KEY",
                                    help="read a value"),
             reactorkit.LineCommand(name="GATE", function=gate, blocking=True,
                                    help="wait until the test opens the gate"),
@@ -100,11 +100,11 @@ def test_plugin_commands_through_a_real_entry_point_and_blocking_order(
     options = {"banner": "kv ready"}
     with serve(handler="line-command", options=options) as srv, connect(srv.address()) as sock:
         assert read_lines(sock, 1) == ["+kv ready"]
-        sock.sendall(b'SET greeting "hello world"\r\nGET greeting\r\nGET nope\r\n')
+        sock.sendall(b'TSET greeting "hello world"\r\nTGET greeting\r\nTGET nope\r\n')
         assert read_lines(sock, 3) == ["+OK", "+hello world", "-ERR no such key: nope"]
-        sock.sendall(b"HELP GET\r\n")
+        sock.sendall(b"HELP TGET\r\n")
         assert read_lines(sock, 1) == [
-            "+GET KEY - read a value [plugin 'kv-test' (rk-kv-test 0.4)]"
+            "+TGET KEY - read a value [plugin 'kv-test' (rk-kv-test 0.4)]"
         ]
         # A blocking command between fast ones: replies stay in order, and
         # other clients are served meanwhile.

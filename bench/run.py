@@ -1,0 +1,391 @@
+"""Benchmarks: reactorkit beside its peers, in one run, as ratios.
+
+    python bench/run.py echo|memory|line|chat|http|all [--seconds S] [--repeat N]
+
+Every server runs pinned to CPU 0 and the load generator to CPU 1
+(``taskset``), so they do not compete for a core. Beside requests/s and
+latency, each row reports the server's CPU time per request: utime+stime
+from ``/proc/PID/stat`` over the run, divided by the requests served. That
+figure, and its ratio to the peer, is what tells implementations apart.
+
+Load: ``bench/loadgen.c`` (built here with gcc into bench/build/) for echo,
+line-command and chat; ``wrk`` for HTTP. Only 127.0.0.1 is used; every run
+is bounded by ``--seconds``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+BUILD = BENCH / "build"
+LOADGEN = BUILD / "loadgen"
+PY = sys.executable
+SERVER_CPU, LOAD_CPU = "0", "1"
+
+
+def build_loadgen() -> None:
+    source = BENCH / "loadgen.c"
+    if not LOADGEN.exists() or LOADGEN.stat().st_mtime < source.stat().st_mtime:
+        BUILD.mkdir(exist_ok=True)
+        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(LOADGEN), str(source)], check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def reactorkit_config(handler: str, port: int, options: str = "", extra: str = "") -> str:
+    fd, path = tempfile.mkstemp(suffix=".toml", prefix="rk-bench-")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"""
+[reactor]
+log_level = "warning"
+{extra}
+
+[[listen]]
+handler = "{handler}"
+port = {port}
+backlog = 4096
+max_connections = 20000
+[listen.options]
+{options}
+""")
+    return path
+
+
+@contextlib.contextmanager
+def server(
+    command: list[str], port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        ["taskset", "-c", SERVER_CPU, *command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"server did not start: {command}") from None
+                time.sleep(0.05)
+        time.sleep(0.3)  # let the accepted probe connection go
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def loadgen(*args: object, timeout: float = 120) -> dict[str, float]:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CPU, str(LOADGEN), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    ).stdout
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", out)}
+    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # How busy the load generator's core was: near 100% means the req/s
+    # column is capped by the client, and CPU/request is the figure to read.
+    result["load_cpu_pct"] = 100 * used / (time.monotonic() - started)
+    return result
+
+
+def measured(
+    proc: subprocess.Popen[bytes], run: dict[str, float], before: float, count_key: str
+) -> dict[str, float]:
+    used = cpu_seconds(proc.pid) - before
+    count = run[count_key]
+    run["cpu_us"] = used / count * 1e6 if count else float("nan")
+    return run
+
+
+def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
+# -- what is measured ----------------------------------------------------------
+
+
+def echo_servers(port: int) -> dict[str, list[str]]:
+    return {
+        "reactorkit": [PY, "-m", "reactorkit", "run", reactorkit_config("echo", port)],
+        "asyncio": [PY, str(BENCH / "peers.py"), "asyncio-echo", str(port)],
+        "uvloop": [PY, str(BENCH / "peers.py"), "uvloop-echo", str(port)],
+        "twisted": [PY, str(BENCH / "peers.py"), "twisted-echo", str(port)],
+    }
+
+
+def run_rr(
+    command: list[str], port: int, conns: int, seconds: float, request: str, reply: int, repeat: int
+) -> dict[str, float]:
+    runs = []
+    for _ in range(repeat):
+        with server(command, port) as proc:
+            before = cpu_seconds(proc.pid)
+            run = loadgen("rr", port, conns, seconds, request, reply)
+            runs.append(measured(proc, run, before, "requests"))
+    return median_of(runs)
+
+
+def table(title: str, rows: list[tuple[str, str, dict[str, float]]], base: str) -> None:
+    print(f"\n### {title}\n")
+    print(
+        "| load | server | requests/s | p99 µs | CPU µs/request | req/s vs "
+        f"{base} | CPU/request vs {base} | load generator CPU |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    baseline = {load: r for load, name, r in rows if name == base}
+    for load, name, r in rows:
+        b = baseline.get(load)
+        rps_ratio = r["rps"] / b["rps"] if b else float("nan")
+        cpu_ratio = r["cpu_us"] / b["cpu_us"] if b else float("nan")
+        print(
+            f"| {load} | {name} | {r['rps']:,.0f} | {r.get('p99_us', 0):,.0f} | "
+            f"{r['cpu_us']:.1f} | {rps_ratio:.2f}x | {cpu_ratio:.2f}x | "
+            f"{r.get('load_cpu_pct', float('nan')):.0f}% |"
+        )
+    sys.stdout.flush()
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}%"
+
+
+def bench_echo(seconds: float, repeat: int) -> None:
+    rows = []
+    for conns in (1, 50, 500):
+        for size in (64, 4096):
+            port = free_port()
+            for name, command in echo_servers(port).items():
+                r = run_rr(command, port, conns, seconds, f"@{size}", size, repeat)
+                rows.append((f"{conns} conns x {size} B", name, r))
+    table("Echo (RFC 862), closed loop", rows, "asyncio")
+
+
+def bench_memory(conns: int = 10_000) -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = min(hard, conns * 2 + 1024)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if wanted < conns + 100:
+        print(f"\nmemory: skipped, RLIMIT_NOFILE hard limit {hard} is below {conns}")
+        return
+    print(f"\n### Memory: RSS per idle connection, {conns:,} connections\n")
+    print(
+        "| server | RSS before KiB | RSS with connections KiB | bytes per connection | vs asyncio |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    results = {}
+    port = free_port()
+    for name, command in echo_servers(port).items():
+        with server(command, port) as proc:
+            before = rss_kib(proc.pid)
+            gen = subprocess.Popen(
+                ["taskset", "-c", LOAD_CPU, str(LOADGEN), "idle", str(port), str(conns), "4"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert gen.stdout is not None
+            assert gen.stdout.readline().strip() == "ready"
+            time.sleep(1.0)  # let the server accept the backlog
+            after = rss_kib(proc.pid)
+            gen.wait(30)
+        results[name] = (before, after, (after - before) * 1024 / conns)
+    for name, (before, after, per) in results.items():
+        print(
+            f"| {name} | {before:,} | {after:,} | {per:,.0f} | {per / results['asyncio'][2]:.2f}x |"
+        )
+
+
+def bench_line(seconds: float, repeat: int) -> None:
+    rows = []
+    for conns in (1, 50):
+        port = free_port()
+        servers = {
+            "reactorkit line-command": [
+                PY,
+                "-m",
+                "reactorkit",
+                "run",
+                reactorkit_config("line-command", port),
+            ],
+            "asyncio": [PY, str(BENCH / "peers.py"), "asyncio-ping", str(port)],
+            "uvloop": [PY, str(BENCH / "peers.py"), "uvloop-ping", str(port)],
+        }
+        for name, command in servers.items():
+            r = run_rr(command, port, conns, seconds, "PING\\r\\n", 7, repeat)
+            rows.append((f"{conns} conns PING", name, r))
+    table("line-command: PING round trips", rows, "asyncio")
+
+
+def bench_chat(seconds: float, repeat: int) -> None:
+    rows = []
+    for receivers in (10, 100):
+        port = free_port()
+        options = "rate = 1e9\nburst = 1000000000\nmax_room_clients = 1000"
+        servers = {
+            "reactorkit chat": [
+                PY,
+                "-m",
+                "reactorkit",
+                "run",
+                reactorkit_config("chat", port, options),
+            ],
+            "asyncio": [PY, str(BENCH / "peers.py"), "asyncio-chat", str(port)],
+            "uvloop": [PY, str(BENCH / "peers.py"), "uvloop-chat", str(port)],
+        }
+        for name, command in servers.items():
+            runs = []
+            for _ in range(repeat):
+                with server(command, port) as proc:
+                    run = loadgen("fanout", port, receivers, seconds + 1, timeout=120)
+                    # CPU over the whole run, including the joins; per delivery.
+                    run["cpu_us"] = cpu_seconds(proc.pid) / run["deliveries"] * 1e6
+                    run["rps"] = run["deliveries_per_s"]
+                    runs.append(run)
+            rows.append((f"1 sender -> {receivers} receivers", name, median_of(runs)))
+    print(
+        "\n(chat: requests/s means deliveries/s; p99 is the time for one message to "
+        "reach every receiver; CPU counts the whole server process life)"
+    )
+    table("chat: broadcast fan-out", rows, "asyncio")
+
+
+def bench_http(seconds: float, repeat: int) -> None:
+    rows = []
+    env = dict(os.environ, PYTHONPATH=str(BENCH))
+    port = free_port()
+    uvicorn = [
+        PY,
+        "-m",
+        "uvicorn",
+        "asgi_app:app",
+        "--port",
+        str(port),
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--backlog",
+        "4096",
+    ]
+    servers = {
+        "reactorkit http-lite": [
+            PY,
+            "-m",
+            "reactorkit",
+            "run",
+            reactorkit_config(
+                "http-lite", port, "access_log = false", extra='plugins = ["rk_bench_routes"]'
+            ),
+        ],
+        "uvicorn (asyncio)": [*uvicorn, "--loop", "asyncio"],
+        "uvicorn (uvloop)": [*uvicorn, "--loop", "uvloop"],
+    }
+    for conns in (1, 50):
+        for name, command in servers.items():
+            runs = []
+            for _ in range(repeat):
+                with server(command, port, env=env) as proc:
+                    before = cpu_seconds(proc.pid)
+                    out = subprocess.run(
+                        [
+                            "taskset",
+                            "-c",
+                            LOAD_CPU,
+                            "wrk",
+                            "-t1",
+                            f"-c{conns}",
+                            f"-d{seconds:g}s",
+                            "--latency",
+                            f"http://127.0.0.1:{port}/",
+                        ],
+                        capture_output=True,
+                        text=True,
+                        timeout=seconds + 60,
+                        check=True,
+                    ).stdout
+                    total = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+                    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+                    scale = {"us": 1, "ms": 1e3, "s": 1e6}[p99.group(2)]  # type: ignore[union-attr]
+                    runs.append(
+                        {
+                            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+                            "p99_us": float(p99.group(1)) * scale,  # type: ignore[union-attr]
+                            "cpu_us": (cpu_seconds(proc.pid) - before) / total * 1e6,
+                        }
+                    )
+            rows.append((f"wrk {conns} conns", name, median_of(runs)))
+    table("HTTP: a 13-byte response from a route (wrk)", rows, "uvicorn (asyncio)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("what", choices=["echo", "memory", "line", "chat", "http", "all"])
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per row (median)")
+    args = parser.parse_args()
+    build_loadgen()
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; server on CPU "
+        f"{SERVER_CPU}, load on CPU {LOAD_CPU}; {args.seconds:g}s x {args.repeat}"
+    )
+    what = args.what
+    if what in ("echo", "all"):
+        bench_echo(args.seconds, args.repeat)
+    if what in ("memory", "all"):
+        bench_memory()
+    if what in ("line", "all"):
+        bench_line(args.seconds, args.repeat)
+    if what in ("chat", "all"):
+        bench_chat(args.seconds, args.repeat)
+    if what in ("http", "all"):
+        bench_http(args.seconds, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
