@@ -184,7 +184,7 @@ def table(title: str, rows: list[tuple[str, str, dict[str, float]]], base: str) 
         print(
             f"| {load} | {name} | {r['rps']:,.0f} | {r.get('p99_us', 0):,.0f} | "
             f"{r['cpu_us']:.1f} | {rps_ratio:.2f}x | {cpu_ratio:.2f}x | "
-            f"{r.get('load_cpu_pct', float('nan')):.0f}% |"
+            f"{_pct(r.get('load_cpu_pct'))} |"
         )
     sys.stdout.flush()
 
