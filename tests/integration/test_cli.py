@@ -75,13 +75,19 @@ def test_run_logs_one_line_per_listener_and_serves(run_server, tmp_path: Path) -
     assert "listening: first handler=echo on 127.0.0.1:" in log
 
 
-def test_sigterm_drains_pending_writes_then_exits_zero(run_server, tmp_path, plugin_dir) -> None:
+def start_big_reply(
+    run_server,
+    tmp_path: Path,
+    plugin_dir: Path,  # type: ignore[no-untyped-def]
+    shutdown_timeout: float,
+):
+    """A server whose handler answers any input with BIG bytes; returns (server, client)."""
     config = write_config(
         tmp_path / "c.toml",
-        """
+        f"""
         [reactor]
         plugins = ["rk_big_reply"]
-        shutdown_timeout = 10
+        shutdown_timeout = {shutdown_timeout}
         [[listen]]
         handler = "big-reply"
         port = 0
@@ -91,12 +97,16 @@ def test_sigterm_drains_pending_writes_then_exits_zero(run_server, tmp_path, plu
     server.wait_serving(1)
     sock = connect(server.tcp("big-reply"))
     sock.sendall(b"go\n")
-    first = sock.recv(1)  # the reply started; most of it is still buffered server-side
-    assert first == b"R"
+    assert sock.recv(1) == b"R"  # the reply started; most of it is still buffered server-side
+    return server, sock
+
+
+def test_sigterm_drains_pending_writes_then_exits_zero(run_server, tmp_path, plugin_dir) -> None:
+    server, sock = start_big_reply(run_server, tmp_path, plugin_dir, shutdown_timeout=10)
     server.proc.send_signal(signal.SIGTERM)
     rest = recv_until_closed(sock, limit=2 * BIG)
     sock.close()
-    assert len(first) + len(rest) == BIG, "the buffered reply was not drained before closing"
+    assert 1 + len(rest) == BIG, "the buffered reply was not drained before closing"
     code, log = server.wait_exit()
     assert code == 0
     assert "SIGTERM received: shutting down gracefully" in log
@@ -105,22 +115,8 @@ def test_sigterm_drains_pending_writes_then_exits_zero(run_server, tmp_path, plu
 def test_shutdown_timeout_aborts_a_client_that_never_reads(
     run_server, tmp_path, plugin_dir
 ) -> None:
-    config = write_config(
-        tmp_path / "c.toml",
-        """
-        [reactor]
-        plugins = ["rk_big_reply"]
-        shutdown_timeout = 0.3
-        [[listen]]
-        handler = "big-reply"
-        port = 0
-    """,
-    )
-    server = run_server("run", config, env=child_env(PYTHONPATH=str(plugin_dir)))
-    server.wait_serving(1)
-    with connect(server.tcp("big-reply")) as sock:
-        sock.sendall(b"go\n")
-        assert sock.recv(1) == b"R"
+    server, sock = start_big_reply(run_server, tmp_path, plugin_dir, shutdown_timeout=0.3)
+    with sock:
         code, log = server.terminate(signal.SIGINT)
     assert code == 0
     assert "shutdown timeout: aborting 1 connections still open" in log
