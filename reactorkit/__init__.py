@@ -16,6 +16,7 @@ from reactorkit.errors import BindError
 from reactorkit.errors import CommandError
 from reactorkit.errors import ConfigError
 from reactorkit.errors import ConfigErrors
+from reactorkit.errors import HttpError
 from reactorkit.errors import PluginError
 from reactorkit.errors import PluginLoadError
 from reactorkit.errors import ReactorkitError
@@ -60,6 +61,7 @@ __all__ = [
     "Handler",
     "HandlerType",
     "Headers",
+    "HttpError",
     "LineCommand",
     "LineHandler",
     "Listener",

@@ -13,6 +13,7 @@ __all__ = [
     "CommandError",
     "ConfigError",
     "ConfigErrors",
+    "HttpError",
     "PluginError",
     "PluginLoadError",
     "ReactorStateError",
@@ -135,3 +136,23 @@ class PluginLoadError(PluginError):
 
 class CommandError(ReactorkitError, ValueError):
     """Raised by a line command to answer ``-ERR <message>``; the connection stays open."""
+
+
+class HttpError(ReactorkitError, ValueError):
+    """Raised by an HTTP-lite route to answer with an error status.
+
+    HTTP-lite also raises it from its parser callbacks to stop parsing a
+    request it must refuse (414, 431, 413, 505...).
+
+    Attributes:
+        status: the HTTP status code to answer with.
+        message: a short plain-text body.
+    """
+
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.message}".strip()

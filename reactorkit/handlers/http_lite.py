@@ -179,15 +179,6 @@ def error_response(status: int, message: str) -> reactorkit.Response:
     return reactorkit.Response(status=status, body=message + "\n")
 
 
-class _Reject(Exception):
-    """Raised from a parser callback to stop parsing with an error status."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
 @attrs.define(eq=False, slots=True)
 class _Exchange:
     request: reactorkit.Request | None
@@ -243,7 +234,7 @@ class HttpHandler(reactorkit.Handler):
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            if isinstance(cause, _Reject):
+            if isinstance(cause, reactorkit.HttpError):
                 self._reject(cause.status, cause.message)
             else:
                 raise
@@ -305,14 +296,14 @@ class HttpHandler(reactorkit.Handler):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if len(self._url) > self.options.max_request_line:
-            raise _Reject(414, "URI too long")
+            raise reactorkit.HttpError(414, "URI too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_size += len(name) + len(value) + 4
         if self._head_size > self.options.max_header_size:
-            raise _Reject(431, "request header fields too large")
+            raise reactorkit.HttpError(431, "request header fields too large")
         if len(self._headers) >= self.options.max_headers:
-            raise _Reject(431, "too many header fields")
+            raise reactorkit.HttpError(431, "too many header fields")
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -322,24 +313,26 @@ class HttpHandler(reactorkit.Handler):
             self._header_timer = None
         version = self._parser.get_http_version()
         if version not in _SUPPORTED:
-            raise _Reject(505, "HTTP version not supported: HTTP/1.1 and 1.0 only")
+            raise reactorkit.HttpError(505, "HTTP version not supported: HTTP/1.1 and 1.0 only")
         for name, value in self._headers:
             lower = name.lower()
             if lower == "content-length":
                 if int(value) > self.options.max_body_size:
-                    raise _Reject(
+                    raise reactorkit.HttpError(
                         413, f"request body too large (limit {self.options.max_body_size} bytes)"
                     )
             elif lower == "expect":
                 if value.lower() != "100-continue":
-                    raise _Reject(417, f"unsupported expectation: {value}")
+                    raise reactorkit.HttpError(417, f"unsupported expectation: {value}")
                 if not self._queue and not self._busy:
                     self.connection.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._body_size += len(body)
         if self._body_size > self.options.max_body_size:
-            raise _Reject(413, f"request body too large (limit {self.options.max_body_size} bytes)")
+            raise reactorkit.HttpError(
+                413, f"request body too large (limit {self.options.max_body_size} bytes)"
+            )
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -403,6 +396,8 @@ class HttpHandler(reactorkit.Handler):
             if route is not None:
                 try:
                     response = reactorkit.as_response(route.function(request))
+                except reactorkit.HttpError as exc:
+                    response = error_response(exc.status, exc.message or "error")
                 except Exception:
                     response = self._route_failed(route, request)
             assert response is not None
@@ -448,7 +443,9 @@ class HttpHandler(reactorkit.Handler):
             return
         error = future.exception()
         assert exchange.request is not None
-        if error is not None:
+        if isinstance(error, reactorkit.HttpError):
+            response = error_response(error.status, error.message or "error")
+        elif error is not None:
             response = self._route_failed(route, exchange.request, error)
         else:
             try:

@@ -51,6 +51,10 @@ def crash(request: reactorkit.Request) -> str:
     raise RuntimeError("route bug on purpose")
 
 
+def forbidden(request: reactorkit.Request) -> str:
+    raise reactorkit.HttpError(403, "members only")
+
+
 class Routes:
     @reactorkit.hookimpl
     def reactorkit_http_routes(self) -> list[reactorkit.Route]:
@@ -61,6 +65,10 @@ class Routes:
             reactorkit.Route(method="GET", path="/stream", function=stream),
             reactorkit.Route(method="GET", path="/slow", function=slow, blocking=True),
             reactorkit.Route(method="GET", path="/crash", function=crash),
+            reactorkit.Route(method="GET", path="/forbidden", function=forbidden),
+            reactorkit.Route(
+                method="GET", path="/forbidden-slow", function=forbidden, blocking=True
+            ),
         ]
 
 
@@ -208,6 +216,15 @@ def test_route_exception_is_a_500_and_the_server_carries_on(
     assert conn.getresponse().read() == b"hello world"
     conn.close()
     assert "route bug on purpose" in caplog.text
+
+
+def test_route_raising_http_error_answers_that_status(web: RunningServer) -> None:
+    conn = client(web)
+    for path in ("/forbidden", "/forbidden-slow"):
+        conn.request("GET", path)
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (403, b"members only\n")
+    conn.close()
 
 
 def test_404_and_405_with_allow(web: RunningServer) -> None:
