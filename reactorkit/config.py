@@ -10,12 +10,9 @@ Both collect every problem before raising :class:`ConfigErrors`, so
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import logging
 import tomllib
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +20,7 @@ import attrs
 
 from reactorkit.errors import ConfigError, ConfigErrors
 from reactorkit.listener import DEFAULT_BACKLOG, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from reactorkit.options import Problems, build_options, did_you_mean, is_int, is_number
 from reactorkit.plugins import Contribution
 from reactorkit.reactor import DEFAULT_THREADS
 
@@ -156,7 +154,7 @@ class Config:
             data = cls._read(path)
         except ConfigErrors as exc:
             return None, exc.errors
-        problems = _Problems(path)
+        problems = Problems(path)
         config = cls._from_dict(data, path, problems)
         return config, problems.errors
 
@@ -216,13 +214,13 @@ class Config:
         Raises:
             ConfigErrors: every problem found.
         """
-        problems = _Problems(path)
+        problems = Problems(path)
         config = cls._from_dict(data, path, problems)
         problems.raise_if_any()
         return config
 
     @classmethod
-    def _from_dict(cls, data: Mapping[str, Any], path: str, problems: _Problems) -> Config:
+    def _from_dict(cls, data: Mapping[str, Any], path: str, problems: Problems) -> Config:
         for key in data:
             if key not in ("reactor", "listen"):
                 problems.unknown(None, key, ("reactor", "listen"), what="top-level table")
@@ -282,7 +280,7 @@ def plan_listeners(
     Raises:
         ConfigErrors: every listener problem found.
     """
-    problems = _Problems(config.path)
+    problems = Problems(config.path)
     plans: list[ListenerPlan] = []
     for listen in config.listeners:
         provider = handler_types.get(listen.handler)
@@ -293,7 +291,7 @@ def plan_listeners(
                 )
                 continue
             known = sorted(handler_types)
-            hint = _did_you_mean(listen.handler, known)
+            hint = did_you_mean(listen.handler, known)
             if load_errors:
                 hint = "; ".join(([hint] if hint else []) + [f"note: {e}" for e in load_errors])
             problems.add(
@@ -325,128 +323,10 @@ def plan_listeners(
     return plans
 
 
-def build_options(
-    options_cls: type,
-    table: Mapping[str, Any],
-    problems: _Problems | None = None,
-    label: str | None = None,
-) -> Any:
-    """Build a handler type's options object from a ``[listen.options]`` table.
-
-    Unknown keys get a "did you mean"; values are checked against the
-    annotated field types, then the class's own attrs validators run.
-
-    Returns:
-        The options object, or None when problems were recorded.
-
-    Raises:
-        ConfigErrors: when ``problems`` is None and the table is invalid.
-    """
-    own = problems if problems is not None else _Problems("<options>")
-    before = len(own.errors)
-    fields = {f.name: f for f in attrs.fields(options_cls)}
-    hints = typing.get_type_hints(options_cls)
-    kwargs: dict[str, Any] = {}
-    for key, value in table.items():
-        field = fields.get(key)
-        if field is None or not field.init:
-            if fields:
-                own.unknown(label, f"options.{key}", sorted(fields), what="option")
-            else:
-                own.add(
-                    label,
-                    f"options.{key}",
-                    "is not a known option: this handler type takes no options",
-                    None,
-                    show_got=False,
-                )
-            continue
-        ok, converted, expected = _structure(value, hints.get(field.name, Any))
-        if not ok:
-            own.add(label, f"options.{key}", f"must be {expected}", value)
-            continue
-        kwargs[field.name] = converted
-    for name, field in fields.items():
-        missing = field.default is attrs.NOTHING and name not in kwargs and field.init
-        if missing and not any(e.field == f"options.{name}" for e in own.errors[before:]):
-            own.add(label, f"options.{name}", "is required", None, show_got=False)
-    if len(own.errors) > before:
-        if problems is None:
-            own.raise_if_any()
-        return None
-    try:
-        return options_cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        message = exc.args[0] if exc.args else str(exc)
-        text = str(message)
-        field = _field_in_message(text, fields)
-        if field and text.startswith(f"'{field}' "):
-            text = text[len(field) + 3 :]  # attrs validators start with the field's name
-        own.add(label, f"options.{field}" if field else "options", text, None, show_got=False)
-        if problems is None:
-            own.raise_if_any()
-        return None
-
-
 # -- internals -------------------------------------------------------------
 
 
-class _Problems:
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.errors: list[ConfigError] = []
-
-    def add(
-        self,
-        listener: str | None,
-        field: str | None,
-        expected: str,
-        got: Any,
-        *,
-        hint: str | None = None,
-        show_got: bool = True,
-    ) -> None:
-        self.errors.append(
-            ConfigError(
-                path=self.path,
-                listener=listener,
-                field=field,
-                expected=expected,
-                got=got,
-                hint=hint,
-                show_got=show_got,
-            )
-        )
-
-    def unknown(self, listener: str | None, key: str, known: Sequence[str], *, what: str) -> None:
-        bare = key.rsplit(".", 1)[-1]
-        self.add(
-            listener,
-            key,
-            f"is not a known {what} (known: {', '.join(known)})",
-            None,
-            hint=_did_you_mean(bare, known),
-            show_got=False,
-        )
-
-    def raise_if_any(self) -> None:
-        if self.errors:
-            raise ConfigErrors(self.errors)
-
-
-def _did_you_mean(word: str, known: Sequence[str]) -> str | None:
-    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
-    return f"did you mean {close[0]!r}?" if close else None
-
-
-def _field_in_message(message: str, fields: Mapping[str, Any]) -> str | None:
-    for name in fields:
-        if f"'{name}'" in message:
-            return name
-    return None
-
-
-def _reactor_config(table: Any, problems: _Problems) -> ReactorConfig:
+def _reactor_config(table: Any, problems: Problems) -> ReactorConfig:
     if not isinstance(table, dict):
         problems.add(None, "reactor", "must be a table", table)
         return ReactorConfig()
@@ -462,17 +342,17 @@ def _reactor_config(table: Any, problems: _Problems) -> ReactorConfig:
                     field,
                     f"must be one of {', '.join(LOG_LEVELS)}",
                     value,
-                    hint=_did_you_mean(str(value), LOG_LEVELS),
+                    hint=did_you_mean(str(value), LOG_LEVELS),
                 )
             else:
                 values[key] = value
         elif key == "shutdown_timeout":
-            if _is_number(value) and value >= 0:
+            if is_number(value) and value >= 0:
                 values[key] = float(value)
             else:
                 problems.add(None, field, "must be a number of seconds >= 0", value)
         elif key == "threads":
-            if _is_int(value) and 1 <= value <= 1024:
+            if is_int(value) and 1 <= value <= 1024:
                 values[key] = value
             else:
                 problems.add(None, field, "must be an integer 1-1024", value)
@@ -484,7 +364,7 @@ def _reactor_config(table: Any, problems: _Problems) -> ReactorConfig:
     return ReactorConfig(**values)
 
 
-def _listen_config(index: int, table: Any, problems: _Problems) -> ListenConfig | None:
+def _listen_config(index: int, table: Any, problems: Problems) -> ListenConfig | None:
     if not isinstance(table, dict):
         problems.add(f"listen[{index}]", None, "must be a table", table)
         return None
@@ -530,19 +410,19 @@ def _listen_config(index: int, table: Any, problems: _Problems) -> ListenConfig 
         else:
             values["host"] = host
     if port is not None:
-        if _is_int(port) and 0 <= port <= 65535:
+        if is_int(port) and 0 <= port <= 65535:
             values["port"] = port
         else:
             problems.add(label, "port", "must be an integer 0-65535 (0 picks a free port)", port)
     for key, low in (("backlog", 1), ("max_connections", 1)):
         if key in table:
-            if _is_int(table[key]) and table[key] >= low:
+            if is_int(table[key]) and table[key] >= low:
                 values[key] = table[key]
             else:
                 problems.add(label, key, f"must be an integer >= {low}", table[key])
     if "idle_timeout" in table:
         value = table["idle_timeout"]
-        if _is_number(value) and value >= 0:
+        if is_number(value) and value >= 0:
             values["idle_timeout"] = float(value)
         else:
             problems.add(
@@ -563,7 +443,7 @@ def _listen_config(index: int, table: Any, problems: _Problems) -> ListenConfig 
     )
 
 
-def _check_duplicates(listeners: Sequence[ListenConfig], problems: _Problems) -> None:
+def _check_duplicates(listeners: Sequence[ListenConfig], problems: Problems) -> None:
     names: dict[str, ListenConfig] = {}
     addresses: list[tuple[ListenConfig, Any]] = []
     for listen in listeners:
@@ -625,68 +505,3 @@ def _is_host(host: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _structure(value: Any, hint: Any) -> tuple[bool, Any, str]:
-    """Check ``value`` against a type annotation: (ok, converted, expected)."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if hint is Any:
-        return True, value, "anything"
-    if origin in (typing.Union, types.UnionType):
-        alternatives: list[str] = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            ok, converted, exp = _structure(value, arg)
-            if ok:
-                return True, converted, exp
-            alternatives.append(exp)
-        return False, None, " or ".join(alternatives)
-    if origin is typing.Literal:
-        shown = ", ".join(repr(a) for a in args)
-        return (value in args and type(value) in {type(a) for a in args}), value, f"one of {shown}"
-    if hint is bool:
-        return isinstance(value, bool), value, "true or false"
-    if hint is int:
-        return _is_int(value), value, "an integer"
-    if hint is float:
-        return _is_number(value), float(value) if _is_number(value) else None, "a number"
-    if hint is str:
-        return isinstance(value, str), value, "a string"
-    if origin in (list, tuple, Sequence) and args:
-        item = args[0]
-        ok_list = isinstance(value, list)
-        converted_items = []
-        _, _, item_expected = _structure(None, item)
-        if ok_list:
-            for element in value:
-                ok, converted, _ = _structure(element, item)
-                if not ok:
-                    ok_list = False
-                    break
-                converted_items.append(converted)
-        shown = f"a list of {_plural(item_expected)}"
-        result: Any = tuple(converted_items) if origin is not list else converted_items
-        return ok_list, result if ok_list else None, shown
-    if origin in (dict, Mapping) and len(args) == 2:
-        ok = isinstance(value, dict) and all(_structure(v, args[1])[0] for v in value.values())
-        return ok, dict(value) if ok else None, "a table"
-    if isinstance(hint, type):
-        return isinstance(value, hint), value, f"a {hint.__name__}"
-    return True, value, "anything"
-
-
-def _plural(expected: str) -> str:
-    for article in ("an ", "a "):
-        if expected.startswith(article):
-            return expected[len(article) :] + "s"
-    return expected
