@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import reactorkit
-from reactorkit.config import LOG_LEVELS, Config, plan_listeners
+from reactorkit.config import LOG_LEVELS, Config
 from reactorkit.errors import ConfigErrors, PluginError, ReactorkitError
 from reactorkit.plugins import Plugins, load_plugins
 from reactorkit.server import Server
@@ -131,14 +131,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     plans = []
     if config is not None:
         # Resolve the well-formed listeners too, so one run reports everything.
-        plugins = load_plugins(config.reactor.plugins)
         try:
-            plans = plan_listeners(
-                config,
-                plugins.handler_types(),
-                load_errors=plugins.load_errors,
-                skip_missing=config.is_default,
-            )
+            plans = Server.plan(config, load_plugins(config.reactor.plugins))
         except ConfigErrors as exc:
             errors.extend(str(e) for e in exc.errors)
         except PluginError as exc:

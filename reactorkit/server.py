@@ -68,12 +68,7 @@ class Server:
         for error in plugins.load_errors:
             log.warning("%s", error)
         plugins.hook.reactorkit_configure(config=config)
-        plans = plan_listeners(
-            config,
-            plugins.handler_types(),
-            load_errors=plugins.load_errors,
-            skip_missing=config.is_default,
-        )
+        plans = cls.plan(config, plugins)
         if reactor is None:
             reactor = Reactor(threads=config.reactor.threads)
         server = cls(reactor, plugins, shutdown_timeout=config.reactor.shutdown_timeout)
@@ -83,6 +78,24 @@ class Server:
             server.close()
             raise
         return server
+
+    @staticmethod
+    def plan(config: Config, plugins: Plugins) -> list[ListenerPlan]:
+        """Resolve the config's listeners against the plugins, binding nothing.
+
+        The built-in default config skips listeners whose handler is not
+        installed; any other config fails on them.
+
+        Raises:
+            ConfigErrors: listener problems, every one found.
+            PluginError: the plugins conflict (a handler type claimed twice).
+        """
+        return plan_listeners(
+            config,
+            plugins.handler_types(),
+            load_errors=plugins.load_errors,
+            skip_missing=config.is_default,
+        )
 
     def bind(self, plans: Iterable[ListenerPlan], *, source: str | None = None) -> None:
         """Bind and start a listener for each plan.

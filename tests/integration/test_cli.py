@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
 import socket
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -139,11 +141,17 @@ def test_run_with_a_bad_config_prints_one_line_and_exits_1(tmp_path: Path) -> No
     )
 
 
-def test_run_with_an_address_in_use_exits_1_without_traceback(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    """A port some other socket is listening on."""
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        port = taken.getsockname()[1]
+        yield taken.getsockname()[1]
+
+
+def test_run_with_an_address_in_use_exits_1_without_traceback(tmp_path: Path) -> None:
+    with taken_port() as port:
         config = write_config(
             tmp_path / "c.toml",
             f"""
@@ -210,10 +218,7 @@ def test_check_reports_every_error(tmp_path: Path) -> None:
 
 
 def test_check_a_good_config_binds_nothing(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+    with taken_port() as port:
         config = write_config(
             tmp_path / "ok.toml",
             f"""
