@@ -137,26 +137,32 @@ static int mode_rr(int port, int conns, double seconds, const char *req_arg, lon
     return 0;
 }
 
-/* Read and discard whatever is available within `quiet` seconds of silence. */
-static void drain_quiet(int fd, double quiet) {
+/* Read and discard what arrives on any of `fds` until `quiet` seconds pass
+ * with nothing (greetings and join notices), all connections at once. */
+static void drain_quiet(const int *fds, int n, double quiet) {
     static char buf[65536];
-    for (;;) {
-        struct timeval tv = {.tv_sec = 0, .tv_usec = (long)(quiet * 1e6)};
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        ssize_t r = recv(fd, buf, sizeof buf, 0);
-        if (r <= 0) break;
+    int ep = epoll_create1(0);
+    for (int i = 0; i < n; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (unsigned)i};
+        epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev);
     }
-    struct timeval zero = {0, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &zero, sizeof zero);
+    struct epoll_event evs[512];
+    int ready;
+    while ((ready = epoll_wait(ep, evs, 512, (int)(quiet * 1000))) > 0)
+        for (int k = 0; k < ready; k++)
+            if (recv(fds[evs[k].data.u32], buf, sizeof buf, 0) <= 0) {
+                fprintf(stderr, "closed while draining\n");
+                exit(2);
+            }
+    close(ep);
 }
 
 static int mode_fanout(int port, int receivers, double seconds) {
-    int *fds = calloc((size_t)receivers, sizeof(int));
+    int *fds = calloc((size_t)receivers + 1, sizeof(int));
     long *lines = calloc((size_t)receivers, sizeof(long));
     for (int i = 0; i < receivers; i++) fds[i] = dial(port);
-    int sender = dial(port);
-    for (int i = 0; i < receivers; i++) drain_quiet(fds[i], 0.3);
-    drain_quiet(sender, 0.3);
+    int sender = fds[receivers] = dial(port);
+    drain_quiet(fds, receivers + 1, 0.3);
     int ep = epoll_create1(0);
     for (int i = 0; i < receivers; i++) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (unsigned)i};
