@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import functools
 import heapq
 import itertools
 import logging
@@ -181,7 +182,12 @@ class Reactor:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self.selector.register(self._wake_r, selectors.EVENT_READ, self._wakeup_ready)
+        # A plain function, not a bound method: the selector must not hold a
+        # reference back to the reactor, or a reactor dropped without close()
+        # would wait for the cycle collector to free its descriptors.
+        self.selector.register(
+            self._wake_r, selectors.EVENT_READ, functools.partial(_drain_wakeups, self._wake_r)
+        )
 
     # -- registration ------------------------------------------------------
 
@@ -356,13 +362,6 @@ class Reactor:
         except OSError:
             pass  # closed during shutdown
 
-    def _wakeup_ready(self, mask: int) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except (BlockingIOError, InterruptedError):
-            pass
-
     def close(self) -> None:
         """Release the selector, the wake-up socket and the thread pool."""
         if self._closed:
@@ -380,3 +379,12 @@ class Reactor:
     def __repr__(self) -> str:
         state = "running" if self._running else ("closed" if self._closed else "idle")
         return f"<Reactor {state} timers={len(self._timers)} ready={len(self._ready)}>"
+
+
+def _drain_wakeups(sock: socket.socket, mask: int) -> None:
+    """Empty the wake-up socket; the bytes only served to end select()."""
+    try:
+        while sock.recv(4096):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
