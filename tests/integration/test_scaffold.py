@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -53,41 +52,59 @@ def test_layout(tmp_path: Path, kind: str) -> None:
     compile((folder / "tests/test_plugin.py").read_text(), "tests", "exec")
 
 
+def overlay_venv(root: Path) -> dict[str, str]:
+    """A venv at ``root`` that sees this interpreter's packages; returns an env using it.
+
+    Plugins installed in it (``pip install -e``) never touch the environment
+    the suite runs in, which other test runs may share. ``pip``, ``pytest``
+    and ``reactorkit`` on its PATH run with the venv's interpreter.
+    """
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
+    python = root / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    # addsitedir (not a bare path) so the outer .pth files (editable installs) apply too;
+    # it runs after the venv's own site-packages, so the venv's installs come first.
+    outer = [p for p in sys.path if p.endswith("-packages")]
+    (Path(purelib) / "_outer_site.pth").write_text(
+        "".join(f"import site; site.addsitedir({p!r})\n" for p in outer)
+    )
+    for script, module in (("pip", "pip"), ("pytest", "pytest"), ("reactorkit", "reactorkit")):
+        path = root / "bin" / script
+        path.write_text(f'#!/bin/sh\nexec "{python}" -m {module} "$@"\n')
+        path.chmod(0o755)
+    env = dict(
+        os.environ,
+        PATH=f"{root / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        VIRTUAL_ENV=str(root),
+        # Build with the hatchling already installed, offline.
+        PIP_NO_BUILD_ISOLATION="0",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+    )
+    env.pop("PYTHONPATH", None)
+    return env
+
+
 @pytest.fixture
-def scaffolded(tmp_path: Path) -> Iterator[list[Path]]:
+def scaffolded(tmp_path: Path) -> list[Path]:
     folders = []
     for kind in KINDS:
         result = reactorkit_cli("new-plugin", f"sc-{kind}", "--dir", str(tmp_path), "--kind", kind)
         assert result.returncode == 0, result.stderr
         folders.append(tmp_path / f"reactorkit-sc-{kind}")
-    yield folders
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "uninstall",
-            "-y",
-            "-q",
-            *(f"reactorkit-sc-{kind}" for kind in KINDS),
-        ],
-        capture_output=True,
-        timeout=120,
-    )
+    return folders
 
 
-def test_every_kind_installs_passes_its_tests_and_is_listed(scaffolded: list[Path]) -> None:
-    env = dict(os.environ, PIP_NO_BUILD_ISOLATION="0", PIP_DISABLE_PIP_VERSION_CHECK="1")
+def test_every_kind_installs_passes_its_tests_and_is_listed(
+    scaffolded: list[Path], tmp_path: Path
+) -> None:
+    env = overlay_venv(tmp_path / "venv")
     install = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            *(arg for folder in scaffolded for arg in ("-e", str(folder))),
-        ],
+        ["pip", "install", "-q", "--no-deps", *(arg for f in scaffolded for arg in ("-e", str(f)))],
         capture_output=True,
         text=True,
         env=env,
@@ -96,15 +113,18 @@ def test_every_kind_installs_passes_its_tests_and_is_listed(scaffolded: list[Pat
     assert install.returncode == 0, install.stderr
     for folder in scaffolded:
         tests = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder / "tests")],
+            ["pytest", "-q", "-p", "no:cacheprovider", str(folder / "tests")],
             capture_output=True,
             text=True,
             cwd=folder,
+            env=env,
             timeout=120,
         )
         assert tests.returncode == 0, tests.stdout + tests.stderr
-    listed = reactorkit_cli("plugins", "--check")
-    assert listed.returncode == 0, listed.stdout
+    listed = subprocess.run(
+        ["reactorkit", "plugins", "--check"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert listed.returncode == 0, listed.stdout + listed.stderr
     for kind in KINDS:
         assert (
             f"sc-{kind} (reactorkit_sc_{kind.replace('-', '_')}, reactorkit-sc-{kind} 0.1.0)"
@@ -113,3 +133,5 @@ def test_every_kind_installs_passes_its_tests_and_is_listed(scaffolded: list[Pat
     assert re.search(
         r"^  sc-handler +upper-cases every line it receives", listed.stdout, re.MULTILINE
     )
+    # Nothing leaked into the environment this suite runs in.
+    assert "reactorkit-sc-handler" not in reactorkit_cli("plugins").stdout
