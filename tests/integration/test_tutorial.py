@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -10,10 +9,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from tests.helpers import ServerProcess
+from tests.integration.test_scaffold import overlay_venv
 
 TUTORIAL = Path(__file__).resolve().parents[2] / "docs" / "tutorial.md"
 FENCE = re.compile(r"^```(\w+)(?: file=(\S+))?\n(.*?)^```$", re.MULTILINE | re.DOTALL)
@@ -33,15 +34,9 @@ def test_the_tutorial_has_commands_and_files() -> None:
     shutil.which("nc") is None, reason="nc is not installed (.ci/run installs netcat-openbsd)"
 )
 def test_every_tutorial_command_works(tmp_path: Path) -> None:
-    bindir = os.path.dirname(sys.executable)
-    env = dict(
-        os.environ,
-        PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}",
-        # Build the plugin with the hatchling already installed, offline.
-        PIP_NO_BUILD_ISOLATION="0",
-        PIP_DISABLE_PIP_VERSION_CHECK="1",
-    )
-    env.pop("PYTHONPATH", None)
+    # A throwaway venv over the suite's env: `pip install` in the tutorial lands there.
+    venv = tmp_path / ".venv"
+    env = overlay_venv(venv)
     server: ServerProcess | None = None
     try:
         for lang, file, body in steps():
@@ -54,7 +49,9 @@ def test_every_tutorial_command_works(tmp_path: Path) -> None:
                 continue
             for command in body.strip().splitlines():
                 if command.startswith("reactorkit run "):
-                    server = ServerProcess(command.split()[1:], env=env, cwd=str(tmp_path))
+                    # ServerProcess runs `sys.executable -m reactorkit`: the venv's python here.
+                    with mock.patch.object(sys, "executable", str(venv / "bin" / "python")):
+                        server = ServerProcess(command.split()[1:], env=env, cwd=str(tmp_path))
                     server.wait_serving(1)
                     continue
                 started = time.monotonic()
@@ -84,9 +81,3 @@ def test_every_tutorial_command_works(tmp_path: Path) -> None:
     finally:
         if server is not None:
             server.kill()
-        subprocess.run(
-            [sys.executable, "-m", "pip", "uninstall", "-y", "-q", "reactorkit-quote"],
-            capture_output=True,
-            env=env,
-            timeout=120,
-        )
