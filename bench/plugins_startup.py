@@ -1,6 +1,8 @@
 """Startup time of `reactorkit plugins` with 20 installed dummy plugins, vs none.
 
-    python bench/plugins_startup.py [--runs N]
+    python bench/plugins_startup.py [--runs N] [--count N]
+    python bench/plugins_startup.py --write DIR   # only write the plugins, to time with
+                                                  # another tool (PYTHONPATH=DIR)
 
 Writes 20 small distributions (a module plus a .dist-info with a
 `reactorkit` entry point, as pip would install them) into a temporary
@@ -59,7 +61,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--write", metavar="DIR", help="write the plugins into DIR and exit")
     args = parser.parse_args()
+    if args.write:
+        Path(args.write).mkdir(parents=True, exist_ok=True)
+        make_plugins(Path(args.write), args.count)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         make_plugins(Path(tmp), args.count)
         base = dict(os.environ)
