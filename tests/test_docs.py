@@ -32,13 +32,23 @@ def test_every_hookspec_has_a_section_titled_with_its_signature(name: str) -> No
 
 
 @pytest.mark.parametrize("name", sorted(hook_signatures()))
+def test_every_hook_section_says_what_it_returns_and_shows_an_example(name: str) -> None:
+    section = _section((DOCS / "hooks.md").read_text(), f"## `{hook_signatures()[name]}`")
+    assert "```python" in section, f"{name}: no example"
+    assert f"def {name}(" in section, f"{name}: the example does not implement the hook"
+    if not hook_signatures()[name].endswith("-> None"):
+        assert "Returns" in section, f"{name}: return value undocumented"
+
+
+@pytest.mark.parametrize("name", sorted(hook_signatures()))
 def test_every_hookspec_has_a_docstring(name: str) -> None:
     assert inspect.getdoc(getattr(hookspecs, name))
 
 
 @pytest.mark.parametrize("name", sorted(hook_signatures()))
 def test_every_hook_is_implemented_in_some_test(name: str) -> None:
-    sources = [p.read_text() for p in (ROOT / "tests").rglob("test_*.py") if p.name != __file__]
+    here = Path(__file__).resolve()
+    sources = [p.read_text() for p in (ROOT / "tests").rglob("test_*.py") if p.resolve() != here]
     sources += [p.read_text() for p in (ROOT / "plugins").rglob("test_*.py")]
     pattern = re.compile(rf"def {name}\(")
     assert any(pattern.search(s) for s in sources), f"no test implements {name}"
@@ -79,6 +89,13 @@ def test_every_builtin_handler_option_is_documented(name: str) -> None:
         assert "takes no options" in section
     for field in fields:
         assert f"| `{field.name}` |" in section, f"{name}: option {field.name} undocumented"
+
+
+def test_no_placeholder_is_left_in_the_docs() -> None:
+    for page in sorted(DOCS.rglob("*.md")):
+        text = page.read_text()
+        assert "<!--" not in text, f"{page.relative_to(ROOT)}: a placeholder comment is left"
+        assert "TODO" not in text, f"{page.relative_to(ROOT)}: a TODO is left"
 
 
 def test_readme_links_every_doc() -> None:
