@@ -35,6 +35,17 @@ BROKEN = '''
 import reactorkit_no_such_module  # noqa: F401
 '''
 
+TYPO = '''
+"""A plugin with a misspelt hook: pluggy's check_pending() rejects it."""
+
+import reactorkit
+
+
+@reactorkit.hookimpl
+def reactorkit_handler_type():
+    return []
+'''
+
 
 def write_project(root: Path, dist: str, module: str, source: str, version: str) -> Path:
     """A real source distribution folder (hatchling) with a ``reactorkit`` entry point."""
@@ -64,6 +75,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("discovery")
     good = write_project(root, "reactorkit-shout", "reactorkit_shout", GOOD, "2.3.4")
     broken = write_project(root, "reactorkit-broken", "reactorkit_broken", BROKEN, "0.0.1")
+    typo = write_project(root, "reactorkit-typo", "reactorkit_typo", TYPO, "0.2.0")
     target = root / "site"
     result = subprocess.run(
         [
@@ -79,6 +91,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             str(target),
             str(good),
             str(broken),
+            str(typo),
         ],
         capture_output=True,
         text=True,
@@ -111,6 +124,14 @@ def test_a_broken_plugin_is_reported_without_hiding_the_others(site: Path) -> No
     assert error["distribution"] == "reactorkit-broken 0.0.1"
     assert "ModuleNotFoundError" in error["error"]
     assert "reactorkit_no_such_module" in error["error"]
+
+
+def test_a_misspelt_hook_is_reported_and_the_plugin_blocked(site: Path) -> None:
+    report = json.loads(reactorkit_cli("plugins", "--json", env=with_site(site)).stdout)
+    (error,) = (e for e in report["errors"] if e["name"] == "typo")
+    assert "reactorkit_handler_type" in error["error"]
+    assert "typo" not in {p["name"] for p in report["plugins"]}
+    assert "shout" in {h["name"] for h in report["handler_types"]}
 
 
 def test_the_text_listing_names_the_broken_plugin_under_failed_to_load(site: Path) -> None:
