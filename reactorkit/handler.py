@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 if TYPE_CHECKING:
-    from reactorkit.connection import Connection
     from reactorkit.listener import Listener
+    from reactorkit.transport import Transport
 
 __all__ = [
     "DEFAULT_MAX_LINE",
@@ -45,13 +45,13 @@ class Handler:
         state: the per-listener shared state.
     """
 
-    #: The connection, set just before :meth:`connection_made`.
-    connection: Connection
+    #: The connection (a :class:`~reactorkit.Transport`), set by :meth:`connection_made`.
+    connection: Transport
 
     def __init__(self, state: Any = None) -> None:
         self.state = state
 
-    def connection_made(self, connection: Connection) -> None:
+    def connection_made(self, connection: Transport) -> None:
         """Called once the connection is accepted; the default keeps it as ``self.connection``."""
         self.connection = connection
 

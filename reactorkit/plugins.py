@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
 from collections.abc import Iterable
 from typing import Any, final
 
@@ -27,6 +28,8 @@ from reactorkit.handler import Handler, HandlerType
 __all__ = ["ENTRY_POINT_GROUP", "Contribution", "Plugins", "load_plugins"]
 
 ENTRY_POINT_GROUP = "reactorkit"
+
+log = logging.getLogger("reactorkit.plugins")
 
 
 @attrs.frozen
@@ -135,6 +138,38 @@ class Plugins:
                 )
             found[handler_type.name] = contribution
         return found
+
+    def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call an event hook plugin by plugin, so one that raises harms no other.
+
+        Used for the lifecycle and observation hooks
+        (``reactorkit_reactor_started``, ``..._stopping``,
+        ``..._connection_made``, ``..._connection_lost``): an implementation
+        that raises is logged with its plugin's name and skipped; the others
+        still run, in pluggy's order, and the caller goes on. Only hooks
+        with wrapper implementations go through pluggy's own call (a wrapper
+        must wrap the others), and a failure there is logged the same way.
+        """
+        caller = getattr(self.hook, hook_name)
+        impls = caller.get_hookimpls()
+        if any(impl.hookwrapper or impl.wrapper for impl in impls):
+            try:
+                caller(**kwargs)
+            except Exception:
+                log.exception("%s raised (a wrapper is among its implementations)", hook_name)
+            return
+        for impl in reversed(impls):  # pluggy calls last-registered first
+            try:
+                impl.function(*[kwargs[name] for name in impl.argnames])
+            except Exception:
+                dist = self.distribution(impl.plugin)
+                where = f" ({dist})" if dist else ""
+                log.exception(
+                    "plugin %r%s: %s raised; the server goes on without it",
+                    impl.plugin_name,
+                    where,
+                    hook_name,
+                )
 
     def describe(self) -> list[dict[str, Any]]:
         """Every registered plugin: name, distribution and implemented hooks."""

@@ -195,7 +195,7 @@ MODULE = {
                 super().__init__(options, max_line_length=options.max_line_length)
                 self.options = options
 
-            def connection_made(self, connection: reactorkit.Connection) -> None:
+            def connection_made(self, connection: reactorkit.Transport) -> None:
                 self.connection = connection
                 connection.write(self.options.greeting.encode() + b"\\r\\n")
 

@@ -5,12 +5,17 @@ listener before the loop starts, so a bad config or an address in use fails
 before anything serves. ``serve_forever`` runs the reactor with SIGTERM and
 SIGINT routed to :meth:`Server.shutdown`:
 
-1. every listener stops accepting and closes its socket;
-2. ``reactorkit_reactor_stopping`` is called;
+1. every listener accepts the clients already queued in the kernel (a
+   close would reset them), reads what they sent, and closes its socket;
+2. ``reactorkit_reactor_stopping`` is called (a plugin that raises is
+   logged and skipped: shutdown goes on);
 3. each open connection's handler gets ``shutdown_requested()`` (whose
-   default is ``connection.close()``: flush, then close);
+   default is ``connection.close()``: flush, then close), under the
+   connection's failure boundary;
 4. the reactor keeps running until the last connection is gone or
-   ``shutdown_timeout`` passes, when the rest are aborted.
+   ``shutdown_timeout`` passes, when the rest are aborted. Work still running
+   on the thread pool is abandoned (its threads are daemons), so the process
+   exits by the deadline.
 
 A second signal during the drain aborts everything at once.
 """
@@ -44,9 +49,17 @@ class Server:
         shutdown_timeout: seconds to let connections drain on shutdown.
     """
 
-    def __init__(self, reactor: Reactor, plugins: Plugins, *, shutdown_timeout: float) -> None:
+    def __init__(
+        self,
+        reactor: Reactor,
+        plugins: Plugins,
+        *,
+        shutdown_timeout: float,
+        owns_reactor: bool = False,
+    ) -> None:
         self.reactor = reactor
         self.plugins = plugins
+        self._owns_reactor = owns_reactor
         self.shutdown_timeout = shutdown_timeout
         self.listeners: list[Listener] = []
         self._shutting_down = False
@@ -69,9 +82,15 @@ class Server:
             log.warning("%s", error)
         plugins.hook.reactorkit_configure(config=config)
         plans = cls.plan(config, plugins)
+        owns_reactor = reactor is None
         if reactor is None:
             reactor = Reactor(threads=config.reactor.threads)
-        server = cls(reactor, plugins, shutdown_timeout=config.reactor.shutdown_timeout)
+        server = cls(
+            reactor,
+            plugins,
+            shutdown_timeout=config.reactor.shutdown_timeout,
+            owns_reactor=owns_reactor,
+        )
         try:
             server.bind(plans, source=config.path)
         except BaseException:
@@ -130,6 +149,7 @@ class Server:
                     plugins=self.plugins,
                     max_connections=listen.max_connections,
                     idle_timeout=listen.idle_timeout,
+                    plugin=plan.provider.source,
                 )
             except Exception as exc:
                 sock.close()
@@ -163,7 +183,7 @@ class Server:
         if install_signal_handlers:
             self.reactor.add_signal_handler(signal.SIGTERM, self._signal_received)
             self.reactor.add_signal_handler(signal.SIGINT, self._signal_received)
-        self.plugins.hook.reactorkit_reactor_started(reactor=self.reactor)
+        self.plugins.notify("reactorkit_reactor_started", reactor=self.reactor)
         try:
             self.reactor.run(install_signal_handlers=install_signal_handlers)
         finally:
@@ -184,15 +204,10 @@ class Server:
             return
         self._shutting_down = True
         for listener in self.listeners:
-            listener.close()
-        self.plugins.hook.reactorkit_reactor_stopping(reactor=self.reactor)
+            listener.close(drain_backlog=True)
+        self.plugins.notify("reactorkit_reactor_stopping", reactor=self.reactor)
         for connection in self.connections:
-            handler = connection.handler
-            try:
-                handler.shutdown_requested()
-            except Exception:
-                log.exception("%r: shutdown_requested raised; aborting it", connection)
-                connection.abort()
+            connection.request_shutdown()
         self._deadline = self.reactor.call_later(self.shutdown_timeout, self._drain_timed_out)
         self._check_drained()
 
@@ -218,7 +233,10 @@ class Server:
         self.reactor.call_soon(self.reactor.stop)
 
     def close(self) -> None:
-        """Close every listener and connection and release the reactor."""
+        """Close every listener and connection; release the reactor if the server made it.
+
+        A reactor passed to :meth:`from_config` stays open: it is the caller's.
+        """
         for listener in self.listeners:
             listener.close()
             for connection in list(listener.connections):
@@ -227,4 +245,5 @@ class Server:
             # Deliver the connection_lost callbacks the aborts queued.
             self.reactor.call_soon(self.reactor.stop)
             self.reactor.run()
-            self.reactor.close()
+            if self._owns_reactor:
+                self.reactor.close()

@@ -134,7 +134,7 @@ class ChatHandler(reactorkit.LineHandler):
 
     # -- connection callbacks ---------------------------------------------
 
-    def connection_made(self, connection: reactorkit.Connection) -> None:
+    def connection_made(self, connection: reactorkit.Transport) -> None:
         self.connection = connection
         self._refilled = connection.reactor.time
         self.nick = self.rooms.guest_nick()

@@ -122,7 +122,7 @@ class LineCommandHandler(reactorkit.LineHandler):
         # send for a whole pipelined batch); None outside data_received.
         self._out: list[bytes] | None = None
 
-    def connection_made(self, connection: reactorkit.Connection) -> None:
+    def connection_made(self, connection: reactorkit.Transport) -> None:
         self.connection = connection
         if self.table.options.banner:
             self._reply(self.table.options.banner)

@@ -168,6 +168,7 @@ def test_quit_announces_and_closes(rooms: ChatRooms) -> None:
     a.send("/quit see you")
     assert a.lines() == ["* bye"]
     assert a.conn.closed
+    a.conn.settle()  # connection_lost arrives on the next pass, as on a socket
     assert b.lines() == ["* guest1 left (quit: see you)"]
     assert "guest1" not in rooms.nicks
 
@@ -175,6 +176,7 @@ def test_quit_announces_and_closes(rooms: ChatRooms) -> None:
 def test_disconnect_is_announced(rooms: ChatRooms) -> None:
     a, b = join(rooms, 2)
     a.conn.feed_eof()
+    a.conn.settle()
     assert b.lines() == ["* guest1 left (disconnected)"]
 
 
@@ -184,6 +186,7 @@ def test_over_long_line_gets_an_error_and_closes() -> None:
     a.send("x" * 40)
     assert a.lines() == ["! line too long: the limit is 32 bytes; disconnecting"]
     assert a.conn.closed
+    a.conn.settle()
     assert b.lines() == ["* guest1 left (line too long)"]
 
 
@@ -203,6 +206,7 @@ def test_flood_control_warns_then_disconnects() -> None:
         a.send("spam")
     assert a.lines()[-1] == "! disconnected for flooding"
     assert a.conn.closed
+    a.conn.settle()
     assert b.lines() == ["* guest1 left (flooding)"]
 
 
@@ -213,6 +217,7 @@ def test_slow_consumer_is_disconnected_others_unaffected() -> None:
     for i in range(100):
         a.send(f"message number {i} " + "." * 40)
     assert slow.conn.aborted
+    slow.conn.settle()
     assert len(c.lines()) == 100 + 1  # every message, then the slow one's leave
     assert "guest2" not in rooms.nicks
 
