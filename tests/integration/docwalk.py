@@ -27,6 +27,7 @@ import fcntl
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -100,6 +101,28 @@ def clean_venv(root: Path) -> dict[str, str]:
         PIP_DISABLE_PIP_VERSION_CHECK="1",
     )
     return env
+
+
+def copy_checkout(root: Path, dest: Path) -> Path:
+    """The checkout as a newcomer clones it: sources only, none of our build or env folders."""
+    shutil.copytree(
+        root,
+        dest,
+        ignore=shutil.ignore_patterns(
+            ".git",
+            ".venv",
+            ".tox",
+            "__pycache__",
+            "*.egg-info",
+            ".pytest_cache",
+            ".mypy_cache",
+            ".ruff_cache",
+            ".hypothesis",
+            "build",
+            "dist",
+        ),
+    )
+    return dest
 
 
 @contextlib.contextmanager

@@ -8,39 +8,16 @@ may use its cache and the package index, as a newcomer's would.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from reactorkit.scaffold import KINDS
-from tests.integration.docwalk import Walk, blocks, clean_venv, fixed_ports_lock
+from tests.integration.docwalk import Walk, blocks, clean_venv, copy_checkout, fixed_ports_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 NEW_PLUGIN = re.compile(r"^reactorkit new-plugin (\S+)(?: --kind (\S+))?$", re.MULTILINE)
-
-
-def copy_checkout(dest: Path) -> Path:
-    """The checkout as a newcomer clones it: sources only, none of our build or env folders."""
-    shutil.copytree(
-        ROOT,
-        dest,
-        ignore=shutil.ignore_patterns(
-            ".git",
-            ".venv",
-            ".tox",
-            "__pycache__",
-            "*.egg-info",
-            ".pytest_cache",
-            ".mypy_cache",
-            ".ruff_cache",
-            ".hypothesis",
-            "build",
-            "dist",
-        ),
-    )
-    return dest
 
 
 def imports(env: dict[str, str], module: str) -> bool:
@@ -57,7 +34,7 @@ def imports(env: dict[str, str], module: str) -> bool:
 
 @pytest.mark.slow
 def test_readme_then_tutorial_then_every_kind_of_plugin_in_a_clean_venv(tmp_path: Path) -> None:
-    checkout = copy_checkout(tmp_path / "reactorkit")
+    checkout = copy_checkout(ROOT, tmp_path / "reactorkit")
     env = clean_venv(tmp_path / "venv")
     assert not imports(env, "reactorkit")
     work = tmp_path / "work"  # the tutorial's empty directory
