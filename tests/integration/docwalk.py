@@ -23,6 +23,7 @@ page, the sections) and everything else comes from the Markdown.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import fcntl
 import os
 import queue
@@ -59,11 +60,20 @@ class Block:
 
 @attrs.frozen
 class Ran:
-    """A command that ran, and what it printed."""
+    """A command that ran, what it printed and how long it took."""
 
     command: str
     stdout: str
     stderr: str
+    seconds: float
+
+
+def long_test() -> None:
+    """Turn off pytest's hang dump (faulthandler_timeout) for a test that is long, not hung.
+
+    Every command it runs has its own timeout, so it cannot hang silently.
+    """
+    faulthandler.cancel_dump_traceback_later()
 
 
 def blocks(markdown: str, *, sections: tuple[str, ...] | None = None) -> list[Block]:
@@ -272,7 +282,7 @@ class Walk:
             f"{time.monotonic() - started:.1f}s:\n{result.stdout}\n{result.stderr}\n"
             f"server log:\n{server_log}"
         )
-        ran = Ran(command, result.stdout, result.stderr)
+        ran = Ran(command, result.stdout, result.stderr, time.monotonic() - started)
         self.ran.append(ran)
         return ran
 

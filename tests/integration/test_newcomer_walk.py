@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from reactorkit.scaffold import KINDS
-from tests.integration.docwalk import Walk, blocks, clean_venv, copy_checkout, fixed_ports_lock
+from tests.integration.docwalk import (
+    Walk,
+    blocks,
+    clean_venv,
+    copy_checkout,
+    fixed_ports_lock,
+    long_test,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 NEW_PLUGIN = re.compile(r"^reactorkit new-plugin (\S+)(?: --kind (\S+))?$", re.MULTILINE)
@@ -34,6 +41,7 @@ def imports(env: dict[str, str], module: str) -> bool:
 
 @pytest.mark.slow
 def test_readme_then_tutorial_then_every_kind_of_plugin_in_a_clean_venv(tmp_path: Path) -> None:
+    long_test()
     checkout = copy_checkout(ROOT, tmp_path / "reactorkit")
     env = clean_venv(tmp_path / "venv")
     assert not imports(env, "reactorkit")

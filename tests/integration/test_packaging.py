@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 
 import reactorkit
-from tests.integration.docwalk import clean_venv, copy_checkout
+from tests.integration.docwalk import clean_venv, copy_checkout, long_test
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
 def test_the_built_wheel_installs_into_a_clean_venv_and_checks(tmp_path: Path) -> None:
+    long_test()
     checkout = copy_checkout(ROOT, tmp_path / "reactorkit")
     dist = tmp_path / "dist"
     # Without arguments build makes the sdist, then the wheel from the sdist:
