@@ -32,6 +32,7 @@ def imports(env: dict[str, str], module: str) -> bool:
     # cwd: not this checkout, whose reactorkit/ python -c would import.
     result = subprocess.run(
         [str(venv_python), "-c", f"import {module}"],
+        capture_output=True,
         env=env,
         cwd=Path(env["VIRTUAL_ENV"]),
         timeout=60,
