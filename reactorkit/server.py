@@ -22,14 +22,17 @@ A second signal during the drain aborts everything at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
+import socket
 from collections.abc import Iterable
 from typing import Any, final
 
 from reactorkit.config import Config, ListenerPlan, plan_listeners
 from reactorkit.connection import Connection
-from reactorkit.errors import BindError, PluginError
+from reactorkit.errors import BindError, ConfigError, ConfigErrors, PluginError
 from reactorkit.listener import Listener, bind_socket, format_address
 from reactorkit.plugins import Plugins, load_plugins
 from reactorkit.reactor import Reactor
@@ -79,7 +82,8 @@ class Server:
         if plugins is None:
             plugins = load_plugins(config.reactor.plugins)
         for error in plugins.load_errors:
-            log.warning("%s", error)
+            if error.name not in config.reactor.plugins:  # those are plan()'s errors
+                log.warning("%s", error)
         plugins.hook.reactorkit_configure(config=config)
         plans = cls.plan(config, plugins)
         owns_reactor = reactor is None
@@ -102,30 +106,62 @@ class Server:
     def plan(config: Config, plugins: Plugins) -> list[ListenerPlan]:
         """Resolve the config's listeners against the plugins, binding nothing.
 
-        The built-in default config skips listeners whose handler is not
-        installed; any other config fails on them.
+        This is everything ``run`` checks before binding, so ``check`` calls
+        it too: a module in ``[reactor] plugins`` that does not load, a
+        listener problem, a plugin conflict. The built-in default config
+        skips listeners whose handler is not installed; any other config
+        fails on them.
 
         Raises:
-            ConfigErrors: listener problems, every one found.
-            PluginError: the plugins conflict (a handler type claimed twice).
+            ConfigErrors: every problem with the config found, plugin modules
+                it names first.
+            PluginError: the plugins conflict (a name claimed twice).
         """
-        return plan_listeners(
-            config,
-            plugins.handler_types(),
-            load_errors=plugins.load_errors,
-            skip_missing=config.is_default,
-        )
+        problems = [
+            ConfigError(
+                path=config.path,
+                listener=None,
+                field="reactor.plugins",
+                expected="must name modules that load",
+                got=error.name,
+                hint=(
+                    f"{type(error.exception).__name__}: {error.exception}; install what "
+                    "provides it, or remove it from the list"
+                ),
+            )
+            for error in plugins.load_errors
+            if error.name in config.reactor.plugins
+        ]
+        try:
+            plans = plan_listeners(
+                config,
+                plugins.handler_types(),
+                load_errors=plugins.load_errors,
+                skip_missing=config.is_default,
+            )
+        except ConfigErrors as exc:
+            problems.extend(exc.errors)
+        if problems:
+            raise ConfigErrors(problems)
+        return plans
 
     def bind(self, plans: Iterable[ListenerPlan], *, source: str | None = None) -> None:
         """Bind and start a listener for each plan.
+
+        Every address is tried, so one error reports each one in use; on any
+        failure the sockets already bound are closed and nothing starts.
 
         Args:
             plans: from :func:`reactorkit.config.plan_listeners`.
             source: the config file, named in errors.
 
         Raises:
-            BindError: naming the config file, the listener and the address.
+            BindError: one line per address that failed, naming the config
+                file, the listener and the address.
         """
+        prefix = f"{source}: " if source else ""
+        bound: list[tuple[ListenerPlan, socket.socket]] = []
+        failures: list[tuple[int | None, str]] = []
         for plan in plans:
             listen = plan.config
             try:
@@ -134,11 +170,20 @@ class Server:
                 )
             except OSError as exc:
                 where = listen.path if listen.path else f"{listen.host}:{plan.port}"
-                prefix = f"{source}: " if source else ""
-                raise BindError(
-                    exc.errno,
-                    f"{prefix}{listen.label}: cannot listen on {where}: {exc.strerror or exc}",
-                ) from None
+                failures.append(
+                    (
+                        exc.errno,
+                        f"{prefix}{listen.label}: cannot listen on {where}: {exc.strerror or exc}",
+                    )
+                )
+                continue
+            bound.append((plan, sock))
+        if failures:
+            for _, sock in bound:
+                _unbind(sock)
+            raise BindError(failures[0][0], "\n".join(message for _, message in failures))
+        for index, (plan, sock) in enumerate(bound):
+            listen = plan.config
             try:
                 listener = Listener(
                     self.reactor,
@@ -152,7 +197,8 @@ class Server:
                     plugin=plan.provider.source,
                 )
             except Exception as exc:
-                sock.close()
+                for _, rest in bound[index:]:
+                    _unbind(rest)
                 if isinstance(exc, PluginError):
                     raise PluginError(f"{listen.label}: {exc}") from exc
                 raise PluginError(
@@ -247,3 +293,14 @@ class Server:
             self.reactor.run()
             if self._owns_reactor:
                 self.reactor.close()
+
+
+def _unbind(sock: socket.socket) -> None:
+    # Undo bind_socket() for a listener that will not start: a UNIX socket
+    # leaves its file behind, which the next start would have to probe.
+    if sock.family == socket.AF_UNIX:
+        path = sock.getsockname()
+        if isinstance(path, str) and path:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    sock.close()
