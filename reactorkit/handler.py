@@ -192,9 +192,9 @@ class LineHandler(Handler):
             else:
                 line_end = end - 1 if strip_cr and end > start and buffer[end - 1] == 13 else end
                 if line_end - start > limit:
-                    start = end + dlen
-                    self.line_too_long(line_end - start)
-                    search = start
+                    length = line_end - start
+                    start = search = end + dlen
+                    self.line_too_long(length)
                     continue
                 self.line_received(bytes(buffer[start:line_end]))
             start = search = end + dlen

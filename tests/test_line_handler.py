@@ -55,6 +55,15 @@ def test_complete_over_long_line_in_one_chunk_is_refused() -> None:
     assert conn.closed
 
 
+def test_complete_over_long_line_reports_its_length() -> None:
+    h = KeepGoing(max_line_length=4)
+    conn = FakeConnection(h)
+    conn.feed(b"toolong\r\nok\nabcdefgh\n")
+    assert h.too_long == [7, 8]
+    assert h.lines == [b"ok"]
+    assert not conn.closed
+
+
 def test_line_exactly_at_the_limit_is_accepted_with_crlf() -> None:
     h = Lines(max_line_length=4)
     conn = FakeConnection(h)
