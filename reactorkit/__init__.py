@@ -31,6 +31,7 @@ from reactorkit.listener import Listener
 from reactorkit.plugins import Contribution
 from reactorkit.plugins import Plugins
 from reactorkit.plugins import load_plugins
+from reactorkit.ratelimit import TokenBucket
 from reactorkit.reactor import Future
 from reactorkit.reactor import Reactor
 from reactorkit.reactor import TimerHandle
@@ -76,6 +77,7 @@ __all__ = [
     "Route",
     "Server",
     "TimerHandle",
+    "TokenBucket",
     "__version__",
     "as_response",
     "hookimpl",

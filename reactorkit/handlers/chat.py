@@ -128,15 +128,16 @@ class ChatHandler(reactorkit.LineHandler):
         self.nick = ""
         self.room: Room | None = None
         self.quit_reason = "disconnected"
-        self._tokens = float(self.options.burst)
-        self._refilled = 0.0
+        self._bucket: reactorkit.TokenBucket | None = None  # made with the connection
         self._strikes = 0
 
     # -- connection callbacks ---------------------------------------------
 
     def connection_made(self, connection: reactorkit.Connection) -> None:
         self.connection = connection
-        self._refilled = connection.reactor.time
+        self._bucket = reactorkit.TokenBucket(
+            self.options.rate, self.options.burst, connection.reactor.time
+        )
         self.nick = self.rooms.guest_nick()
         self.rooms.nicks[self.nick.lower()] = self
         lobby = self.rooms.room(LOBBY)
@@ -211,17 +212,11 @@ class ChatHandler(reactorkit.LineHandler):
             self.rooms.broadcast(self.room, f"<{self.nick}> {text}", exclude=self)
 
     def _admit(self) -> bool:
-        # Token bucket: `rate` lines per second with bursts of `burst`.
-        now = self.connection.reactor.time
-        tokens = min(
-            float(self.options.burst), self._tokens + (now - self._refilled) * self.options.rate
-        )
-        self._refilled = now
-        if tokens >= 1.0:
-            self._tokens = tokens - 1.0
+        # `rate` lines per second with bursts of `burst`; over it, dropped.
+        assert self._bucket is not None  # lines only come after connection_made
+        if self._bucket.take(self.connection.reactor.time):
             self._strikes = 0
             return True
-        self._tokens = tokens
         self._strikes += 1
         if self._strikes >= self.options.flood_strikes:
             self.quit_reason = "flooding"
