@@ -12,8 +12,11 @@ Output conventions, so a script can tell lines apart:
 * ``* ...`` news from the server (joins, leaves, replies to commands);
 * ``! ...`` an error or a warning.
 
-Limits (options): line length, flood control (a token bucket per
-connection), a slow consumer's unsent output, clients per room, rooms.
+Limits (options): line length, the time to finish a line, flood control
+(a token bucket per connection), a slow consumer's unsent output, clients
+per room, rooms. A client that sends but never reads stops being read once
+its unsent output passes the high-water mark (see ``reactorkit.LineHandler``)
+and is disconnected past ``max_output_buffer``.
 Room state lives in one :class:`ChatRooms` per listener.
 """
 
@@ -55,6 +58,7 @@ class ChatOptions:
     """Options of the ``chat`` handler type (``[listen.options]``)."""
 
     max_line_length: int = attrs.field(default=1024, validator=attrs.validators.ge(16))
+    line_timeout: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
     max_nick_length: int = attrs.field(default=16, validator=attrs.validators.ge(1))
     rate: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     burst: int = attrs.field(default=10, validator=attrs.validators.ge(1))
@@ -122,7 +126,11 @@ class ChatHandler(reactorkit.LineHandler):
     """One chat client."""
 
     def __init__(self, rooms: ChatRooms) -> None:
-        super().__init__(rooms, max_line_length=rooms.options.max_line_length)
+        super().__init__(
+            rooms,
+            max_line_length=rooms.options.max_line_length,
+            line_timeout=rooms.options.line_timeout,
+        )
         self.rooms = rooms
         self.options = rooms.options
         self.nick = ""
@@ -151,6 +159,7 @@ class ChatHandler(reactorkit.LineHandler):
         self._enter(lobby)
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
         if self.room is not None:
             room, self.room = self.room, None
             self.rooms.leave(self, room)
@@ -161,6 +170,11 @@ class ChatHandler(reactorkit.LineHandler):
     def line_too_long(self, length: int) -> None:
         self.quit_reason = "line too long"
         self.say(f"! line too long: the limit is {self.max_line_length} bytes; disconnecting")
+        self.connection.close()
+
+    def line_timed_out(self) -> None:
+        self.quit_reason = "line timeout"
+        self.say(f"! line not finished within {self.line_timeout:g} seconds; disconnecting")
         self.connection.close()
 
     def shutdown_requested(self) -> None:
