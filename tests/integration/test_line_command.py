@@ -6,11 +6,15 @@ import contextlib
 import select
 import signal
 import socket
+import subprocess
+import sys
 import textwrap
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import reactorkit
 from reactorkit.testing import RunningServer, serve
@@ -389,3 +393,99 @@ def test_a_client_pinging_but_never_reading_is_bounded_then_answered_in_full() -
             flooder.shutdown(socket.SHUT_WR)
             replies = recv_until_closed(flooder)
         assert replies == b"+PONG\r\n" * (sent // 6)
+
+
+# A client in its own process that pipelines PING as fast as it can and
+# reads the replies, until its stdin closes (or 60 s pass).
+FLOODER = """
+import select, socket, sys, threading, time
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
+got = 0
+def read():
+    global got
+    while True:
+        try:
+            data = sock.recv(1 << 20)
+        except OSError:
+            return
+        if not data:
+            return
+        got += data.count(b"\\n")
+threading.Thread(target=read, daemon=True).start()
+batch = b"PING\\r\\n" * 10000
+sent = 0
+deadline = time.monotonic() + 60
+while time.monotonic() < deadline:
+    if sent == 5 * len(batch):
+        print("flooding", flush=True)
+    if select.select([sys.stdin], [], [], 0)[0]:
+        break
+    sock.sendall(batch)
+    sent += len(batch)
+print(sent // 6, got, flush=True)
+"""
+
+
+def round_trips(address: tuple[str, int], clients: int = 3, count: int = 200) -> list[float]:
+    """``clients`` threads, each ``count`` sequential ECHO round trips; their latencies."""
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+
+    def one() -> None:
+        try:
+            with connect(address) as sock:
+                for i in range(count):
+                    started = time.perf_counter()
+                    sock.sendall(b"ECHO %d\r\n" % i)
+                    assert read_lines(sock, 1) == [f"+{i}"]
+                    latencies.append(time.perf_counter() - started)
+        except BaseException as exc:  # reported by the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    assert len(latencies) == clients * count
+    return sorted(latencies)
+
+
+@pytest.mark.parametrize("rate", [None, 0], ids=["default-rate", "rate-off"])
+def test_a_flooding_client_does_not_starve_the_others(
+    run_server: Any, tmp_path: Path, rate: float | None
+) -> None:
+    config = tmp_path / "c.toml"
+    options = "" if rate is None else f"[listen.options]\nrate = {rate}\n"
+    config.write_text(f'[[listen]]\nhandler = "line-command"\nport = 0\n{options}')
+    server = run_server("run", str(config))
+    server.wait_serving(1)
+    address = server.tcp("line-command")
+    port = address[1]
+    quiet = round_trips(address)
+    flooder = subprocess.Popen(
+        [sys.executable, "-c", FLOODER, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert flooder.stdout is not None
+        assert flooder.stdout.readline() == "flooding\n"
+        flooded = round_trips(address)
+    finally:
+        out, _ = flooder.communicate("stop\n", timeout=30)
+    pings, answered = map(int, out.split())
+    assert answered > 0  # it was served too, just not at the others' expense
+    # Shown (pytest -s), not asserted: the suite asserts behaviour, never time.
+    print(
+        f"\nline-command, 3 clients x 200 ECHO round trips, flooder rate={rate}: "
+        f"p50 {_ms(quiet, 50)} -> {_ms(flooded, 50)} ms, "
+        f"p99 {_ms(quiet, 99)} -> {_ms(flooded, 99)} ms (quiet -> flooded); "
+        f"the flooder sent {pings} PINGs, {answered} answered"
+    )
+
+
+def _ms(latencies: list[float], percent: int) -> str:
+    return f"{latencies[len(latencies) * percent // 100] * 1000:.2f}"
