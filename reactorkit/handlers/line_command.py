@@ -230,7 +230,7 @@ class LineCommandHandler(reactorkit.LineHandler):
 
     def line_received(self, line: bytes) -> None:
         self._batching = True
-        if self._queue or self._busy or not self._admitted():
+        if self._queue or self._busy or (self._bucket is not None and not self._admitted()):
             # Keep request order: wait for the blocking command, or a token.
             self._queue.append(line)
             if self._throttle is not None or len(self._queue) >= self.table.options.max_pending:
