@@ -235,12 +235,12 @@ def test_eof_dispatches_every_complete_line_then_lines_finished() -> None:
     conn.feed(b"1\n2\n3\n4\n5\nunfinished")
     conn.feed_eof()
     assert h.finished == 0
-    assert not conn.closed
+    assert not conn.is_closing()
     for _ in range(3):
         run_once(conn.reactor)
     assert h.lines == [b"1", b"2", b"3", b"4", b"5"]
     assert h.finished == 1
-    assert conn.closed
+    assert conn.is_closing()
 
 
 def test_shutdown_requested_stops_reading_and_answers_what_was_received() -> None:
@@ -251,7 +251,7 @@ def test_shutdown_requested_stops_reading_and_answers_what_was_received() -> Non
     assert not conn.is_reading
     run_once(conn.reactor)
     assert h.lines == [b"a", b"b"]
-    assert conn.closed
+    assert conn.is_closing()
 
 
 def test_line_timeout_default_answer_and_close() -> None:
@@ -259,10 +259,10 @@ def test_line_timeout_default_answer_and_close() -> None:
     conn = FakeConnection(h)
     conn.feed(b"slow")
     conn.advance(4.9)
-    assert not conn.closed
+    assert not conn.is_closing()
     conn.advance(0.1)
     assert conn.value() == b"-ERR line timeout: a line must be completed within 5 seconds\r\n"
-    assert conn.closed
+    assert conn.is_closing()
     assert h.lines == []
 
 
@@ -273,10 +273,10 @@ def test_line_clock_restarts_while_input_is_held_back() -> None:
     h.pause_lines()  # not reading: the rest may wait in the kernel
     conn.advance(5)
     conn.advance(3)
-    assert not conn.closed
+    assert not conn.is_closing()
     h.resume_lines()
     conn.advance(5)
-    assert conn.closed
+    assert conn.is_closing()
 
 
 def test_bad_flow_arguments_are_refused() -> None:

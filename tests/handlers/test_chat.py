@@ -265,7 +265,7 @@ def test_a_line_not_finished_in_time_disconnects() -> None:
     a.send(b"typing slowl")
     a.conn.advance(59.0)
     a.send(b"y")
-    assert not a.conn.closed
+    assert not a.conn.is_closing()
     a.conn.advance(1.0)
     assert a.lines() == ["! line not finished within 60 seconds; disconnecting"]
     run_once(a.conn.reactor)
@@ -285,4 +285,4 @@ def test_a_client_that_sends_but_never_reads_stops_being_read_at_high_water() ->
     for _ in range(3):
         run_once(a.conn.reactor)
         assert a.conn.get_write_buffer_size() <= a.conn.high_water + help_size
-    assert not a.conn.closed
+    assert not a.conn.is_closing()
