@@ -339,6 +339,7 @@ class PeakBuffer:
     def __init__(self, srv: RunningServer) -> None:
         self.srv = srv
         self.peak = 0
+        self.peak_queue = 0  # line-command's requests waiting their turn
         self.running = True
         self.passes = 0
         srv.call(self.sample)
@@ -347,6 +348,8 @@ class PeakBuffer:
         for conn in self.srv.server.connections:
             held = conn.get_write_buffer_size() + len(conn.handler._line_buffer)  # type: ignore[attr-defined]
             self.peak = max(self.peak, held)
+            queued = len(getattr(conn.handler, "_queue", ()))
+            self.peak_queue = max(self.peak_queue, queued)
         self.passes += 1
         if self.running:
             self.srv.reactor.call_soon(self.sample)
@@ -393,6 +396,27 @@ def test_a_client_pinging_but_never_reading_is_bounded_then_answered_in_full() -
             flooder.shutdown(socket.SHUT_WR)
             replies = recv_until_closed(flooder)
         assert replies == b"+PONG\r\n" * (sent // 6)
+
+
+def test_requests_behind_a_blocking_one_queue_up_to_max_pending_then_are_all_answered() -> None:
+    plugin = Slow()
+    options = {"rate": 0, "max_pending": 16}
+    with serve(handler="line-command", options=options, plugins=[plugin]) as srv:
+        flooder = never_reading_client(srv.address())
+        with flooder:
+            peak = PeakBuffer(srv)
+            flooder.sendall(b"SLOW\r\n")
+            assert plugin.started.wait(5)
+            sent = flood_until_paused(srv, flooder, b"PING\r\n" * (8 * 1024 * 1024 // 6))
+            with connect(srv.address()) as other:  # served while SLOW blocks this one
+                other.sendall(b"PING\r\n")
+                assert read_lines(other, 1) == ["+PONG"]
+            plugin.release.set()
+            flooder.shutdown(socket.SHUT_WR)
+            replies = recv_until_closed(flooder)
+            assert peak.stop() <= 64 * 1024 + 65536 + 4096 + len(b"+PONG\r\n")
+        assert peak.peak_queue == 16
+        assert replies == b"+slow done\r\n" + b"+PONG\r\n" * (sent // 6)
 
 
 # A client in its own process that pipelines PING as fast as it can and
