@@ -296,3 +296,41 @@ def test_a_pending_timer_does_not_keep_a_dropped_handler_alive() -> None:
     gc.collect()
     assert ref() is None
     reactor.close()
+
+
+@given(
+    lines=st.lists(st.binary(max_size=12).filter(lambda b: b"\n" not in b), max_size=30),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=10),
+    per_pass=st.integers(min_value=1, max_value=5),
+    pause_every=st.integers(min_value=0, max_value=7),
+    eof=st.booleans(),
+)
+def test_caps_pauses_and_eof_keep_every_line_in_order(
+    lines: list[bytes], cuts: list[int], per_pass: int, pause_every: int, eof: bool
+) -> None:
+    class Pausing(Lines):
+        def line_received(self, line: bytes) -> None:
+            super().line_received(line)
+            if pause_every and len(self.lines) % pause_every == 0:
+                self.pause_lines()
+                self.connection.reactor.call_soon(self.resume_lines)
+
+    lines = [line.rstrip(b"\r") for line in lines]
+    data = b"".join(line + b"\n" for line in lines)
+    points = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    h = Pausing(max_line_length=64, max_lines_per_pass=per_pass)
+    conn = FakeConnection(h)
+    for start, stop in itertools.pairwise(points):
+        for _ in range(100):  # passes until the connection reads again
+            if conn.is_reading:
+                break
+            run_once(conn.reactor)
+        conn.feed(data[start:stop])
+    if eof:
+        conn.feed_eof()
+    for _ in range(100):
+        if len(h.lines) == len(lines) and (conn.is_reading or eof):
+            break
+        run_once(conn.reactor)
+    assert h.lines == lines
+    assert conn.is_closing() == eof
