@@ -272,7 +272,7 @@ def bench_line(seconds: float, repeat: int) -> None:
                 "-m",
                 "reactorkit",
                 "run",
-                reactorkit_config("line-command", port),
+                reactorkit_config("line-command", port, "rate = 0  # flood control off"),
             ],
             "asyncio": [PY, str(BENCH / "peers.py"), "asyncio-ping", str(port)],
             "uvloop": [PY, str(BENCH / "peers.py"), "uvloop-ping", str(port)],

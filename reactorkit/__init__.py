@@ -32,6 +32,7 @@ from reactorkit.listener import Listener
 from reactorkit.plugins import Contribution
 from reactorkit.plugins import Plugins
 from reactorkit.plugins import load_plugins
+from reactorkit.ratelimit import TokenBucket
 from reactorkit.reactor import Future
 from reactorkit.reactor import Reactor
 from reactorkit.reactor import TimerHandle
@@ -78,6 +79,7 @@ __all__ = [
     "Route",
     "Server",
     "TimerHandle",
+    "TokenBucket",
     "Transport",
     "__version__",
     "as_response",

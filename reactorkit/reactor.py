@@ -86,6 +86,12 @@ class TimerHandle:
         """Stop the call from running. Cancelling twice, or after it ran, is a no-op."""
         if not self._cancelled:
             self._cancelled = True
+            # Drop the references now, as asyncio does: a cancelled timer
+            # waits in the heap until it is due, and must not keep its
+            # callback's owner (a handler, a connection) alive until then.
+            self._callback = _cancelled_callback
+            self._args = ()
+            self._owner = None
             self._reactor._timer_cancelled()
 
     def cancelled(self) -> bool:
@@ -488,6 +494,10 @@ class Reactor:
     def __repr__(self) -> str:
         state = "running" if self._running else ("closed" if self._closed else "idle")
         return f"<Reactor {state} timers={len(self._timers)} ready={len(self._ready)}>"
+
+
+def _cancelled_callback() -> None:
+    """What a cancelled :class:`TimerHandle` holds instead of its callback."""
 
 
 def _drain_wakeups(sock: socket.socket, mask: int) -> None:
