@@ -23,7 +23,7 @@ import reactorkit
 from reactorkit.config import LOG_LEVELS, Config
 from reactorkit.errors import ConfigErrors, PluginError, ReactorkitError
 from reactorkit.plugins import Plugins, load_plugins
-from reactorkit.server import Server
+from reactorkit.server import Server, catch_early_signals
 
 __all__ = ["main"]
 
@@ -134,6 +134,7 @@ def _load_config(path: str | None) -> Config:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level or "info")
+    early_signals = catch_early_signals()
     config = _load_config(args.config)
     _setup_logging(args.log_level or config.reactor.log_level)
     server = Server.from_config(config)
@@ -145,7 +146,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         "listener" if count == 1 else "listeners",
         os.getpid(),
     )
-    server.serve_forever()
+    server.serve_forever(early_signals=early_signals)
     log.info("stopped")
     return 0
 

@@ -11,11 +11,18 @@ else (accepting, buffering, protocols) lives above it in ``listener``,
   ready ``mask``. Dispatch is one dict lookup in the selector and one call:
   ``key.data(mask)``. Whoever registers decides what that callable is (a
   connection's bound ``_on_event``, a listener's ``_accept_ready``).
-* Each loop iteration: compute the timeout (0 when callbacks are ready,
-  else until the earliest timer, else forever), ``select``, stamp
-  ``self.time`` once, dispatch I/O, run due timers, then run the callbacks
-  that were ready before the pass began (ones they schedule wait for the
-  next pass, so a callback storm cannot starve I/O).
+* Each loop iteration: compute the timeout (0 when callbacks are ready or
+  a stop is pending, else until the earliest timer, else forever),
+  ``select``, stamp ``self.time`` once, dispatch I/O, run the timers that
+  were due when the pass began, then the callbacks that were ready before
+  it (what they schedule waits for the next pass, so neither a timer nor a
+  callback storm can starve I/O), then return if ``stop()`` was called.
+* The failure boundary: every callback the loop makes is guarded. I/O
+  dispatch is a ``try`` around ``key.data(mask)`` (free until it catches on
+  CPython 3.11+). ``current_owner`` names the connection whose handler is
+  running; timers, ready callbacks and ``run_in_thread`` futures scheduled
+  meanwhile remember it, and an exception from them goes to its
+  ``callback_failed`` (log with listener, plugin, peer; close it).
 * ``self.time`` is read by connections to stamp activity, so no clock call
   and no timer push happens per I/O event; idle timeouts are swept lazily.
 * ``call_soon_threadsafe`` appends to the deque (atomic in CPython) and
@@ -25,9 +32,10 @@ else (accepting, buffering, protocols) lives above it in ``listener``,
   thread, ``signal.set_wakeup_fd`` points at the same wake-up socket and the
   Python-level handler only queues the signal number; handlers registered
   with ``add_signal_handler`` then run as ordinary callbacks on this thread.
-* ``run_in_thread`` submits to a bounded ``ThreadPoolExecutor`` and returns a
-  :class:`Future` whose done-callbacks are delivered back through
-  ``call_soon_threadsafe``: blocking work never runs on the loop.
+* ``run_in_thread`` submits to a :class:`~reactorkit.threadpool.ThreadPool`
+  of at most ``threads`` daemon threads and returns a :class:`Future` whose
+  done-callbacks are delivered back through ``call_soon_threadsafe``:
+  blocking work never runs on the loop, and never holds the process at exit.
 * ``stop()`` makes ``run()`` return after the current pass. Graceful
   shutdown (stop accepting, drain, close) is the server's job, built from
   these pieces; the reactor only runs what it is given.

@@ -37,7 +37,7 @@ from reactorkit.listener import Listener, bind_socket, format_address
 from reactorkit.plugins import Plugins, load_plugins
 from reactorkit.reactor import Reactor
 
-__all__ = ["Server"]
+__all__ = ["Server", "catch_early_signals"]
 
 log = logging.getLogger("reactorkit.server")
 
@@ -224,16 +224,34 @@ class Server:
         """Every open connection, all listeners together."""
         return [c for listener in self.listeners for c in listener.connections]
 
-    def serve_forever(self, *, install_signal_handlers: bool = True) -> None:
-        """Run until shut down; SIGTERM/SIGINT start a graceful shutdown."""
+    def serve_forever(
+        self, *, install_signal_handlers: bool = True, early_signals: list[int] | None = None
+    ) -> None:
+        """Run until shut down; SIGTERM/SIGINT start a graceful shutdown.
+
+        Args:
+            install_signal_handlers: route SIGTERM and SIGINT to :meth:`shutdown`.
+            early_signals: the list :func:`catch_early_signals` fills: signals
+                that arrived while the server was still binding are acted on
+                as soon as the loop runs.
+        """
         if install_signal_handlers:
             self.reactor.add_signal_handler(signal.SIGTERM, self._signal_received)
             self.reactor.add_signal_handler(signal.SIGINT, self._signal_received)
+        if early_signals is not None:
+            # On the first pass, when the reactor's own handlers are in place:
+            # nothing that arrived before can be missed.
+            self.reactor.call_soon(self._replay_signals, early_signals)
         self.plugins.notify("reactorkit_reactor_started", reactor=self.reactor)
         try:
             self.reactor.run(install_signal_handlers=install_signal_handlers)
         finally:
             self.close()
+
+    def _replay_signals(self, signals: list[int]) -> None:
+        for signum in signals:
+            self._signal_received(signum)
+        signals.clear()
 
     def _signal_received(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -293,6 +311,25 @@ class Server:
             self.reactor.run()
             if self._owns_reactor:
                 self.reactor.close()
+
+
+def catch_early_signals() -> list[int]:
+    """Record SIGTERM/SIGINT from now until :meth:`Server.serve_forever` runs.
+
+    Between binding (when the "listening" lines are logged, and a supervisor
+    may already signal) and the loop installing its handlers, the default
+    action would kill the process without a graceful shutdown. Call this
+    first thing, then pass the list to ``serve_forever(early_signals=...)``.
+    Main thread only.
+    """
+    caught: list[int] = []
+
+    def record(signum: int, frame: object) -> None:
+        caught.append(signum)
+
+    signal.signal(signal.SIGTERM, record)
+    signal.signal(signal.SIGINT, record)
+    return caught
 
 
 def _unbind(sock: socket.socket) -> None:
