@@ -1,4 +1,4 @@
-"""A plugin that raises everywhere it can, loaded by `reactorkit run`: 100 other clients never notice."""
+"""A plugin raising everywhere it can, under `reactorkit run`: 100 other clients never notice."""
 
 from __future__ import annotations
 
@@ -276,7 +276,9 @@ def test_shutdown_ends_by_its_deadline_even_with_blocking_work_running(chaos_ser
     assert "shutdown timeout" in log
 
 
-def test_sigterm_right_after_listening_is_a_graceful_shutdown(tmp_path: Path, run_server: Any) -> None:
+def test_sigterm_right_after_listening_is_a_graceful_shutdown(
+    tmp_path: Path, run_server: Any
+) -> None:
     config = tmp_path / "echo.toml"
     config.write_text('[[listen]]\nhandler = "echo"\nport = 0\n')
     proc: ServerProcess = run_server("run", str(config))
