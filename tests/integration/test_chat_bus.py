@@ -1,0 +1,277 @@
+"""Two ``reactorkit run`` chat servers sharing rooms through a real redis-server."""
+
+from __future__ import annotations
+
+import queue
+import re
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import ServerProcess
+from tests.integration.test_chat import ChatClient
+from tests.redis_server import RedisServer
+
+RECONNECT_MAX = 0.5
+PRESENCE_INTERVAL = 0.3
+
+
+class LoggedServer:
+    """A ``reactorkit run`` process whose stderr is read by a thread, line by line."""
+
+    def __init__(self, proc: ServerProcess) -> None:
+        self.proc = proc
+        self.lines: list[str] = list(proc.log)
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        stderr = self.proc.proc.stderr
+        assert stderr is not None
+        for line in stderr:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str, timeout: float = 10.0) -> str:
+        """The first line (from now on) matching ``pattern``; fails after ``timeout``."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self._queue.get(timeout=max(left, 0.0))
+            except queue.Empty:
+                raise AssertionError(
+                    f"no log line matching {pattern!r} within {timeout}s:\n" + self.text()
+                ) from None
+            if line is None:
+                raise AssertionError(f"server exited waiting for {pattern!r}:\n" + self.text())
+            self.lines.append(line)
+            if regex.search(line):
+                return line
+
+    def text(self) -> str:
+        while True:
+            try:
+                line = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.lines.append(line)
+        return "".join(self.lines)
+
+    def stop(self) -> str:
+        """SIGTERM, wait for the exit, return the whole log."""
+        popen = self.proc.proc
+        popen.terminate()
+        code = popen.wait(15)
+        self._thread.join(5)
+        for pipe in (popen.stdout, popen.stderr):
+            if pipe is not None:
+                pipe.close()
+        assert code == 0, self.text()
+        return self.text()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.proc.tcp("chat")
+
+
+def bus_config(tmp_path: Path, name: str, url: str, prefix: str) -> str:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            [reactor]
+            shutdown_timeout = 5
+
+            [[listen]]
+            name = "chat"
+            handler = "chat"
+            host = "127.0.0.1"
+            port = 0
+
+            [listen.options]
+            bus = "{url}"
+            bus_prefix = "{prefix}"
+            bus_presence_interval = {PRESENCE_INTERVAL}
+            bus_reconnect_max = {RECONNECT_MAX}
+            rate = 1000.0
+            burst = 100
+            """
+        )
+    )
+    return str(path)
+
+
+def start_servers(
+    run_server: Any, tmp_path: Path, url: str, prefix: str, *, count: int = 2, debug: bool = False
+) -> list[LoggedServer]:
+    servers = []
+    for i in range(count):
+        args = ["run", bus_config(tmp_path, f"s{i}", url, prefix)]
+        if debug:
+            args += ["--log-level", "debug"]
+        proc = run_server(*args)
+        proc.wait_serving(1)
+        server = LoggedServer(proc)
+        server.wait_for(r"chat bus chat: up")
+        servers.append(server)
+    return servers
+
+
+def join_lobby(first: list[ChatClient], client: ChatClient) -> ChatClient:
+    """Every earlier client sees ``client`` arrive, wherever it is."""
+    for earlier in first:
+        assert earlier.expect(f"* {client.nick} joined #lobby") == []
+    return client
+
+
+def rename(client: ChatClient, nick: str, watchers: list[ChatClient]) -> None:
+    old = client.nick
+    client.send(f"/nick {nick}")
+    assert client.line() == f"* you are now {nick}"
+    client.nick = nick
+    for watcher in watchers:
+        assert watcher.expect(f"* {old} is now {nick}") == []
+
+
+def test_two_servers_share_messages_joins_nicks_and_who(
+    run_server: Any, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    s1, s2 = start_servers(run_server, tmp_path, redis_server.url, "t-share:")
+    alice = ChatClient(s1.address)
+    bob = join_lobby([alice], ChatClient(s2.address))
+    carol = join_lobby([alice, bob], ChatClient(s1.address))
+    # Guests of two servers never share a nick.
+    assert len({alice.nick, bob.nick, carol.nick}) == 3
+    rename(alice, "alice", [bob, carol])
+    rename(bob, "bob", [alice, carol])
+    rename(carol, "carol", [alice, bob])
+
+    # Per-sender order across the bus, two senders interleaved on one server.
+    for i in range(30):
+        alice.send(f"a{i}")
+        carol.send(f"c{i}")
+    got = [bob.line() for _ in range(60)]
+    assert [g for g in got if g.startswith("<alice>")] == [f"<alice> a{i}" for i in range(30)]
+    assert [g for g in got if g.startswith("<carol>")] == [f"<carol> c{i}" for i in range(30)]
+
+    # Same-server delivery is in order too; no line comes twice.
+    bob.send("/me waves")
+    assert alice.expect("* bob waves") == [f"<carol> c{i}" for i in range(30)]
+    assert carol.expect("* bob waves") == [f"<alice> a{i}" for i in range(30)]
+    bob.send("/who")
+    assert bob.line() == "* in #lobby: bob, alice, carol"
+    alice.send("/who")
+    assert alice.line() == "* in #lobby: alice, carol, bob"
+
+    # A nick in use on the other server is taken here too.
+    carol.send("/nick bob")
+    assert carol.line() == "! nick bob is taken"
+    # Private messages cross over.
+    bob.send("/msg alice psst")
+    assert bob.line() == "-> *alice* psst"
+    assert alice.line() == "*bob* psst"
+
+    # Rooms: a join on one server is seen on the other, and so is the leave.
+    alice.send("/join den")
+    alice.expect("* you are now in #den (0 others here)")
+    for client in (bob, carol):
+        assert client.expect("* alice left for #den") == []
+    bob.send("/join den")
+    assert bob.line() == "* you are now in #den (1 other here)"
+    assert alice.line() == "* bob joined #den"
+    assert carol.line() == "* bob left for #den"
+    bob.send("in the den")
+    assert alice.line() == "<bob> in the den"
+
+    # No duplicates: a sentinel is the very next line everywhere.
+    carol.send("/join den")
+    assert carol.line() == "* you are now in #den (2 others here)"
+    assert alice.line() == "* carol joined #den"
+    assert bob.line() == "* carol joined #den"
+    alice.send("sentinel")
+    assert bob.line() == "<alice> sentinel"
+    assert carol.line() == "<alice> sentinel"
+
+    carol.send("/quit")
+    assert carol.line() == "* bye"
+    assert alice.line() == "* carol left (quit)"
+    assert bob.line() == "* carol left (quit)"
+    for client in (alice, bob, carol):
+        client.close()
+    for server in (s1, s2):
+        assert "Traceback" not in server.stop()
+
+
+def test_a_stopped_server_says_goodbye_and_its_members_leave(
+    run_server: Any, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    s1, s2 = start_servers(run_server, tmp_path, redis_server.url, "t-bye:")
+    alice = ChatClient(s1.address)
+    bob = join_lobby([alice], ChatClient(s2.address))
+    assert "Traceback" not in s2.stop()
+    assert bob.expect("* the server is shutting down, goodbye") == []
+    assert alice.expect(f"* {bob.nick} left (server shutting down)") == []
+    alice.send("/who")
+    assert alice.line() == f"* in #lobby: {alice.nick}"
+    alice.close()
+    bob.close()
+    assert "Traceback" not in s1.stop()
+
+
+def test_redis_down_keeps_local_chat_then_delivery_resumes(
+    run_server: Any, tmp_path: Path, own_redis_server: RedisServer
+) -> None:
+    redis = own_redis_server
+    s1, s2 = start_servers(run_server, tmp_path, redis.url, "t-down:", debug=True)
+    alice = ChatClient(s1.address)
+    bob = join_lobby([alice], ChatClient(s2.address))
+    amy = join_lobby([alice, bob], ChatClient(s1.address))
+    alice.send("before")
+    assert bob.line() == "<" + alice.nick + "> before"
+    assert amy.line() == "<" + alice.nick + "> before"
+
+    redis.kill()
+    notice = "! other servers are unreachable: only people on this server see messages now"
+    for client in (alice, bob, amy):
+        assert client.line() == notice
+    # /who says nothing false: the other server's people are no longer listed.
+    alice.send("/who")
+    assert alice.line() == f"* in #lobby: {alice.nick}, {amy.nick}"
+    # Local chat goes on; several reconnect attempts fail meanwhile.
+    s1.wait_for(r"attempt 3 failed")
+    alice.send("while down")
+    assert amy.line() == f"<{alice.nick}> while down"
+
+    redis.start()  # the same port
+    for server in (s1, s2):
+        server.wait_for(r"reconnected after", timeout=RECONNECT_MAX + 5)
+    for client in (alice, bob, amy):
+        assert client.line() == "* other servers are reachable again"
+    # Presence comes back with the hello/state exchange, then messages cross again.
+    bob.send("after")
+    assert alice.line() == f"<{bob.nick}> after"
+    assert amy.line() == f"<{bob.nick}> after"
+    deadline = time.monotonic() + 5
+    while True:
+        alice.send("/who")
+        who = alice.line()
+        if bob.nick in who or time.monotonic() > deadline:
+            break
+    assert who == f"* in #lobby: {alice.nick}, {amy.nick}, {bob.nick}"
+
+    # Exactly one "lost" warning per server, however many attempts failed.
+    for client in (alice, bob, amy):
+        client.close()
+    for server in (s1, s2):
+        log = server.stop()
+        assert "Traceback" not in log
+        warnings = [line for line in log.splitlines() if "WARNING" in line and "redis" in line]
+        lost = [line for line in warnings if "connection lost" in line]
+        assert len(lost) == 1, log
+        assert not [line for line in warnings if "still unreachable" in line], log
