@@ -553,7 +553,7 @@ class LocalBus(_BusCore):
             self.hub.buses.remove(self)
 
     def _transmit(self, channel: bytes, payload: bytes) -> bool:
-        if not self.hub.is_up:
+        if not self.hub.is_up or self not in self.hub.buses:
             return False
         self.hub._deliver(payload)
         return True

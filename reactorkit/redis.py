@@ -358,7 +358,11 @@ class RedisClient:
             self._connect()
 
     def close(self) -> None:
-        """Stop for good: flush what is buffered, close, and never reconnect."""
+        """Stop for good: close the connection and never reconnect.
+
+        What the kernel has taken reaches Redis; commands still in the write
+        buffer (only when Redis stopped reading) are dropped.
+        """
         if self._state is _CLOSED:
             return
         was_up = self._state is _UP
@@ -368,7 +372,13 @@ class RedisClient:
             self._connector.cancel()
             self._connector = None
         if self._protocol is not None:
-            self._protocol.connection.close()
+            connection = self._protocol.connection
+            # A healthy Redis took the last commands already; a stalled one
+            # would hold the socket open for ever, so it loses the unsent rest.
+            if connection.get_write_buffer_size():
+                connection.abort()
+            else:
+                connection.close()
         if was_up and self.on_state is not None:
             self.on_state(False, "closed")
 
@@ -539,9 +549,10 @@ class RedisClient:
     # -- losing ------------------------------------------------------------
 
     def _protocol_failed(self, protocol: _RedisProtocol, reason: str) -> None:
+        # Logged by _went_down, at its limited rate: a Redis that answers
+        # garbage on every reconnect must not flood the log either.
         if protocol is self._protocol:
             self._last_error = reason
-            log.error("redis %s (%s): %s; reconnecting", self.name, self.address, reason)
 
     def _connection_lost(self, protocol: _RedisProtocol, exc: BaseException | None) -> None:
         if protocol is not self._protocol:

@@ -18,6 +18,23 @@ RECONNECT_MAX = 0.5
 PRESENCE_INTERVAL = 0.3
 
 
+class Skipped:
+    """What :meth:`BusClient.expect_prefix` read: the skipped lines and the match's rest."""
+
+    def __init__(self, lines: list[str], found: str) -> None:
+        self.lines = lines
+        self.found = found
+
+
+class BusClient(ChatClient):
+    def expect_prefix(self, prefix: str) -> Skipped:
+        """Read lines until one starts with ``prefix``."""
+        skipped = []
+        while not (got := self.line()).startswith(prefix):
+            skipped.append(got)
+        return Skipped(skipped, got[len(prefix) :])
+
+
 class LoggedServer:
     """A ``reactorkit run`` process whose stderr is read by a thread, line by line."""
 
@@ -123,14 +140,31 @@ def start_servers(
     return servers
 
 
-def join_lobby(first: list[ChatClient], client: ChatClient) -> ChatClient:
-    """Every earlier client sees ``client`` arrive, wherever it is."""
+def join_lobby(first: list[BusClient], client: BusClient) -> BusClient:
+    """Every earlier client sees ``client`` arrive, wherever it is, once.
+
+    The new client may itself see an earlier client's join when that join was
+    still crossing the bus as it connected; it sees each at most once, and
+    ``/who`` lists everyone once the crossings are done.
+    """
     for earlier in first:
         assert earlier.expect(f"* {client.nick} joined #lobby") == []
+    late_joins = []
+    deadline = time.monotonic() + 5
+    while True:
+        client.send("/who")
+        skipped = client.expect_prefix("* in #lobby: ")
+        late_joins += skipped.lines
+        if all(e.nick in skipped.found.split(", ") for e in first):
+            break
+        assert time.monotonic() < deadline, f"{client.nick} never saw everyone: {skipped.found}"
+    allowed = {f"* {e.nick} joined #lobby" for e in first}
+    assert set(late_joins) <= allowed, late_joins
+    assert len(late_joins) == len(set(late_joins)), late_joins  # never twice
     return client
 
 
-def rename(client: ChatClient, nick: str, watchers: list[ChatClient]) -> None:
+def rename(client: BusClient, nick: str, watchers: list[BusClient]) -> None:
     old = client.nick
     client.send(f"/nick {nick}")
     assert client.line() == f"* you are now {nick}"
@@ -143,9 +177,9 @@ def test_two_servers_share_messages_joins_nicks_and_who(
     run_server: Any, tmp_path: Path, redis_server: RedisServer
 ) -> None:
     s1, s2 = start_servers(run_server, tmp_path, redis_server.url, "t-share:")
-    alice = ChatClient(s1.address)
-    bob = join_lobby([alice], ChatClient(s2.address))
-    carol = join_lobby([alice, bob], ChatClient(s1.address))
+    alice = BusClient(s1.address)
+    bob = join_lobby([alice], BusClient(s2.address))
+    carol = join_lobby([alice, bob], BusClient(s1.address))
     # Guests of two servers never share a nick.
     assert len({alice.nick, bob.nick, carol.nick}) == 3
     rename(alice, "alice", [bob, carol])
@@ -212,8 +246,8 @@ def test_a_stopped_server_says_goodbye_and_its_members_leave(
     run_server: Any, tmp_path: Path, redis_server: RedisServer
 ) -> None:
     s1, s2 = start_servers(run_server, tmp_path, redis_server.url, "t-bye:")
-    alice = ChatClient(s1.address)
-    bob = join_lobby([alice], ChatClient(s2.address))
+    alice = BusClient(s1.address)
+    bob = join_lobby([alice], BusClient(s2.address))
     assert "Traceback" not in s2.stop()
     assert bob.expect("* the server is shutting down, goodbye") == []
     assert alice.expect(f"* {bob.nick} left (server shutting down)") == []
@@ -229,9 +263,9 @@ def test_redis_down_keeps_local_chat_then_delivery_resumes(
 ) -> None:
     redis = own_redis_server
     s1, s2 = start_servers(run_server, tmp_path, redis.url, "t-down:", debug=True)
-    alice = ChatClient(s1.address)
-    bob = join_lobby([alice], ChatClient(s2.address))
-    amy = join_lobby([alice, bob], ChatClient(s1.address))
+    alice = BusClient(s1.address)
+    bob = join_lobby([alice], BusClient(s2.address))
+    amy = join_lobby([alice, bob], BusClient(s1.address))
     alice.send("before")
     assert bob.line() == "<" + alice.nick + "> before"
     assert amy.line() == "<" + alice.nick + "> before"
