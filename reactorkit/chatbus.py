@@ -36,7 +36,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, final
 
 import attrs
@@ -188,6 +188,7 @@ class _BusCore:
         self._timer: TimerHandle | None = None
         self._last_malformed_log = float("-inf")
         self._ctl = (prefix + "ctl").encode()
+        self._own_prefix = b'{"o":"%s",' % self.origin.encode()
 
     # -- the ChatBus API ---------------------------------------------------
 
@@ -261,10 +262,13 @@ class _BusCore:
             )
             self._peers.clear()  # nothing known about them any more
         if self._listener is not None:
-            self._listener.bus_state_changed(up, reason)
+            self._deliver(self._listener.bus_state_changed, up, reason)
 
     def _payload_received(self, payload: bytes) -> None:
         if self._closed:
+            return
+        if payload.startswith(self._own_prefix):  # our own echo, told without parsing
+            self.stats.own_echoes += 1
             return
         try:
             body = json.loads(payload)
@@ -319,7 +323,7 @@ class _BusCore:
             )
             self._track(peer, event)
             if self._listener is not None:
-                self._listener.bus_event(event)
+                self._deliver(self._listener.bus_event, event)
         # An unknown kind is a newer peer's: ignored, not an error.
 
     def _track(self, peer: _Peer, event: ChatEvent) -> None:
@@ -343,9 +347,18 @@ class _BusCore:
             return
         for room, members in peer.rooms.items():
             for nick in members.values():
-                self._listener.bus_event(
-                    ChatEvent(kind="leave", room=room, nick=nick, text=reason, origin=origin)
-                )
+                leave = ChatEvent(kind="leave", room=room, nick=nick, text=reason, origin=origin)
+                self._deliver(self._listener.bus_event, leave)
+
+    def _deliver(self, callback: Callable[..., object], *args: Any) -> None:
+        # The chat's own failure stays here: it must not cost the bus its
+        # connection (and every other room its delivery).
+        try:
+            callback(*args)
+        except Exception:
+            log.exception(
+                "chat bus %s: %s%r raised; event skipped", self.name, callback.__name__, args
+            )
 
     def _heartbeat(self) -> None:
         self._timer = self.reactor.call_later(self.presence_interval, self._heartbeat)
@@ -377,9 +390,12 @@ class _BusCore:
             self.stats.dropped += 1
             return False
         self._seq += 1
-        body["o"] = self.origin
-        body["q"] = self._seq
-        payload = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        # The origin goes first, so every receiver spots its own echoes by prefix.
+        payload = (
+            self._own_prefix
+            + b'"q":%d,' % self._seq
+            + json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()[1:]
+        )
         if self._transmit(channel, payload):
             self.stats.published += 1
             return True

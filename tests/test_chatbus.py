@@ -215,3 +215,40 @@ def test_bad_bus_options_are_config_errors(options: dict[str, str], message: str
 def test_a_good_bus_url_is_accepted() -> None:
     options = build_options(ChatOptions, {"bus": "redis://127.0.0.1:6379/0", "bus_prefix": "x:"})
     assert options.bus == "redis://127.0.0.1:6379/0"
+
+
+class Flaky:
+    """A bus listener with a bug: it raises on one event."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def bus_event(self, event: reactorkit.ChatEvent) -> None:
+        if event.text == "boom":
+            raise RuntimeError("listener bug")
+        self.texts.append(event.text)
+
+    def bus_state_changed(self, up: bool, reason: str) -> None:
+        pass
+
+    def bus_members(self) -> list[tuple[str, str]]:
+        return []
+
+
+def test_a_listener_that_raises_loses_one_event_not_the_bus(
+    reactor: reactorkit.Reactor, hub: reactorkit.LocalHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    receiver: reactorkit.ChatBus = reactorkit.LocalBus(reactor, hub)
+    sender: reactorkit.ChatBus = reactorkit.LocalBus(reactor, hub)
+    flaky = Flaky()
+    receiver.start(flaky)
+    sender.start(Flaky())
+    settle(reactor)
+    for text in ("before", "boom", "after"):
+        assert sender.publish(reactorkit.ChatEvent(kind="say", room="r", nick="n", text=text))
+    with caplog.at_level(logging.ERROR, logger="reactorkit.chatbus"):
+        settle(reactor)
+    assert flaky.texts == ["before", "after"]
+    assert "bus_event" in caplog.text
+    assert "listener bug" in caplog.text
+    assert receiver.is_up

@@ -198,13 +198,19 @@ class ChatRooms:
         room = self.rooms.get(event.room)
         if room is None:
             return  # nobody here is in that room
-        line = {
-            "say": f"<{event.nick}> {event.text}",
-            "me": f"* {event.nick} {event.text}",
-            "join": f"* {event.nick} joined #{event.room}",
-            "leave": f"* {event.nick} left {event.text}",
-            "nick": f"* {event.nick} is now {event.text}",
-        }[event.kind]
+        kind = event.kind
+        if kind == "say":
+            line = f"<{event.nick}> {event.text}"
+        elif kind == "me":
+            line = f"* {event.nick} {event.text}"
+        elif kind == "join":
+            line = f"* {event.nick} joined #{event.room}"
+        elif kind == "leave":
+            line = f"* {event.nick} left {event.text}"
+        elif kind == "nick":
+            line = f"* {event.nick} is now {event.text}"
+        else:
+            return  # a kind a newer server knows
         self.broadcast(room, line)
 
     def bus_state_changed(self, up: bool, reason: str) -> None:
