@@ -21,6 +21,9 @@ Theory of operation
   answering"), so a dead process's members vanish within
   ``4 * presence_interval`` seconds. A bus that (re)connects says ``hello``
   and every peer answers with its members at once.
+* Presence is bounded: at most ``MAX_PEERS`` servers, ``MAX_PEER_ROOMS``
+  rooms each and ``MAX_PEER_ROOM_MEMBERS`` members per room are kept, so a
+  buggy or hostile publisher on the same Redis cannot grow it without limit.
 * While the transport is down the bus knows nothing about its peers: their
   members are forgotten (``/who`` shows only local people) and publishing
   is refused, not queued.
@@ -49,6 +52,9 @@ __all__ = [
     "DEFAULT_PREFIX",
     "DEFAULT_PRESENCE_INTERVAL",
     "KINDS",
+    "MAX_PEERS",
+    "MAX_PEER_ROOMS",
+    "MAX_PEER_ROOM_MEMBERS",
     "BusListener",
     "BusStats",
     "ChatBus",
@@ -67,6 +73,11 @@ DEFAULT_PRESENCE_INTERVAL = 5.0
 KINDS = frozenset({"say", "me", "join", "leave", "nick", "msg"})
 _PREFIX_RE = re.compile(r"[A-Za-z0-9:_.-]{1,64}\Z")
 _LOG_INTERVAL = 30.0
+#: Other servers one bus keeps presence for; more are ignored (and counted).
+MAX_PEERS = 1024
+#: Rooms, and members per room, kept for one peer.
+MAX_PEER_ROOMS = 10_000
+MAX_PEER_ROOM_MEMBERS = 10_000
 
 
 @attrs.frozen(kw_only=True)
@@ -286,6 +297,9 @@ class _BusCore:
         self.stats.received += 1
         peer = self._peers.get(origin)
         if peer is None:
+            if len(self._peers) >= MAX_PEERS:
+                self._malformed(payload, OverflowError(f"more than {MAX_PEERS} servers"))
+                return
             peer = self._peers[origin] = _Peer(last_seen=self.reactor.time, seq=seq - 1)
             if kind in KINDS:
                 self._send(self._ctl, {"k": "hello"})  # a peer we missed: ask for its members
@@ -304,8 +318,10 @@ class _BusCore:
         if kind == "hello":
             self._announce_members()
         elif kind == "state":
-            nicks = body["m"]
-            peer.rooms[_text(body["r"])] = {_text(n).lower(): _text(n) for n in nicks}
+            room = _text(body["r"])
+            if room in peer.rooms or len(peer.rooms) < MAX_PEER_ROOMS:
+                nicks = body["m"][:MAX_PEER_ROOM_MEMBERS]
+                peer.rooms[room] = {_text(n).lower(): _text(n) for n in nicks}
         elif kind == "rooms":
             keep = {_text(r) for r in body["rs"]}
             for room in [r for r in peer.rooms if r not in keep]:
@@ -327,8 +343,13 @@ class _BusCore:
         # An unknown kind is a newer peer's: ignored, not an error.
 
     def _track(self, peer: _Peer, event: ChatEvent) -> None:
+        members: dict[str, str] | None
         if event.kind == "join":
-            peer.rooms.setdefault(event.room, {})[event.nick.lower()] = event.nick
+            if event.room not in peer.rooms and len(peer.rooms) >= MAX_PEER_ROOMS:
+                return
+            members = peer.rooms.setdefault(event.room, {})
+            if len(members) < MAX_PEER_ROOM_MEMBERS:
+                members[event.nick.lower()] = event.nick
         elif event.kind == "leave":
             members = peer.rooms.get(event.room)
             if members is not None:

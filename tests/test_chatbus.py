@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 import reactorkit
+from reactorkit import chatbus
 from reactorkit.handlers.chat import ChatHandler, ChatOptions, ChatRooms
 from reactorkit.options import build_options
 from reactorkit.testing import FakeClock, FakeConnection, run_once
@@ -252,3 +253,17 @@ def test_a_listener_that_raises_loses_one_event_not_the_bus(
     assert "bus_event" in caplog.text
     assert "listener bug" in caplog.text
     assert receiver.is_up
+
+
+def test_presence_from_too_many_servers_is_bounded(
+    reactor: reactorkit.Reactor, hub: reactorkit.LocalHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chatbus, "MAX_PEERS", 3)
+    monkeypatch.setattr(chatbus, "MAX_PEER_ROOM_MEMBERS", 2)
+    one, _, _, _ = two_servers(reactor, hub)  # the other server is peer 1
+    for i in range(5):
+        hub._deliver(b'{"o": "p%d", "q": 1, "k": "state", "r": "lobby", "m": ["a", "b", "c"]}' % i)
+    settle(reactor)
+    assert len(one.bus._peers) == 3
+    assert one.bus.stats.malformed == 3
+    assert sorted(one.bus.remote_members("lobby")) == ["a", "a", "b", "b", "bob"]
