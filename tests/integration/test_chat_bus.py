@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import re
+import socket
 import textwrap
 import threading
 import time
@@ -245,7 +246,8 @@ def test_two_servers_share_messages_joins_nicks_and_who(
 def test_a_stopped_server_says_goodbye_and_its_members_leave(
     run_server: Any, tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    s1, s2 = start_servers(run_server, tmp_path, redis_server.url, "t-bye:")
+    # Over Redis's UNIX socket, for once.
+    s1, s2 = start_servers(run_server, tmp_path, redis_server.unix_url, "t-bye:")
     alice = BusClient(s1.address)
     bob = join_lobby([alice], BusClient(s2.address))
     assert "Traceback" not in s2.stop()
@@ -309,3 +311,29 @@ def test_redis_down_keeps_local_chat_then_delivery_resumes(
         lost = [line for line in warnings if "connection lost" in line]
         assert len(lost) == 1, log
         assert not [line for line in warnings if "still unreachable" in line], log
+
+
+def test_a_server_starts_and_serves_locally_while_redis_is_unreachable(
+    run_server: Any, tmp_path: Path
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connects are refused
+        url = f"redis://127.0.0.1:{closed.getsockname()[1]}/0"
+        proc = run_server(
+            "run", bus_config(tmp_path, "alone", url, "t-alone:"), "--log-level", "debug"
+        )
+        proc.wait_serving(1)
+        server = LoggedServer(proc)
+        server.wait_for(r"unreachable: Connection refused; reconnecting with backoff up to")
+        server.wait_for(r"attempt 3 failed")
+        alice = BusClient(server.address)
+        amy = join_lobby([alice], BusClient(server.address))
+        alice.send("hi")
+        assert amy.line() == f"<{alice.nick}> hi"
+        amy.send("/who")
+        assert amy.line() == f"* in #lobby: {alice.nick}, {amy.nick}"
+        alice.close()
+        amy.close()
+        log = server.stop()
+    assert "Traceback" not in log
+    assert len([line for line in log.splitlines() if "WARNING" in line]) == 1, log
