@@ -334,7 +334,6 @@ class RedisClient:
         self._last_error = ""
         self._down_since: float | None = None
         self._last_warning = float("-inf")
-        self._drops_logged = 0
         self._last_drop_warning = float("-inf")
 
     # -- public ------------------------------------------------------------
@@ -479,6 +478,8 @@ class RedisClient:
         def check(reply: Any) -> None:
             if isinstance(reply, hiredis.ReplyError):
                 protocol.fail(f"{what} refused: {reply}")
+            else:
+                self._check_up()
 
         return check
 
@@ -501,8 +502,8 @@ class RedisClient:
         protocol = self._protocol
         if self._state is not _HANDSHAKE or protocol is None or self._unconfirmed:
             return
-        if any(cb == self._hello_replied for cb in protocol.pending):
-            return  # HELLO not answered yet
+        if protocol.pending:
+            return  # HELLO or SELECT not answered yet (nothing else is sent before up)
         self._cancel_timer()
         self._state = _UP
         self.stats.connects += 1

@@ -255,3 +255,16 @@ def test_a_missing_ping_answer_aborts_and_reconnects() -> None:
     assert messages[-1] == ("state", False)
     client.close()
     client.reactor.close()
+
+
+def test_a_refused_select_never_lets_the_client_up(caplog: pytest.LogCaptureFixture) -> None:
+    client, connection, messages = handshaken_client()
+    connection.feed(HELLO_REPLY)
+    assert not client.is_up  # SELECT is still unanswered
+    connection.feed(b"-ERR DB index is out of range\r\n" + SUBSCRIBED)
+    run_once(client.reactor)
+    assert connection.aborted
+    assert messages == []
+    assert "SELECT 4 refused: ERR DB index is out of range" in caplog.text
+    client.close()
+    client.reactor.close()
