@@ -13,6 +13,7 @@ __all__ = [
     "CommandError",
     "ConfigError",
     "ConfigErrors",
+    "ConnectError",
     "HttpError",
     "PluginError",
     "PluginLoadError",
@@ -42,6 +43,27 @@ class BindError(ReactorkitError, OSError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class ConnectError(ReactorkitError, OSError):
+    """An outbound connect failed: refused, timed out, unresolvable or cancelled.
+
+    Delivered to the caller of ``reactor.connect_tcp``/``connect_unix``, never
+    raised into the loop. ``errno`` is the underlying error's (``ETIMEDOUT``
+    for a timeout, ``ECANCELED`` once cancelled).
+
+    Attributes:
+        address: what was being connected to (``host:port`` or ``unix:PATH``).
+        reason: why it failed, in words.
+    """
+
+    def __init__(self, errno: int | None, address: str, reason: str) -> None:
+        super().__init__(errno, f"cannot connect to {address}: {reason}")
+        self.address = address
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot connect to {self.address}: {self.reason}"
 
 
 class ConfigError(ReactorkitError, ValueError):
