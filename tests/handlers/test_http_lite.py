@@ -9,8 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reactorkit
-from reactorkit.handlers.http_lite import HttpHandler, HttpOptions, RouteTable
+from reactorkit.handlers.http_lite import HttpHandler, HttpOptions, HttpSite
 from reactorkit.handlers.http_static import _parse_range
+from reactorkit.routes import RouteTable
 from reactorkit.testing import FakeConnection
 
 
@@ -29,11 +30,11 @@ ROUTES = [
 
 
 def handler(**options: object) -> tuple[HttpHandler, FakeConnection]:
-    table = RouteTable.build(
+    site = HttpSite.build(
         HttpOptions(**options),  # type: ignore[arg-type]
         [reactorkit.Contribution(r, "test", None) for r in ROUTES],
     )
-    h = HttpHandler(table)
+    h = HttpHandler(site)
     return h, FakeConnection(h)
 
 
@@ -82,7 +83,7 @@ def test_header_timer_is_armed_per_request_not_per_read() -> None:
 
 def test_keepalive_timer_closes_an_idle_connection() -> None:
     _, conn = handler(keepalive_timeout=2.0)
-    conn.feed(b"GET /echo HTTP/1.1\r\n\r\n")
+    conn.feed(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
     conn.advance(1.0)
     assert not conn.closed
     conn.advance(1.5)
@@ -91,7 +92,7 @@ def test_keepalive_timer_closes_an_idle_connection() -> None:
 
 def test_eof_after_a_request_answers_then_closes() -> None:
     _, conn = handler()
-    conn.feed(b"GET /echo HTTP/1.1\r\n\r\n")
+    conn.feed(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
     conn.feed_eof()
     assert bodies(conn.value()) == [b"GET "]
     assert conn.closed
@@ -102,7 +103,6 @@ def test_route_conflict_names_both_plugins() -> None:
     two = reactorkit.Route(method=("PUT", "GET"), path="/a/{y}", function=item)
     with pytest.raises(reactorkit.PluginError) as info:
         RouteTable.build(
-            HttpOptions(),
             [
                 reactorkit.Contribution(one, "p1", "d1 1"),
                 reactorkit.Contribution(two, "p2", "d2 2"),
@@ -120,7 +120,6 @@ def test_same_path_different_methods_from_two_plugins_is_fine() -> None:
     one = reactorkit.Route(method="GET", path="/a", function=item)
     two = reactorkit.Route(method="POST", path="/a", function=item)
     table = RouteTable.build(
-        HttpOptions(),
         [reactorkit.Contribution(one, "p1", None), reactorkit.Contribution(two, "p2", None)],
     )
     methods, _ = table.match("/a")
