@@ -364,7 +364,6 @@ class ServerConnection:
         self.their_state = State.ERROR
         self._buffer = b""
         self._pos = 0
-        self._events.clear()
         self._unanswered.append((False, False, False))
         return Error(status, reason)
 
@@ -379,7 +378,7 @@ class ServerConnection:
             while buffer[pos : pos + 2] == b"\r\n":
                 pos += 2
             self._pos = pos
-            if pos >= end:
+            if pos >= end or (pos + 1 == end and buffer[pos] == 13):  # none, or a lone CR
                 return
             self.their_state = CLIENT_TRANSITIONS[State.IDLE, "bytes"]
             self._line_end = 0
