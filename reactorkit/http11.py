@@ -86,6 +86,7 @@ _HOST = re.compile(  # RFC 9110 section 7.2: uri-host [ ":" port ]
 )
 _HEX = re.compile(rb"[0-9A-Fa-f]+\Z")
 _STATUS_LINES: dict[int, bytes] = {}
+_CONTENT_TYPES: dict[str, bytes] = {}
 _VERSIONS = "HTTP version not supported: HTTP/1.1 and 1.0 only"
 
 
@@ -230,6 +231,10 @@ class State(enum.Enum):
     CLOSED = "closed"  # client: EOF
     ERROR = "error"  # client: broke the protocol
 
+    # Members are singletons: identity hashing keeps the table lookups cheap
+    # (Enum's own __hash__ is a Python-level call).
+    __hash__ = object.__hash__
+
 
 # The transition tables: (state, what happened) -> new state. They know the
 # framing rules of RFC 9112 sections 6 and 9, nothing about sockets or time.
@@ -290,6 +295,7 @@ class ServerConnection:
         self._url = b""
         self._fields: list[tuple[bytes, bytes]] = []
         self._head_done = False
+        self._valid_host = ""
         # The body being read.
         self._remaining = 0  # Content-Length still to come
         self._chunked: _ChunkedReader | None = None
@@ -338,6 +344,8 @@ class ServerConnection:
         """The next event, or :data:`NEED_DATA` when more bytes are needed."""
         if self._events:
             return self._events.popleft()
+        if self._pos >= len(self._buffer) and not self._eof:
+            return NEED_DATA
         state = self.their_state
         if state is State.IDLE or state is State.HEAD:
             self._read_head()
@@ -373,6 +381,16 @@ class ServerConnection:
         buffer = self._buffer
         pos = self._pos
         end = len(buffer)
+        if (
+            not pos
+            and self.their_state is State.IDLE
+            and type(buffer) is bytes
+            and buffer.endswith(b"\r\n\r\n")
+            and buffer.find(b"\r\n\r\n") == end - 4
+            and buffer[0] != 13
+        ):
+            self._read_whole_head(buffer, end)
+            return
         if self.their_state is State.IDLE:
             # RFC 9112 section 2.2: ignore empty lines before a request line.
             while buffer[pos : pos + 2] == b"\r\n":
@@ -430,6 +448,38 @@ class ServerConnection:
             elif self._line_end and end - self._line_end > limits.max_header_size:
                 self._events.append(self._fail(431, "request header fields too large"))
             return
+        self._head_read(pos, stop, renew)
+
+    def _read_whole_head(self, buffer: bytes, end: int) -> None:
+        # The common case: a read that holds exactly one request head.
+        self.their_state = State.HEAD
+        self._line_end = buffer.find(b"\n") + 1
+        self._url = b""
+        self._fields = []
+        self._head_done = False
+        renew = False
+        try:
+            self._parser.feed_data(buffer)
+        except httptools.HttpParserUpgrade:
+            renew = True
+        except httptools.HttpParserError as exc:
+            if str(exc) == "Invalid HTTP version":
+                self._events.append(self._fail(505, _VERSIONS))
+            else:
+                self._events.append(self._fail(400, f"malformed request: {exc}"))
+            return
+        limits = self.limits
+        if len(self._url) > limits.max_request_line:
+            self._events.append(self._fail(414, "request target too long"))
+        elif len(self._fields) > limits.max_headers:
+            self._events.append(self._fail(431, "too many header fields"))
+        else:
+            self._head_read(0, end, renew)
+
+    def _head_read(self, pos: int, stop: int, renew: bool) -> None:
+        """The head ``buffer[pos:stop]`` went through llhttp: check it, emit the request."""
+        buffer = self._buffer
+        limits = self.limits
         if not self._head_done:  # llhttp agrees the head ended, or it is a bug
             self._events.append(self._fail(400, "malformed request head"))
             return
@@ -438,7 +488,8 @@ class ServerConnection:
             self._events.append(self._fail(431, "request header fields too large"))
             return
         try:
-            self._version = _check_request_line(bytes(buffer[pos : self._line_end - 1]))
+            line = buffer[pos : self._line_end - 1]
+            self._version = "1.1" if line.endswith(b" HTTP/1.1\r") else _check_request_line(line)
             request, body = self._check_head()
         except _Refused as refused:
             self._events.append(self._fail(refused.status, refused.reason))
@@ -516,10 +567,15 @@ class ServerConnection:
             raise _Refused(400, "more than one Host header field")
         if not hosts and version == "1.1":
             raise _Refused(400, "an HTTP/1.1 request needs a Host header field")
-        if hosts and not _valid_authority(hosts[0]):
-            raise _Refused(400, f"invalid Host: {hosts[0]!r}")
+        if hosts and hosts[0] != self._valid_host:
+            if not _valid_authority(hosts[0]):
+                raise _Refused(400, f"invalid Host: {hosts[0]!r}")
+            self._valid_host = hosts[0]  # a keep-alive client sends the same one each time
         target = self._url.decode("latin-1")
-        path, query, authority = _split_target(method, target)
+        if target[:1] == "/" and "?" not in target and "#" not in target:
+            path, query, authority = target, "", None  # origin-form without a query
+        else:
+            path, query, authority = _split_target(method, target)
         limit = self.limits.max_body_size
         if length is not None and length > limit:
             raise _Refused(413, f"request body too large (limit {limit} bytes)")
@@ -631,9 +687,7 @@ class ServerConnection:
             streamed = False
             body = b""
         else:
-            parts.append(
-                b"content-type: %s\r\n" % _encode_value(content_type or "application/octet-stream")
-            )
+            parts.append(_content_type(content_type or "application/octet-stream"))
             if not streamed:
                 parts.append(b"content-length: %d\r\n" % len(body))  # type: ignore[arg-type]
             elif declared is not None:
@@ -711,7 +765,7 @@ class ServerConnection:
 # -- checks -----------------------------------------------------------------
 
 
-def _check_request_line(line: bytes) -> str:
+def _check_request_line(line: bytes | bytearray) -> str:
     """The HTTP version of a request line (LF excluded), or :class:`_Refused`."""
     if not line.endswith(b"\r"):
         raise _Refused(400, "malformed request line: it must end with CRLF")
@@ -763,6 +817,15 @@ def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
         raise _Refused(400, "a request target has no fragment")
     path, _, query = rest.partition("?")
     return path or "/", query, authority
+
+
+def _content_type(value: str) -> bytes:
+    line = _CONTENT_TYPES.get(value)
+    if line is None:
+        line = b"content-type: %s\r\n" % _encode_value(value)
+        if len(_CONTENT_TYPES) < 256:  # a route that varies it is not cached
+            _CONTENT_TYPES[value] = line
+    return line
 
 
 def _encode_value(value: str) -> bytes:

@@ -37,6 +37,11 @@ log = logging.getLogger("reactorkit.http")
 access_log = logging.getLogger("reactorkit.access")
 
 _BATCH = 65536  # pipelined responses gathered before one write
+_REQUEST = http11.Request
+_END = http11.EndOfMessage
+_DATA = http11.Data
+_ERROR = http11.Error
+_as_response = reactorkit.as_response
 _Item = tuple[reactorkit.Request | http11.Error, float]
 
 
@@ -128,6 +133,7 @@ class HttpHandler(reactorkit.Handler):
         self.site = site
         self.options = site.options
         self._core = http11.ServerConnection(site.limits)
+        self._find = site.routes.find
         self._queue: collections.deque[_Item] = collections.deque()
         self._request: reactorkit.Request | None = None  # its body is arriving
         self._started = 0.0
@@ -190,27 +196,32 @@ class HttpHandler(reactorkit.Handler):
         queue = self._queue
         connection = self.connection
         limit = self.options.max_pending
+        next_event = core.next_event
         while not connection.is_closing():
+            more = True
             while len(queue) < limit:
-                event = core.next_event()
+                event = next_event()
                 kind = type(event)
-                if kind is http11.Request:
+                if kind is _REQUEST:
                     self._begin(event)  # type: ignore[arg-type]
-                elif kind is http11.EndOfMessage:
+                elif kind is _END:
                     self._end(event)  # type: ignore[arg-type]
-                elif kind is http11.Data:
+                elif kind is _DATA:
                     self._body.append(event.data)  # type: ignore[union-attr]
                 else:
                     if kind is http11.Error:
                         queue.append((event, connection.reactor.time))  # type: ignore[arg-type]
                         self._request = None
                         self._want_continue = False
+                    more = False
                     break
             if self._want_continue:
                 self._send_continue()
             if not queue or self._busy or self._write_paused:
                 break
             self._answer()
+            if not more and not queue:
+                break  # the core had nothing more: no need to ask again
         self._flush()
         self._settle()
 
@@ -255,13 +266,14 @@ class HttpHandler(reactorkit.Handler):
     def _answer(self) -> None:
         queue = self._queue
         connection = self.connection
+        find = self._find
         while queue and not self._busy and not self._write_paused:
             item, started = queue.popleft()
-            if type(item) is http11.Error:
+            if type(item) is _ERROR:
                 self._respond(None, error_response(item.status, item.reason), started)
                 continue
             request: reactorkit.Request = item  # type: ignore[assignment]
-            route, captures, allowed = self.site.routes.find(request.method, request.path)
+            route, captures, allowed = find(request.method, request.path)
             if route is None:
                 response = None
                 static = self.site.static
@@ -278,7 +290,7 @@ class HttpHandler(reactorkit.Handler):
             else:
                 request.captures = captures
                 try:
-                    response = reactorkit.as_response(route.function(request))
+                    response = _as_response(route.function(request))
                 except reactorkit.HttpError as exc:
                     response = error_response(exc.status, exc.message or "error")
                 except Exception as exc:
