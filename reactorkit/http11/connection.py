@@ -1,270 +1,47 @@
-"""HTTP/1.1 for a server, sans-IO: bytes in, events out; responses in, bytes out.
+"""ServerConnection: the server side of one HTTP/1.1 connection, sans-IO.
 
-:class:`ServerConnection` never touches a socket, a timer or a logger. The
-caller feeds it what it read (:meth:`~ServerConnection.feed`, and
-:meth:`~ServerConnection.feed_eof`), pulls events with
-:meth:`~ServerConnection.next_event` (:class:`Request`, :class:`Data`,
-:class:`EndOfMessage`, :class:`ConnectionClosed`, :class:`Error` or
-:data:`NEED_DATA`) and turns responses into bytes with
-:meth:`~ServerConnection.send`. The shape is h11's; the state of each side is
-a :class:`State` and the transitions are the tables at the end of
-``http11_state`` (here: :data:`CLIENT_TRANSITIONS`, :data:`SERVER_TRANSITIONS`).
-
-Framing, in one place:
-
-* The request line is checked here before anything else sees it: it must
-  end in CRLF (RFC 9112 section 2.2, a bare LF or CR is a 400) and name
-  ``HTTP/1.1`` or ``HTTP/1.0`` (another HTTP version is a 505, another
-  protocol such as ``RTSP/1.0`` a 400).
-* The head is tokenized by httptools (llhttp), fed exactly the head's bytes
-  (this module finds the blank line that ends it, remembering how far it
-  searched), so llhttp's strictness about field syntax applies: obs-fold,
-  NUL, bad tokens, ``Content-Length`` with ``Transfer-Encoding``, repeated
-  or signed ``Content-Length``, obfuscated ``Transfer-Encoding`` are 400s.
-* The body is framed here, from the head's fields: ``Content-Length`` is
-  counted, ``chunked`` is decoded by :class:`_ChunkedReader`. So an
-  ``Upgrade`` request (ignored, RFC 9110 section 7.8) keeps its body as a
-  body, and a chunk size over the body limit is a 413 as soon as its line
-  is read.
-* Requests are read ahead of the responses (pipelining): every request the
-  caller pulled and has not answered is counted in
-  :attr:`ServerConnection.pending`, and :meth:`ServerConnection.send`
-  answers the oldest, so keep-alive, HEAD and HTTP/1.0 rules follow it.
-
-Memory: the receive buffer holds at most one head (``max_request_line`` +
-``max_header_size``) beyond what the caller has fed and not pulled; a body
-is handed out as :class:`Data` as it arrives.
+See :mod:`reactorkit.http11` for the theory of operation.
 """
 
 from __future__ import annotations
 
 import collections
-import enum
-import re
-from collections.abc import Iterable
-from typing import Final, final
+from typing import final
 
-import attrs
 import httptools
 
 from reactorkit.errors import HttpProtocolError
+from reactorkit.http11.events import (
+    CLOSED,
+    END,
+    NEED_DATA,
+    Data,
+    EndOfMessage,
+    Error,
+    Event,
+    NeedData,
+    Request,
+)
+from reactorkit.http11.framing import (
+    VERSIONS,
+    ChunkedReader,
+    Limits,
+    Refused,
+    check_request_line,
+    split_target,
+    valid_authority,
+)
+from reactorkit.http11.responses import (
+    CONTINUE,
+    NO_BODY_STATUS,
+    content_type_line,
+    encode_fields,
+    status_line,
+)
+from reactorkit.http11.state import CLIENT_TRANSITIONS, SERVER_TRANSITIONS, State
 from reactorkit.web import Response
 
-__all__ = [
-    "CLIENT_TRANSITIONS",
-    "DEFAULT_MAX_BODY_SIZE",
-    "DEFAULT_MAX_HEADERS",
-    "DEFAULT_MAX_HEADER_SIZE",
-    "DEFAULT_MAX_REQUEST_LINE",
-    "NEED_DATA",
-    "SERVER_TRANSITIONS",
-    "ConnectionClosed",
-    "Data",
-    "EndOfMessage",
-    "Error",
-    "Event",
-    "Limits",
-    "Request",
-    "ServerConnection",
-    "State",
-    "status_line",
-]
-
-DEFAULT_MAX_REQUEST_LINE = 8192
-DEFAULT_MAX_HEADER_SIZE = 16384
-DEFAULT_MAX_HEADERS = 100
-DEFAULT_MAX_BODY_SIZE = 1024 * 1024
-_MAX_CHUNK_LINE = 4096  # a chunk-size line with its extensions
-
-_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
-_NO_BODY_STATUS = frozenset({204, 304})
-_OWNED = frozenset({"content-length", "transfer-encoding", "connection", "date", "server"})
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 section 5.6.2
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB, RFC 9110 section 5.5
-_HOST = re.compile(  # RFC 9110 section 7.2: uri-host [ ":" port ]
-    r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::(\d*))?\Z"
-)
-_HEX = re.compile(rb"[0-9A-Fa-f]+\Z")
-_STATUS_LINES: dict[int, bytes] = {}
-_CONTENT_TYPES: dict[str, bytes] = {}
-_VERSIONS = "HTTP version not supported: HTTP/1.1 and 1.0 only"
-
-
-def status_line(status: int) -> bytes:
-    """``HTTP/1.1 <status> <reason>\\r\\n``, encoded once per status code."""
-    line = _STATUS_LINES.get(status)
-    if line is None:
-        reason = Response(status=status).reason
-        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, reason.encode())
-    return line
-
-
-@attrs.frozen(kw_only=True)
-class Limits:
-    """The bounds of one connection's input; each past its limit is an :class:`Error`."""
-
-    max_request_line: int = DEFAULT_MAX_REQUEST_LINE  # 414
-    max_header_size: int = DEFAULT_MAX_HEADER_SIZE  # 431
-    max_headers: int = DEFAULT_MAX_HEADERS  # 431
-    max_body_size: int = DEFAULT_MAX_BODY_SIZE  # 413
-
-
-# -- events -----------------------------------------------------------------
-
-
-@final
-class Request:
-    """A request head, validated (the body follows as :class:`Data`).
-
-    Attributes:
-        method: ``"GET"``...
-        target: the request target as sent.
-        path: the path of the target, percent-encoding kept (``/`` for
-            absolute-form without a path; ``*`` for ``OPTIONS *``).
-        query: the query string, without ``?`` (empty if none).
-        host: the authority: absolute-form's, else the Host field's.
-        headers: the fields in arrival order, names as sent.
-        http_version: ``"1.1"`` or ``"1.0"``.
-        keep_alive: the connection may be reused after this request.
-        expects_continue: an HTTP/1.1 client waits for ``100 Continue``.
-    """
-
-    __slots__ = (
-        "expects_continue",
-        "headers",
-        "host",
-        "http_version",
-        "keep_alive",
-        "method",
-        "path",
-        "query",
-        "target",
-    )
-
-    def __init__(
-        self,
-        method: str,
-        target: str,
-        path: str,
-        query: str,
-        host: str,
-        headers: list[tuple[str, str]],
-        http_version: str,
-        keep_alive: bool,
-        expects_continue: bool,
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.path = path
-        self.query = query
-        self.host = host
-        self.headers = headers
-        self.http_version = http_version
-        self.keep_alive = keep_alive
-        self.expects_continue = expects_continue
-
-    def __repr__(self) -> str:
-        return f"Request({self.method} {self.target} HTTP/{self.http_version})"
-
-
-@attrs.frozen
-class Data:
-    """A piece of a request body."""
-
-    data: bytes
-
-
-@attrs.frozen
-class EndOfMessage:
-    """The end of a request; ``trailers`` are a chunked body's trailer fields (never headers)."""
-
-    trailers: tuple[tuple[str, str], ...] = ()
-
-
-@attrs.frozen
-class ConnectionClosed:
-    """The client closed its side and every request before that was pulled."""
-
-
-@attrs.frozen
-class Error:
-    """The client broke the protocol; answer ``status`` and close. Nothing follows it.
-
-    Attributes:
-        status: 400, 408, 413, 414, 417, 431, 501 or 505.
-        reason: a short plain-text explanation for the client.
-    """
-
-    status: int
-    reason: str
-
-
-class _NeedData:
-    def __repr__(self) -> str:
-        return "NEED_DATA"
-
-
-#: :meth:`ServerConnection.next_event`: nothing more until more bytes are fed.
-NEED_DATA: Final = _NeedData()
-
-Event = Request | Data | EndOfMessage | ConnectionClosed | Error
-_END = EndOfMessage()
-_CLOSED = ConnectionClosed()
-
-
-class _Refused(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        self.status = status
-        self.reason = reason
-
-
-# -- states -----------------------------------------------------------------
-
-
-class State(enum.Enum):
-    """Where one side of the connection stands."""
-
-    IDLE = "idle"  # between messages
-    HEAD = "head"  # client: a request head is arriving
-    BODY = "body"  # client: its body is arriving; server: a streamed body is being sent
-    MUST_CLOSE = "must-close"  # no message may follow the last one
-    CLOSED = "closed"  # client: EOF
-    ERROR = "error"  # client: broke the protocol
-
-    # Members are singletons: identity hashing keeps the table lookups cheap
-    # (Enum's own __hash__ is a Python-level call).
-    __hash__ = object.__hash__
-
-
-# The transition tables: (state, what happened) -> new state. They know the
-# framing rules of RFC 9112 sections 6 and 9, nothing about sockets or time.
-# A pair missing from a table is a bug in this module, never a client's doing.
-CLIENT_TRANSITIONS: Final = {
-    (State.IDLE, "bytes"): State.HEAD,
-    (State.IDLE, "eof"): State.CLOSED,
-    (State.IDLE, "error"): State.ERROR,
-    (State.HEAD, "head, no body"): State.IDLE,
-    (State.HEAD, "head, no body, close"): State.MUST_CLOSE,
-    (State.HEAD, "head, body"): State.BODY,
-    (State.HEAD, "error"): State.ERROR,
-    (State.HEAD, "eof"): State.ERROR,
-    (State.BODY, "end"): State.IDLE,
-    (State.BODY, "end, close"): State.MUST_CLOSE,
-    (State.BODY, "error"): State.ERROR,
-    (State.BODY, "eof"): State.ERROR,
-    (State.MUST_CLOSE, "eof"): State.CLOSED,
-    (State.MUST_CLOSE, "error"): State.ERROR,
-}
-SERVER_TRANSITIONS: Final = {
-    (State.IDLE, "response"): State.IDLE,
-    (State.IDLE, "response, close"): State.MUST_CLOSE,
-    (State.IDLE, "response head, body follows"): State.BODY,
-    (State.BODY, "end"): State.IDLE,
-    (State.BODY, "end, close"): State.MUST_CLOSE,
-}
-
-
-# -- the connection ---------------------------------------------------------
+__all__ = ["ServerConnection"]
 
 
 @final
@@ -298,7 +75,7 @@ class ServerConnection:
         self._valid_host = ""
         # The body being read.
         self._remaining = 0  # Content-Length still to come
-        self._chunked: _ChunkedReader | None = None
+        self._chunked: ChunkedReader | None = None
         self._close_after = False
         self._continue_owed = False
         # The response being streamed.
@@ -340,7 +117,7 @@ class ServerConnection:
         """Requests (and errors) pulled with :meth:`next_event` and not yet answered."""
         return len(self._unanswered)
 
-    def next_event(self) -> Event | _NeedData:
+    def next_event(self) -> Event | NeedData:
         """The next event, or :data:`NEED_DATA` when more bytes are needed."""
         if self._events:
             return self._events.popleft()
@@ -357,7 +134,7 @@ class ServerConnection:
             state = self.their_state
             if state is State.MUST_CLOSE or (state is State.IDLE and not self.buffered):
                 self.their_state = CLIENT_TRANSITIONS[state, "eof"]
-                return _CLOSED
+                return CLOSED
             if state is State.HEAD or state is State.BODY:
                 return self._fail(400, "the connection closed in the middle of a request")
         return NEED_DATA
@@ -427,7 +204,7 @@ class ServerConnection:
             renew = True  # the head is complete; Upgrade is ignored (RFC 9110 section 7.8)
         except httptools.HttpParserError as exc:
             if str(exc) == "Invalid HTTP version":
-                self._events.append(self._fail(505, _VERSIONS))
+                self._events.append(self._fail(505, VERSIONS))
             else:
                 self._events.append(self._fail(400, f"malformed request: {exc}"))
             return
@@ -464,7 +241,7 @@ class ServerConnection:
             renew = True
         except httptools.HttpParserError as exc:
             if str(exc) == "Invalid HTTP version":
-                self._events.append(self._fail(505, _VERSIONS))
+                self._events.append(self._fail(505, VERSIONS))
             else:
                 self._events.append(self._fail(400, f"malformed request: {exc}"))
             return
@@ -489,9 +266,9 @@ class ServerConnection:
             return
         try:
             line = buffer[pos : self._line_end - 1]
-            self._version = "1.1" if line.endswith(b" HTTP/1.1\r") else _check_request_line(line)
+            self._version = "1.1" if line.endswith(b" HTTP/1.1\r") else check_request_line(line)
             request, body = self._check_head()
-        except _Refused as refused:
+        except Refused as refused:
             self._events.append(self._fail(refused.status, refused.reason))
             return
         if renew:
@@ -508,7 +285,7 @@ class ServerConnection:
             self._parser = httptools.HttpRequestParser(self)  # llhttp never sees bodies
             self._continue_owed = request.expects_continue
             if body < 0:
-                self._chunked = _ChunkedReader(self.limits)
+                self._chunked = ChunkedReader(self.limits)
             else:
                 self._remaining = body
                 self._chunked = None
@@ -531,7 +308,7 @@ class ServerConnection:
         """The request and its body length (-1: chunked, None: no body)."""
         method = self._parser.get_method().decode("ascii")
         if method == "CONNECT":
-            raise _Refused(501, "CONNECT is not supported: this server is not a proxy")
+            raise Refused(501, "CONNECT is not supported: this server is not a proxy")
         version = self._version
         headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self._fields]
         hosts: list[str] = []
@@ -547,9 +324,9 @@ class ServerConnection:
                 length = int(value)  # llhttp checked: digits, not repeated
             elif lower == "transfer-encoding":
                 if version == "1.0":  # RFC 9112 section 6.1: faulty framing
-                    raise _Refused(400, "Transfer-Encoding in an HTTP/1.0 request")
+                    raise Refused(400, "Transfer-Encoding in an HTTP/1.0 request")
                 if value.strip().lower() != "chunked" or chunked:
-                    raise _Refused(501, f"unsupported transfer coding: {value}")
+                    raise Refused(501, f"unsupported transfer coding: {value}")
                 chunked = True
             elif lower == "connection":
                 tokens = {t.strip().lower() for t in value.split(",")}
@@ -559,26 +336,26 @@ class ServerConnection:
                     keep_alive = True
             elif lower == "expect":
                 if value.strip().lower() != "100-continue":
-                    raise _Refused(417, f"unsupported expectation: {value}")
+                    raise Refused(417, f"unsupported expectation: {value}")
                 # RFC 9110 section 10.1.1: ignore it from an HTTP/1.0 client.
                 expects_continue = version == "1.1"
         # RFC 9112 section 3.2: exactly one valid Host on HTTP/1.1.
         if len(hosts) > 1:
-            raise _Refused(400, "more than one Host header field")
+            raise Refused(400, "more than one Host header field")
         if not hosts and version == "1.1":
-            raise _Refused(400, "an HTTP/1.1 request needs a Host header field")
+            raise Refused(400, "an HTTP/1.1 request needs a Host header field")
         if hosts and hosts[0] != self._valid_host:
-            if not _valid_authority(hosts[0]):
-                raise _Refused(400, f"invalid Host: {hosts[0]!r}")
+            if not valid_authority(hosts[0]):
+                raise Refused(400, f"invalid Host: {hosts[0]!r}")
             self._valid_host = hosts[0]  # a keep-alive client sends the same one each time
         target = self._url.decode("latin-1")
         if target[:1] == "/" and "?" not in target and "#" not in target:
             path, query, authority = target, "", None  # origin-form without a query
         else:
-            path, query, authority = _split_target(method, target)
+            path, query, authority = split_target(method, target)
         limit = self.limits.max_body_size
         if length is not None and length > limit:
-            raise _Refused(413, f"request body too large (limit {limit} bytes)")
+            raise Refused(413, f"request body too large (limit {limit} bytes)")
         request = Request(
             method,
             target,
@@ -613,7 +390,7 @@ class ServerConnection:
         else:
             try:
                 used, done = chunked.read(buffer, pos, self._events)
-            except _Refused as refused:
+            except Refused as refused:
                 self._events.append(self._fail(refused.status, refused.reason))
                 return
             self._pos = pos + used
@@ -625,7 +402,7 @@ class ServerConnection:
             self._pos = 0
 
     def _end_message(self, trailers: tuple[tuple[str, str], ...] = ()) -> None:
-        self._events.append(EndOfMessage(trailers) if trailers else _END)
+        self._events.append(EndOfMessage(trailers) if trailers else END)
         state = self.their_state
         if state is State.HEAD:
             what = "head, no body, close" if self._close_after else "head, no body"
@@ -646,7 +423,7 @@ class ServerConnection:
         """
         if self._continue_owed and len(self._unanswered) == 1 and self.our_state is State.IDLE:
             self._continue_owed = False
-            return _CONTINUE
+            return CONTINUE
         return b""
 
     # -- output -------------------------------------------------------------
@@ -675,7 +452,7 @@ class ServerConnection:
         parts = [status_line(status), date]
         declared: bytes | None = None
         if response.headers:
-            declared = _encode_fields(response.headers, parts)
+            declared = encode_fields(response.headers, parts)
         content_type = response.content_type
         if isinstance(body, str):
             body = body.encode()
@@ -683,11 +460,11 @@ class ServerConnection:
         streamed = not isinstance(body, (bytes, bytearray, memoryview))
         self._stream_chunked = False
         self._stream_left = None
-        if status in _NO_BODY_STATUS or status < 200:
+        if status in NO_BODY_STATUS or status < 200:
             streamed = False
             body = b""
         else:
-            parts.append(_content_type(content_type or "application/octet-stream"))
+            parts.append(content_type_line(content_type or "application/octet-stream"))
             if not streamed:
                 parts.append(b"content-length: %d\r\n" % len(body))  # type: ignore[arg-type]
             elif declared is not None:
@@ -760,182 +537,3 @@ class ServerConnection:
             self.our_state = State.MUST_CLOSE
             raise HttpProtocolError("the body is shorter than its Content-Length")
         return b"0\r\n\r\n" if self._stream_chunked else b""
-
-
-# -- checks -----------------------------------------------------------------
-
-
-def _check_request_line(line: bytes | bytearray) -> str:
-    """The HTTP version of a request line (LF excluded), or :class:`_Refused`."""
-    if not line.endswith(b"\r"):
-        raise _Refused(400, "malformed request line: it must end with CRLF")
-    protocol = line[line.rfind(b" ") + 1 : -1]
-    if protocol == b"HTTP/1.1":
-        return "1.1"
-    if protocol == b"HTTP/1.0":
-        return "1.0"
-    if protocol.startswith(b"HTTP/"):
-        return _refuse(505, _VERSIONS)
-    return _refuse(400, "malformed request line: not an HTTP request")
-
-
-def _refuse(status: int, reason: str) -> str:
-    raise _Refused(status, reason)
-
-
-def _valid_authority(value: str) -> bool:
-    match = _HOST.match(value)
-    if match is None:
-        return False
-    port = match.group(1)
-    return not port or int(port) <= 65535
-
-
-def _split_target(method: str, target: str) -> tuple[str, str, str | None]:
-    """(path, query, authority or None) of a request target, RFC 9112 section 3.2."""
-    if target.startswith("/"):
-        if "#" in target:
-            raise _Refused(400, "a request target has no fragment")
-        path, _, query = target.partition("?")
-        return path, query, None
-    if target == "*":
-        if method != "OPTIONS":
-            raise _Refused(400, "the asterisk target is for OPTIONS only")
-        return "*", "", None
-    scheme, sep, rest = target.partition("://")
-    if not sep or scheme.lower() not in ("http", "https"):
-        raise _Refused(400, f"unsupported request target: {target[:100]!r}")
-    cut = len(rest)
-    for stop in "/?#":
-        found = rest.find(stop)
-        if 0 <= found < cut:
-            cut = found
-    authority, rest = rest[:cut], rest[cut:]
-    if "@" in authority or not authority or not _valid_authority(authority):
-        raise _Refused(400, f"invalid authority in the request target: {authority[:100]!r}")
-    if "#" in rest:
-        raise _Refused(400, "a request target has no fragment")
-    path, _, query = rest.partition("?")
-    return path or "/", query, authority
-
-
-def _content_type(value: str) -> bytes:
-    line = _CONTENT_TYPES.get(value)
-    if line is None:
-        line = b"content-type: %s\r\n" % _encode_value(value)
-        if len(_CONTENT_TYPES) < 256:  # a route that varies it is not cached
-            _CONTENT_TYPES[value] = line
-    return line
-
-
-def _encode_value(value: str) -> bytes:
-    if _BAD_VALUE.search(value):
-        raise HttpProtocolError(f"header value {value!r} holds CR, LF, NUL or another control")
-    try:
-        return value.encode("latin-1")
-    except UnicodeEncodeError:
-        raise HttpProtocolError(f"header value {value!r} is not latin-1") from None
-
-
-def _encode_fields(fields: Iterable[tuple[str, str]], parts: list[bytes]) -> bytes | None:
-    """Append ``fields`` to ``parts``; returns a Content-Length value given among them."""
-    declared = None
-    for name, value in fields:
-        raw = name.encode("latin-1", "replace")
-        if not _TOKEN.match(raw):
-            raise HttpProtocolError(f"header name {name!r} is not a token")
-        encoded = _encode_value(value)
-        lower = name.lower()
-        if lower in _OWNED:
-            if lower == "content-length":
-                if not encoded.isdigit():
-                    raise HttpProtocolError(f"Content-Length {value!r} is not a number")
-                declared = encoded
-            continue  # the server writes these itself
-        parts.append(b"%s: %s\r\n" % (raw, encoded))
-    return declared
-
-
-# -- chunked ----------------------------------------------------------------
-
-
-class _ChunkedReader:
-    """Decodes a chunked body (RFC 9112 section 7.1) and its trailer section."""
-
-    def __init__(self, limits: Limits) -> None:
-        self.limits = limits
-        self.left_in_chunk = -1  # -1: a size line is next; -2: trailers; 0: the CRLF after data
-        self.received = 0
-        self.trailers: list[tuple[str, str]] = []
-        self.trailer_size = 0
-
-    def read(
-        self, buffer: bytes | bytearray, pos: int, events: collections.deque[Event]
-    ) -> tuple[int, bool]:
-        """Decode from ``buffer[pos:]``: (bytes used, the body ended)."""
-        start = pos
-        end = len(buffer)
-        while pos < end:
-            left = self.left_in_chunk
-            if left > 0:
-                take = min(left, end - pos)
-                events.append(Data(bytes(buffer[pos : pos + take])))
-                pos += take
-                self.left_in_chunk -= take
-                continue
-            newline = buffer.find(b"\n", pos)
-            if newline < 0:
-                if end - pos > _MAX_CHUNK_LINE:
-                    raise _Refused(400, "chunk size line too long")
-                break
-            line = bytes(buffer[pos:newline])
-            if not line.endswith(b"\r"):
-                raise _Refused(400, "malformed chunked body: bare LF")
-            line = line[:-1]
-            pos = newline + 1
-            if left == 0:
-                if line:
-                    raise _Refused(400, "malformed chunked body: no CRLF after chunk data")
-                self.left_in_chunk = -1
-            elif left == -1:
-                size = self._size(line)
-                self.left_in_chunk = size if size else -2
-            elif self._trailer(line):
-                return pos - start, True
-        return pos - start, False
-
-    def _size(self, line: bytes) -> int:
-        # chunk-size [ BWS ";" BWS chunk-ext ... ]; extensions are ignored
-        # (RFC 9112 section 7.1.1) but must hold no control characters.
-        digits, _, extensions = line.partition(b";")
-        digits = digits.rstrip(b" \t")
-        if not _HEX.match(digits):
-            raise _Refused(400, f"malformed chunk size: {digits[:20]!r}")
-        if _BAD_VALUE.search(extensions.decode("latin-1")):
-            raise _Refused(400, "malformed chunk extension")
-        limit = self.limits.max_body_size
-        if len(digits.lstrip(b"0")) > 16:
-            raise _Refused(413, f"request body too large (limit {limit} bytes)")
-        size = int(digits, 16)
-        self.received += size
-        if self.received > limit:
-            raise _Refused(413, f"request body too large (limit {limit} bytes)")
-        return size
-
-    def _trailer(self, line: bytes) -> bool:
-        if not line:
-            return True
-        self.trailer_size += len(line) + 2
-        if (
-            self.trailer_size > self.limits.max_header_size
-            or len(self.trailers) >= self.limits.max_headers
-        ):
-            raise _Refused(431, "trailer fields too large")
-        name, colon, value = line.partition(b":")
-        if not colon or not _TOKEN.match(name):
-            raise _Refused(400, "malformed trailer field")
-        text = value.strip(b" \t").decode("latin-1")
-        if _BAD_VALUE.search(text):
-            raise _Refused(400, "malformed trailer field value")
-        self.trailers.append((name.decode("latin-1"), text))
-        return False
