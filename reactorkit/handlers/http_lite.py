@@ -229,6 +229,7 @@ class HttpHandler(reactorkit.Handler):
         path = event.path
         query = event.query
         self._started = self.connection.reactor.time
+        self._idle_since = None  # busy: the keep-alive clock restarts when idle again
         self._body = []
         self._request = reactorkit.Request(
             method=event.method,

@@ -91,6 +91,17 @@ def test_keepalive_timer_closes_an_idle_connection() -> None:
     assert conn.closed
 
 
+def test_keepalive_timer_restarts_after_each_request() -> None:
+    _, conn = handler(keepalive_timeout=2.0)
+    for _ in range(4):  # 6 s of a busy connection, never 2 s idle
+        conn.advance(1.5)
+        conn.feed(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert not conn.is_closing()
+    assert len(bodies(conn.value())) == 4
+    conn.advance(2.5)
+    assert conn.is_closing()
+
+
 def test_eof_after_a_request_answers_then_closes() -> None:
     _, conn = handler()
     conn.feed(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
