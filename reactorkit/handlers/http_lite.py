@@ -42,6 +42,10 @@ _END = http11.EndOfMessage
 _DATA = http11.Data
 _ERROR = http11.Error
 _as_response = reactorkit.as_response
+_IDLE = http11.State.IDLE
+_HEAD = http11.State.HEAD
+_BODY = http11.State.BODY
+_MUST_CLOSE = http11.State.MUST_CLOSE
 _Item = tuple[reactorkit.Request | http11.Error, float]
 
 
@@ -301,7 +305,7 @@ class HttpHandler(reactorkit.Handler):
                 self._flush()  # a client that does not read gets one response at a time
             if connection.is_closing():
                 return
-            if self._core.our_state is http11.State.MUST_CLOSE:
+            if self._core.our_state is _MUST_CLOSE:
                 queue.clear()  # answered "close": what was queued behind it is dropped
                 return
 
@@ -371,7 +375,7 @@ class HttpHandler(reactorkit.Handler):
         self._out.append(data)
         self._out_size += len(data)
         body = response.body
-        if core.our_state is http11.State.BODY:
+        if core.our_state is _BODY:
             self._stream = iter(body)  # type: ignore[arg-type,assignment]
             self._stream_log = (request, response.status, started)
             self._busy = True
@@ -390,7 +394,7 @@ class HttpHandler(reactorkit.Handler):
             not self._queue
             and self._request is None
             and not core.buffered
-            and core.their_state is not http11.State.HEAD
+            and core.their_state is not _HEAD
         )
 
     def _flush(self) -> None:
@@ -440,17 +444,13 @@ class HttpHandler(reactorkit.Handler):
             return
         core = self._core
         state = core.their_state
+        buffered = core.buffered
         finished = not self._queue and not self._busy
-        if finished and core.our_state is http11.State.MUST_CLOSE:
+        if finished and core.our_state is _MUST_CLOSE:
             connection.close()
             return
-        mid_request = state is http11.State.HEAD or state is http11.State.BODY
-        if (
-            finished
-            and self._closing
-            and not mid_request
-            and not (self._shutdown and core.buffered)
-        ):
+        mid_request = state is _HEAD or state is _BODY
+        if finished and self._closing and not mid_request and not (self._shutdown and buffered):
             connection.close()
             return
         reading = (
@@ -458,23 +458,24 @@ class HttpHandler(reactorkit.Handler):
             and len(self._queue) < self.options.max_pending
             and (mid_request or not self._shutdown)
         )
-        if reading != self._reading:
+        if reading is not self._reading:
             self._reading = reading
             if reading:
                 connection.resume_reading()
             else:
                 connection.pause_reading()
-        now = connection.reactor.time
-        if state is http11.State.HEAD:
+        if state is _HEAD:
             if self._head_since is None:
-                self._head_since = now
+                now = self._head_since = connection.reactor.time
                 self._arm(now + self.options.header_timeout)
         else:
             self._head_since = None
-        if finished and state is http11.State.IDLE and not core.buffered:
+        if finished and state is _IDLE and not buffered:
             if self._idle_since is None:
-                self._idle_since = now
-                self._arm(now + self.options.keepalive_timeout)
+                now = self._idle_since = connection.reactor.time
+                due = now + self.options.keepalive_timeout
+                if self._timer is None or self._timer_due > due:
+                    self._arm(due)
         else:
             self._idle_since = None
 

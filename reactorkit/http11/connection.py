@@ -43,6 +43,10 @@ from reactorkit.web import Response
 
 __all__ = ["ServerConnection"]
 
+_IDLE = State.IDLE
+_HEAD = State.HEAD
+_BODY = State.BODY
+
 
 @final
 class ServerConnection:
@@ -121,21 +125,31 @@ class ServerConnection:
         """The next event, or :data:`NEED_DATA` when more bytes are needed."""
         if self._events:
             return self._events.popleft()
-        if self._pos >= len(self._buffer) and not self._eof:
+        buffer = self._buffer
+        if self._pos >= len(buffer) and not self._eof:
             return NEED_DATA
         state = self.their_state
-        if state is State.IDLE or state is State.HEAD:
+        if (
+            state is _IDLE
+            and not self._pos
+            and type(buffer) is bytes
+            and buffer.endswith(b"\r\n\r\n")
+            and buffer.find(b"\r\n\r\n") == len(buffer) - 4
+            and buffer[0] != 13
+        ):
+            self._read_whole_head(buffer, len(buffer))  # a read holding one head: most
+        elif state is _IDLE or state is _HEAD:
             self._read_head()
-        elif state is State.BODY:
+        elif state is _BODY:
             self._read_body()
         if self._events:
             return self._events.popleft()
         if self._eof:
             state = self.their_state
-            if state is State.MUST_CLOSE or (state is State.IDLE and not self.buffered):
+            if state is State.MUST_CLOSE or (state is _IDLE and not self.buffered):
                 self.their_state = CLIENT_TRANSITIONS[state, "eof"]
                 return CLOSED
-            if state is State.HEAD or state is State.BODY:
+            if state is _HEAD or state is _BODY:
                 return self._fail(400, "the connection closed in the middle of a request")
         return NEED_DATA
 
@@ -158,16 +172,6 @@ class ServerConnection:
         buffer = self._buffer
         pos = self._pos
         end = len(buffer)
-        if (
-            not pos
-            and self.their_state is State.IDLE
-            and type(buffer) is bytes
-            and buffer.endswith(b"\r\n\r\n")
-            and buffer.find(b"\r\n\r\n") == end - 4
-            and buffer[0] != 13
-        ):
-            self._read_whole_head(buffer, end)
-            return
         if self.their_state is State.IDLE:
             # RFC 9112 section 2.2: ignore empty lines before a request line.
             while buffer[pos : pos + 2] == b"\r\n":
