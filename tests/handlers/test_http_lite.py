@@ -61,7 +61,7 @@ def test_pipelined_requests_split_anywhere_give_the_same_responses(cuts: list[in
     for start, stop in itertools.pairwise(points):
         conn.feed(PIPELINE[start:stop])
     assert bodies(conn.take()) == EXPECTED
-    assert not conn.closed
+    assert not conn.is_closing()
 
 
 def test_every_single_byte_boundary() -> None:
@@ -79,16 +79,16 @@ def test_header_timer_is_armed_per_request_not_per_read() -> None:
     assert timers <= 2  # the idle timer (cancelled) and one header timer
     conn.advance(1.5)
     assert conn.value().startswith(b"HTTP/1.1 408 ")
-    assert conn.closed
+    assert conn.is_closing()
 
 
 def test_keepalive_timer_closes_an_idle_connection() -> None:
     _, conn = handler(keepalive_timeout=2.0)
     conn.feed(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
     conn.advance(1.0)
-    assert not conn.closed
+    assert not conn.is_closing()
     conn.advance(1.5)
-    assert conn.closed
+    assert conn.is_closing()
 
 
 def test_keepalive_timer_restarts_after_each_request() -> None:
@@ -107,7 +107,7 @@ def test_eof_after_a_request_answers_then_closes() -> None:
     conn.feed(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
     conn.feed_eof()
     assert bodies(conn.value()) == [b"GET "]
-    assert conn.closed
+    assert conn.is_closing()
 
 
 def test_route_conflict_names_both_plugins() -> None:
