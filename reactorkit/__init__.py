@@ -25,6 +25,7 @@ from reactorkit.errors import ConfigError
 from reactorkit.errors import ConfigErrors
 from reactorkit.errors import ConnectError
 from reactorkit.errors import HttpError
+from reactorkit.errors import HttpProtocolError
 from reactorkit.errors import PluginError
 from reactorkit.errors import PluginLoadError
 from reactorkit.errors import ReactorkitError
@@ -76,6 +77,7 @@ __all__ = [
     "HandlerType",
     "Headers",
     "HttpError",
+    "HttpProtocolError",
     "LineCommand",
     "LineHandler",
     "Listener",

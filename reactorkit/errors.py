@@ -15,6 +15,7 @@ __all__ = [
     "ConfigErrors",
     "ConnectError",
     "HttpError",
+    "HttpProtocolError",
     "PluginError",
     "PluginLoadError",
     "ReactorStateError",
@@ -178,3 +179,14 @@ class HttpError(ReactorkitError, ValueError):
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}".strip()
+
+
+class HttpProtocolError(ReactorkitError, ValueError):
+    """A response HTTP-lite was asked to send would break HTTP/1.1 framing.
+
+    Raised by :meth:`reactorkit.http11.ServerConnection.send` before any byte
+    is produced: a header value with CR, LF or NUL (response splitting), a
+    header name that is not a token, a streamed body longer or shorter than
+    its ``Content-Length``, or a response with no request to answer. The
+    handler logs it and answers 500 instead (or aborts a streamed body).
+    """
