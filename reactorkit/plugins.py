@@ -172,13 +172,17 @@ class Plugins:
         if any(impl.hookwrapper or impl.wrapper for impl in impls):
             try:
                 caller(**kwargs)
-            except Exception:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:
                 log.exception("%s raised (a wrapper is among its implementations)", hook_name)
             return
         for impl in reversed(impls):  # pluggy calls last-registered first
             try:
                 impl.function(*[kwargs[name] for name in impl.argnames])
-            except Exception:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # asyncio.CancelledError too: a plugin bug
                 dist = self.distribution(impl.plugin)
                 where = f" ({dist})" if dist else ""
                 log.exception(
