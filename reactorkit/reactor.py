@@ -92,7 +92,11 @@ class TimerHandle:
         self._owner = owner
 
     def cancel(self) -> None:
-        """Stop the call from running. Cancelling twice, or after it ran, is a no-op."""
+        """Stop the call from running. Cancelling twice, or after it ran, is a no-op.
+
+        Safe from any thread (a ``run_in_thread`` function may cancel): the
+        heap is only ever touched on the reactor thread.
+        """
         if not self._cancelled:
             self._cancelled = True
             # Drop the references now, as asyncio does: a cancelled timer
@@ -101,7 +105,13 @@ class TimerHandle:
             self._callback = _cancelled_callback
             self._args = ()
             self._owner = None
-            self._reactor._timer_cancelled()
+            reactor = self._reactor
+            if reactor._in_reactor_thread():
+                reactor._timer_cancelled()
+            else:
+                # Counting may rebuild the heap, which would race the loop's
+                # heappush and lose the timers pushed meanwhile.
+                reactor.call_soon_threadsafe(reactor._timer_cancelled)
 
     def cancelled(self) -> bool:
         """Return True once :meth:`cancel` was called."""
@@ -273,11 +283,15 @@ class Reactor:
         self._wake()
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
-        """Run ``callback(*args)`` after ``delay`` seconds; returns a cancellable handle."""
+        """Run ``callback(*args)`` after ``delay`` seconds; returns a cancellable handle.
+
+        Reactor thread only (from another thread, ``call_soon_threadsafe`` it);
+        the handle's ``cancel()`` is safe from any thread.
+        """
         return self.call_at(self.clock() + max(0.0, delay), callback, *args)
 
     def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
-        """Run ``callback(*args)`` once the clock reaches ``when``."""
+        """Run ``callback(*args)`` once the clock reaches ``when``. Reactor thread only."""
         handle = TimerHandle(when, callback, args, self, self.current_owner)
         heapq.heappush(self._timers, (when, next(self._sequence), handle))
         return handle
