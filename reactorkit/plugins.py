@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from typing import Any, final
 
 import attrs
@@ -163,34 +163,50 @@ class Plugins:
         (``reactorkit_reactor_started``, ``..._stopping``,
         ``..._connection_made``, ``..._connection_lost``): an implementation
         that raises is logged with its plugin's name and skipped; the others
-        still run, in pluggy's order, and the caller goes on. Only hooks
-        with wrapper implementations go through pluggy's own call (a wrapper
-        must wrap the others), and a failure there is logged the same way.
+        still run, in pluggy's order, and the caller goes on. Wrappers
+        (``wrapper=True`` or ``hookwrapper=True``) wrap the others as pluggy
+        would, each step guarded the same way; they see the results of the
+        implementations that did not raise.
         """
         caller = getattr(self.hook, hook_name)
-        impls = caller.get_hookimpls()
-        if any(impl.hookwrapper or impl.wrapper for impl in impls):
+        teardowns: list[tuple[Any, Generator[Any, Any, Any]]] = []
+        results: list[Any] = []
+        # pluggy's order: wrappers first, each group last-registered first.
+        for impl in reversed(caller.get_hookimpls()):
             try:
-                caller(**kwargs)
+                result = impl.function(*[kwargs[name] for name in impl.argnames])
+                if impl.hookwrapper or impl.wrapper:
+                    next(result)  # up to its yield
+                    teardowns.append((impl, result))
+                elif result is not None:
+                    results.append(result)
             except (KeyboardInterrupt, SystemExit):
                 raise
-            except BaseException:
-                log.exception("%s raised (a wrapper is among its implementations)", hook_name)
-            return
-        for impl in reversed(impls):  # pluggy calls last-registered first
+            except BaseException as exc:  # asyncio.CancelledError too: a plugin bug
+                self._hook_failed(impl, hook_name, exc)
+        for impl, wrapper in reversed(teardowns):
             try:
-                impl.function(*[kwargs[name] for name in impl.argnames])
+                wrapper.send(pluggy.Result(results, None) if impl.hookwrapper else results)
+            except StopIteration:
+                continue
             except (KeyboardInterrupt, SystemExit):
                 raise
-            except BaseException:  # asyncio.CancelledError too: a plugin bug
-                dist = self.distribution(impl.plugin)
-                where = f" ({dist})" if dist else ""
-                log.exception(
-                    "plugin %r%s: %s raised; the server goes on without it",
-                    impl.plugin_name,
-                    where,
-                    hook_name,
-                )
+            except BaseException as exc:
+                self._hook_failed(impl, hook_name, exc)
+                continue
+            wrapper.close()
+            self._hook_failed(impl, hook_name, RuntimeError("the wrapper yielded more than once"))
+
+    def _hook_failed(self, impl: Any, hook_name: str, exc: BaseException) -> None:
+        dist = self.distribution(impl.plugin)
+        where = f" ({dist})" if dist else ""
+        log.error(
+            "plugin %r%s: %s raised; the server goes on without it",
+            impl.plugin_name,
+            where,
+            hook_name,
+            exc_info=exc,
+        )
 
     def describe(self) -> list[dict[str, Any]]:
         """Every registered plugin: name, distribution and implemented hooks."""
