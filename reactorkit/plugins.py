@@ -104,7 +104,9 @@ class Plugins:
             dist = self.distribution(impl.plugin)
             try:
                 items = impl.function()
-            except Exception as exc:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # asyncio.CancelledError too
                 where = f" ({dist})" if dist else ""
                 raise PluginError(
                     f"plugin {impl.plugin_name!r}{where}: {hook_name}() raised "
@@ -119,6 +121,34 @@ class Plugins:
                 )
             out.extend(Contribution(item, impl.plugin_name, dist) for item in items)
         return out
+
+    def configure(self, config: Any) -> None:
+        """Call ``reactorkit_configure(config)`` plugin by plugin, in pluggy's order.
+
+        Raises:
+            PluginError: an implementation raised; it names the plugin.
+        """
+        caller = self.hook.reactorkit_configure
+        impls = caller.get_hookimpls()
+        wrapped = any(impl.hookwrapper or impl.wrapper for impl in impls)
+        blame: Any = None
+        try:
+            if wrapped:
+                caller(config=config)  # a wrapper must wrap the others
+                return
+            for blame in reversed(impls):
+                blame.function(*[{"config": config}[name] for name in blame.argnames])
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            if blame is None:
+                who = "a plugin (a wrapper is among them)"
+            else:
+                dist = self.distribution(blame.plugin)
+                who = f"plugin {blame.plugin_name!r}" + (f" ({dist})" if dist else "")
+            raise PluginError(
+                f"{who}: reactorkit_configure() raised {type(exc).__name__}: {exc}"
+            ) from exc
 
     def handler_types(self) -> dict[str, Contribution]:
         """Every handler type by name, with the plugin that provides it.

@@ -496,3 +496,51 @@ def test_output_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
             timeout=60,
         )
     assert (result.returncode, result.stderr) == (141, "")
+
+
+CARELESS_STARTUP_HOOKS = {
+    "configure": """
+        import reactorkit
+
+        @reactorkit.hookimpl
+        def reactorkit_configure(config):
+            raise RuntimeError("no database at startup")
+    """,
+    "collector": """
+        import asyncio
+        import reactorkit
+
+        @reactorkit.hookimpl
+        def reactorkit_handler_types():
+            raise asyncio.CancelledError("no database at startup")
+    """,
+}
+
+
+@pytest.mark.parametrize("hook", sorted(CARELESS_STARTUP_HOOKS))
+def test_a_startup_hook_that_raises_fails_check_and_run_in_one_line(
+    tmp_path: Path, hook: str
+) -> None:
+    # hooks.md: "an exception there stops the start with an error naming the
+    # plugin (run and check exit 1)". A raising reactorkit_configure passed
+    # check and crashed run with a traceback; a collector raising a
+    # BaseException (asyncio.CancelledError) was a traceback for both.
+    (tmp_path / "careless_start.py").write_text(textwrap.dedent(CARELESS_STARTUP_HOOKS[hook]))
+    config = write_config(
+        tmp_path / "c.toml",
+        """
+        [reactor]
+        plugins = ["careless_start"]
+
+        [[listen]]
+        handler = "echo"
+        port = 0
+    """,
+    )
+    env = child_env(PYTHONPATH=str(tmp_path))
+    for command in ("check", "run"):
+        result = reactorkit_cli(command, config, env=env, timeout=30)
+        assert result.returncode == 1, (command, result.stderr)
+        assert "Traceback" not in result.stderr, (command, result.stderr)
+        assert "plugin 'careless_start'" in result.stderr, (command, result.stderr)
+        assert "no database at startup" in result.stderr, (command, result.stderr)
