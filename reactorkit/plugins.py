@@ -279,7 +279,9 @@ def load_plugins(extra_modules: Iterable[str] = (), *, entry_points: bool = True
         try:
             module = importlib.import_module(module_name)
             pm.register(module, name=module_name)
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # asyncio.CancelledError too
             errors.append(PluginLoadError(module_name, module_name, None, exc))
             pm.set_blocked(module_name)
     _check_pending(pm, errors)
@@ -311,7 +313,9 @@ def _load_entry_points(
         seen[ep.name] = (dist, ep.value)
         try:
             obj = ep.load()
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # asyncio.CancelledError too
             errors.append(PluginLoadError(ep.name, ep.value, dist, exc))
             pm.set_blocked(ep.name)
             continue
