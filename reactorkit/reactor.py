@@ -301,7 +301,10 @@ class Reactor:
 
         The pool's threads are daemon threads: work still running when the
         process exits is abandoned, so a stuck call cannot hold the process
-        past its shutdown deadline. Work waits in an unbounded queue; the
+        past its shutdown deadline. ``SystemExit`` or ``KeyboardInterrupt``
+        raised by ``fn`` (``sys.exit()``, argparse on bad input) reaches the
+        future as a ``RuntimeError`` caused by it: on a worker thread they end
+        the work, never the server. Work waits in an unbounded queue; the
         handlers bound it (each caps its requests in flight per connection).
 
         Returns:
@@ -314,6 +317,12 @@ class Reactor:
         def work() -> None:
             try:
                 result = fn(*args)
+            except (KeyboardInterrupt, SystemExit) as exc:
+                # On a worker thread they end only that thread; re-raised by
+                # result() on the reactor thread they would stop the server.
+                error = RuntimeError(f"{fn!r} raised {exc!r} on a pool thread")
+                error.__cause__ = exc
+                self.call_soon_threadsafe(future._set, None, error)
             except BaseException as exc:  # delivered to the reactor thread
                 self.call_soon_threadsafe(future._set, None, exc)
             else:

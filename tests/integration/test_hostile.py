@@ -20,6 +20,7 @@ from tests.helpers import ServerProcess, child_env, connect, recv_until_closed
 CARELESS_PLUGIN = """
 import asyncio
 import os
+import sys
 
 import reactorkit
 
@@ -58,6 +59,11 @@ class Careless(reactorkit.Handler):
         careless("connection_made")
 
     def data_received(self, data):
+        if data == b"sys.exit in a thread":
+            # argparse in a blocking call exits on bad input; result() re-raises
+            future = self.connection.reactor.run_in_thread(sys.exit, 2)
+            future.add_done_callback(lambda f: f.result())
+            return
         self.connection.write(data)
         careless("data_received")
 
@@ -193,3 +199,18 @@ def test_a_command_raising_a_base_exception_costs_one_error_reply(
     assert code == 0, log
     assert "command CANCEL (plugin 'careless_plugin') raised" in log, log
     assert "command BCANCEL (plugin 'careless_plugin') raised" in log, log
+
+
+def test_sys_exit_on_a_pool_thread_costs_one_connection_not_the_server(
+    tmp_path: Path, run_server: Any
+) -> None:
+    # SystemExit on a worker thread ends that thread in Python; carried to
+    # the reactor thread by the future, it stopped the whole server (exit 2).
+    proc = start_careless(tmp_path, run_server, "none")
+    with connect(proc.tcp("careless")) as sock:
+        sock.sendall(b"sys.exit in a thread")
+        assert recv_until_closed(sock) == b""
+    assert round_trip_or_closed(proc.tcp("careless")) == b"hi"  # still serving
+    code, log = proc.terminate()
+    assert code == 0, log
+    assert "SystemExit" in log
