@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import logging
 from collections.abc import Generator, Iterable
 from typing import Any, final
@@ -29,13 +30,20 @@ import pluggy
 
 from reactorkit import hookspecs
 from reactorkit.errors import PluginError, PluginLoadError
-from reactorkit.handler import Handler, HandlerType
+from reactorkit.handler import Handler, HandlerType, LineHandler
 
 __all__ = ["ENTRY_POINT_GROUP", "Contribution", "Plugins", "load_plugins"]
 
 ENTRY_POINT_GROUP = "reactorkit"
 
 log = logging.getLogger("reactorkit.plugins")
+
+# Every callback reactorkit makes on a handler (LineHandler's include Handler's).
+_HANDLER_CALLBACKS = sorted(
+    name
+    for name, value in {**vars(Handler), **vars(LineHandler)}.items()
+    if not name.startswith("_") and callable(value)
+)
 
 
 @attrs.frozen
@@ -175,6 +183,14 @@ class Plugins:
                     f"{contribution.source}: handler type {handler_type.name!r}: "
                     f"handler must be a reactorkit.Handler subclass, got {handler_type.handler!r}"
                 )
+            for callback in _HANDLER_CALLBACKS:
+                if _is_async(getattr(handler_type.handler, callback, None)):
+                    raise PluginError(
+                        f"{contribution.source}: handler type {handler_type.name!r}: "
+                        f"{handler_type.handler.__name__}.{callback} is async def: handler "
+                        "callbacks are called synchronously on the reactor thread; use def, "
+                        "and reactor.run_in_thread for blocking work"
+                    )
             other = found.get(handler_type.name)
             if other is not None:
                 raise PluginError(
@@ -285,6 +301,7 @@ def load_plugins(extra_modules: Iterable[str] = (), *, entry_points: bool = True
             errors.append(PluginLoadError(module_name, module_name, None, exc))
             pm.set_blocked(module_name)
     _check_pending(pm, errors)
+    _check_async_hooks(pm, errors)
     return Plugins(pm, errors, conflicts)
 
 
@@ -332,6 +349,30 @@ def _load_entry_points(
         except Exception as exc:  # pragma: no cover - import raced the first pass
             raise PluginError(f"loading reactorkit entry points failed: {exc}") from exc
         break
+
+
+def _check_async_hooks(pm: pluggy.PluginManager, errors: list[PluginLoadError]) -> None:
+    # pluggy calls an async def hook and drops the coroutine: it would never run.
+    for caller in list(vars(pm.hook).values()):
+        for impl in caller.get_hookimpls():
+            if _is_async(impl.function) and not pm.is_blocked(impl.plugin_name):
+                problem = TypeError(
+                    f"{impl.function.__name__} is async def: hooks are called "
+                    "synchronously; use def"
+                )
+                errors.append(
+                    PluginLoadError(
+                        impl.plugin_name,
+                        getattr(impl.plugin, "__name__", impl.plugin_name),
+                        None,
+                        problem,
+                    )
+                )
+                pm.set_blocked(impl.plugin_name)
+
+
+def _is_async(function: Any) -> bool:
+    return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
 
 
 def _check_pending(pm: pluggy.PluginManager, errors: list[PluginLoadError]) -> None:

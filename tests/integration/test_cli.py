@@ -549,3 +549,72 @@ def test_a_startup_hook_that_raises_fails_check_and_run_in_one_line(
         assert "Traceback" not in result.stderr, (command, result.stderr)
         assert "'careless_start'" in result.stderr, (command, result.stderr)
         assert "no database at startup" in result.stderr, (command, result.stderr)
+
+
+ASYNC_BY_MISTAKE = {
+    "handler": (
+        """
+        import reactorkit
+
+        class Eager(reactorkit.Handler):
+            async def data_received(self, data):
+                self.connection.write(data)
+
+        @reactorkit.hookimpl
+        def reactorkit_handler_types():
+            return [reactorkit.HandlerType(name="eager", handler=Eager)]
+        """,
+        "Eager.data_received",
+    ),
+    "command": (
+        """
+        import reactorkit
+
+        async def fetch(ctx):
+            return "value"
+
+        @reactorkit.hookimpl
+        def reactorkit_line_commands():
+            return [reactorkit.LineCommand(name="FETCH", function=fetch)]
+        """,
+        "fetch",
+    ),
+    "hook": (
+        """
+        import reactorkit
+
+        @reactorkit.hookimpl
+        async def reactorkit_connection_made(listener, connection):
+            pass
+        """,
+        "reactorkit_connection_made",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ASYNC_BY_MISTAKE))
+def test_async_def_plugin_code_is_refused_before_serving(tmp_path: Path, kind: str) -> None:
+    # Called synchronously, an async def handler callback, line command or
+    # hook only makes a coroutine nobody awaits: the client hung, or got
+    # "+<coroutine object fetch ...>" as its reply, and check said ok.
+    source, name = ASYNC_BY_MISTAKE[kind]
+    (tmp_path / "eager_plugin.py").write_text(textwrap.dedent(source))
+    config = write_config(
+        tmp_path / "c.toml",
+        """
+        [reactor]
+        plugins = ["eager_plugin"]
+
+        [[listen]]
+        handler = "line-command"
+        port = 0
+    """,
+    )
+    env = child_env(PYTHONPATH=str(tmp_path))
+    # Line commands are collected when their listener is set up, after check.
+    for command in ("run",) if kind == "command" else ("check", "run"):
+        result = reactorkit_cli(command, config, env=env, timeout=30)
+        assert result.returncode == 1, (command, result.stderr)
+        assert "Traceback" not in result.stderr, (command, result.stderr)
+        assert "eager_plugin" in result.stderr, (command, result.stderr)
+        assert f"{name} is async def" in result.stderr, (command, result.stderr)
