@@ -184,6 +184,7 @@ def test_a_base_exception_from_plugin_code_costs_one_connection_at_most(
     assert "shutdown timeout" not in log
     assert f"careless: {where}" in log, log  # the failure was logged...
     assert "Traceback" in log
+    assert "plugin 'careless_plugin'" in log  # ...with the plugin's name
 
 
 def test_a_command_raising_a_base_exception_costs_one_error_reply(
