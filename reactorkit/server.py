@@ -198,7 +198,9 @@ class Server:
                     idle_timeout=listen.idle_timeout,
                     plugin=plan.provider.source,
                 )
-            except Exception as exc:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # asyncio.CancelledError too
                 for _, rest in bound[index:]:
                     _unbind(rest)
                 if isinstance(exc, PluginError):

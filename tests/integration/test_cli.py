@@ -504,6 +504,17 @@ CARELESS_STARTUP_HOOKS = {
 
         raise asyncio.CancelledError("no database at startup")
     """,
+    "handler state": """
+        import asyncio
+        import reactorkit
+
+        def state(listener):
+            raise asyncio.CancelledError("no database at startup")
+
+        @reactorkit.hookimpl
+        def reactorkit_handler_types():
+            return [reactorkit.HandlerType(name="echo2", handler=reactorkit.Handler, state=state)]
+    """,
     "configure": """
         import reactorkit
 
@@ -542,8 +553,11 @@ def test_a_startup_hook_that_raises_fails_check_and_run_in_one_line(
         port = 0
     """,
     )
+    if hook == "handler state":
+        Path(config).write_text(Path(config).read_text().replace('"echo"', '"echo2"'))
     env = child_env(PYTHONPATH=str(tmp_path))
-    for command in ("check", "run"):
+    # A listener's state is built when it is set up, after what check does.
+    for command in ("run",) if hook == "handler state" else ("check", "run"):
         result = reactorkit_cli(command, config, env=env, timeout=30)
         assert result.returncode == 1, (command, result.stderr)
         assert "Traceback" not in result.stderr, (command, result.stderr)
