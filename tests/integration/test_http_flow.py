@@ -72,7 +72,8 @@ THREE = (
 
 def handler_state(srv: RunningServer) -> dict[str, Any]:
     def read() -> dict[str, Any]:
-        (connection,) = srv.listeners["http-lite"].connections
+        # An earlier helper connection may still be lingering (closing) there.
+        (connection,) = [c for c in srv.listeners["http-lite"].connections if not c.is_closing()]
         handler: Any = connection.handler
         return {
             "buffered": connection.get_write_buffer_size(),
