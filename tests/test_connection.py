@@ -346,3 +346,23 @@ def test_set_write_buffer_limits_validates(reactor, pair) -> None:
     assert (conn.high_water, conn.low_water) == (1000, 250)
     with pytest.raises(ValueError):
         conn.set_write_buffer_limits(high=10, low=20)
+
+
+def test_on_lost_runs_after_the_handlers_connection_lost(reactor, pair) -> None:
+    a, _ = pair
+    handler = Recorder()
+    seen: list[object] = []
+    conn = Connection(
+        reactor,
+        a,
+        handler,
+        peername=("test", 0),
+        on_lost=lambda c, exc: seen.append((c, exc, list(handler.events))),
+    )
+    conn.start()
+    conn.abort()
+    run_once(reactor)
+    ((who, exc, events),) = seen
+    assert who is conn
+    assert exc is None
+    assert events[-1] == ("lost", None)  # the handler was told first

@@ -231,3 +231,14 @@ def test_the_plugin_fixtures_work_in_a_third_party_test_suite(
     )
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-W", "error")
     result.assert_outcomes(passed=3)
+
+
+def test_feeding_after_eof_is_refused_as_the_real_connection_reads_nothing_more() -> None:
+    handler = Recorder()
+    conn = FakeConnection(handler)
+    handler.eof_received = lambda: True  # type: ignore[method-assign]  # half-close
+    conn.feed_eof()
+    assert not conn.closed
+    assert not conn.is_reading
+    with pytest.raises(AssertionError, match="after feed_eof"):
+        conn.feed(b"late")

@@ -351,3 +351,33 @@ def test_a_wrapper_hook_keeps_each_plugin_isolated(caplog) -> None:
     for record in caplog.records:
         if record.exc_info and "bug" in str(record.exc_info[1]):
             assert "plugin 'test-plugin-" in record.getMessage(), record.getMessage()
+
+
+def test_after_emfile_accepting_resumes_as_soon_as_a_connection_closes(monkeypatch) -> None:
+    import reactorkit.listener
+
+    # A back-off far longer than the test: only a freed descriptor can end it.
+    monkeypatch.setattr(reactorkit.listener, "EMFILE_BACKOFF", 60.0)
+    with serve(handler="echo") as srv:
+        listener = srv.listeners["echo"]
+        holder = connect(srv.address())
+        holder.sendall(b"h")
+        assert holder.recv(1) == b"h"
+        real = listener.sock
+
+        class OutOfDescriptors:
+            def accept(self) -> Any:
+                raise OSError(errno.EMFILE, "Too many open files")
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+        srv.call(lambda: setattr(listener, "sock", OutOfDescriptors()))
+        waiting = connect(srv.address())  # queued: the accept hits EMFILE
+        waiting.sendall(b"w")
+        srv.call(lambda: None)  # one pass: the listener is backing off now
+        assert srv.call(lambda: listener._backoff is not None)
+        srv.call(lambda: setattr(listener, "sock", real))  # descriptors are back...
+        holder.close()  # ...and this close frees one: accepting resumes at once
+        assert waiting.recv(1) == b"w"  # long before the 60 s back-off
+        waiting.close()
