@@ -122,6 +122,12 @@ class SocketGroup:
         """The bound address, for logs."""
         return format_address(self.socks[0].getsockname())
 
+    def describe(self) -> str:
+        """``2 SO_REUSEPORT sockets``, ``shared socket`` or ``systemd socket``."""
+        if not self.owned:
+            return f"systemd socket {self.key[1]!r}"
+        return "shared socket" if self.shared else f"{len(self.socks)} SO_REUSEPORT sockets"
+
     def fds_for(self, index: int, workers: int) -> list[int]:
         """The descriptors worker ``index`` of ``workers`` serves."""
         if self.shared:
@@ -221,9 +227,6 @@ class Supervisor:
         """
         plans = _plan(self.config)
         self.groups = bind_groups(self.config, plans, {}, self.inherited)
-        for group in self.groups.values():
-            kind = "shared socket" if group.shared else f"{len(group.socks)} SO_REUSEPORT sockets"
-            log.info("bound %s (%s)", group.address, kind)
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.reactor.add_signal_handler(signum, self._stop_signal)
         self.reactor.add_signal_handler(signal.SIGHUP, lambda s: self._request("reload"))
@@ -373,7 +376,9 @@ class Supervisor:
         self._roll_progress()
 
     def _roll_progress(self) -> None:
-        if self._rolling is None or any(not w.ready for w in self._rolling.values()):
+        if self._rolling is None or any(
+            not w.ready or w not in self.workers for w in self._rolling.values()
+        ):
             return
         assert self._roll_target is not None
         config, text, groups = self._roll_target
@@ -519,10 +524,11 @@ class Supervisor:
         if worker.retiring:
             log.info("%s retired (%s)", worker, how)
             return
-        if self._rolling is not None and self._rolling.get(worker.index) is worker:
+        in_roll = self._rolling is not None and self._rolling.get(worker.index) is worker
+        if in_roll and not worker.ready:
             self._abandon_roll(worker, how)
             return
-        if self.active.get(worker.index) is not worker:
+        if not in_roll and self.active.get(worker.index) is not worker:
             log.warning("%s %s", worker, how)
             return
         uptime = time.monotonic() - worker.started
@@ -544,6 +550,12 @@ class Supervisor:
 
     def _restart(self, index: int) -> None:
         self._restarts.pop(index, None)
+        if not self._stopping and self._rolling is not None and index in self._rolling:
+            if self._rolling[index] not in self.workers:  # crashed after it was ready
+                assert self._roll_target is not None
+                config, text, groups = self._roll_target
+                self._rolling[index] = self._spawn(index, config, text, groups)
+            return
         if self._stopping or index >= self.workers_wanted or self.active.get(index) in self.workers:
             return  # stopping, slot removed, or a roll already replaced it
         self.active[index] = self._spawn(index, self.config, self.config_text, self.groups)
@@ -626,6 +638,7 @@ def bind_groups(
                 group = _bind_group(config, listen, key, plan.port, slots, inherited, reuse_port)
                 if group.owned:
                     fresh.append(group)
+                log.info("%s: bound %s (%s)", listen.label, group.address, group.describe())
             elif group.owned:
                 for sock in group.socks:
                     sock.listen(listen.backlog)
