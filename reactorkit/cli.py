@@ -132,9 +132,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config = config.with_workers(args.workers)
     _setup_logging(args.log_level or config.reactor.log_level)
     if supervisor.is_needed(config):
-        level = args.log_level or config.reactor.log_level
-        worker.setup_logging(level)  # every line carries its process id
-        return supervisor.serve(config, log_level=level, workers_override=args.workers)
+        worker.setup_logging(args.log_level or config.reactor.log_level)  # lines carry the pid
+        return supervisor.serve(config, log_level=args.log_level, workers_override=args.workers)
     server = Server.from_config(config)
     log.info(
         "reactorkit %s serving %d listeners (pid %d)",

@@ -181,7 +181,7 @@ class Supervisor:
         config: the validated config.
         config_text: its TOML text (None for the built-in default config),
             handed to every worker so restarts serve what was validated.
-        log_level: the workers' log level.
+        log_level: ``--log-level``; None: each config's own ``log_level``.
         workers_override: ``--workers``, applied again on every reload.
     """
 
@@ -190,7 +190,7 @@ class Supervisor:
         config: Config,
         *,
         config_text: str | None,
-        log_level: str,
+        log_level: str | None = None,
         workers_override: int | None = None,
     ) -> None:
         self.config = config
@@ -447,7 +447,7 @@ class Supervisor:
             index=index,
             config_text=text,
             config_path=config.path,
-            log_level=self.log_level,
+            log_level=self.log_level or config.reactor.log_level,
             sockets=sockets,
             ready=ready_w,
             alive=self._alive_r,
@@ -561,7 +561,9 @@ class Supervisor:
         self.active[index] = self._spawn(index, self.config, self.config_text, self.groups)
 
 
-def serve(config: Config, *, log_level: str, workers_override: int | None = None) -> int:
+def serve(
+    config: Config, *, log_level: str | None = None, workers_override: int | None = None
+) -> int:
     """``reactorkit run`` with workers or under systemd; returns the exit code.
 
     ``workers > 1`` runs a :class:`Supervisor`; ``workers = 1`` serves in
