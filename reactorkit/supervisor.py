@@ -207,6 +207,7 @@ class Supervisor:
         self._rolling: dict[int, _Worker] | None = None
         self._roll_target: tuple[Config, str | None, dict[str, SocketGroup]] | None = None
         self._queued: list[str] = []
+        self._sizes: dict[tuple[Any, ...], int] = {}  # socket counts before the roll
         self._crashes: dict[int, int] = {}
         self._restarts: dict[int, TimerHandle] = {}
         self._stopping = False
@@ -286,8 +287,10 @@ class Supervisor:
                 config = config.with_workers(self.workers_override)
             importlib.invalidate_caches()  # see distributions installed since
             plans = _plan(config)
+            self._sizes = {g.key: len(g.socks) for g in self.groups.values()}
             groups = bind_groups(config, plans, self.groups, self.inherited)
         except (ConfigErrors, PluginError, OSError) as exc:
+            self._shrink()
             for line in str(exc).splitlines():
                 log.error("reload failed: %s", line)
             log.error("reload failed: the old workers keep serving the old config")
@@ -301,8 +304,10 @@ class Supervisor:
             self.config, reactor=attrs.evolve(self.config.reactor, workers=workers)
         )
         try:
+            self._sizes = {g.key: len(g.socks) for g in self.groups.values()}
             groups = bind_groups(config, _plan(config), self.groups, self.inherited)
         except (ConfigErrors, PluginError, OSError) as exc:
+            self._shrink()
             log.error("cannot resize: %s", exc)
             return
         self._start_roll(config, self.config_text, groups, keep_unchanged=True)
@@ -396,7 +401,7 @@ class Supervisor:
                 log.info("listener %r removed: closing %s", name, group.address)
                 group.close()
         self.config, self.config_text, self.groups = config, text, groups
-        self._rolling, self._roll_target = None, None
+        self._rolling, self._roll_target, self._sizes = None, None, {}
         pids = ", ".join(str(w.pid) for _, w in sorted(self.active.items()))
         log.info("generation %d serving: %d workers (pids %s)", self._generation, n, pids)
         systemd.notify(
@@ -417,6 +422,7 @@ class Supervisor:
         for group in groups.values():
             if group not in self.groups.values() and group.owned:
                 group.close()
+        self._shrink()
         self._rolling, self._roll_target = None, None
         if first:
             log.error("the workers could not start; exiting")
@@ -428,6 +434,17 @@ class Supervisor:
         systemd.notify("READY=1")
         if self._queued:
             self.reactor.call_soon(self._request, self._queued.pop(0))
+
+    def _shrink(self) -> None:
+        # An abandoned roll may have grown SO_REUSEPORT groups for workers
+        # that never came: no one would accept from those sockets, and the
+        # kernel would keep hashing connections to them. Close them.
+        for group in self.groups.values():
+            size = self._sizes.get(group.key, len(group.socks))
+            for sock in group.socks[size:]:
+                sock.close()
+            del group.socks[size:]
+        self._sizes = {}
 
     def _retire(self, worker: _Worker) -> None:
         worker.retiring = True

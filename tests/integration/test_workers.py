@@ -524,6 +524,32 @@ def test_sighup_with_a_broken_config_keeps_the_old_workers_serving(
     assert set(spread(port, 40)) == set(pids)
 
 
+def test_a_reload_whose_workers_cannot_start_keeps_the_old_ones_and_every_socket_served(
+    supervised, plugin_env, tmp_path
+) -> None:
+    (Path(plugin_env["PYTHONPATH"]) / "rk_broken.py").write_text(BROKEN_STATE_PLUGIN)
+    path = tmp_path / "c.toml"
+    server = supervised(whoami_config(path), env=plugin_env)
+    pids = server.wait_generation(1)
+    port = server.port()
+    # Three workers (a third socket on the port) and a listener that cannot start.
+    whoami_config(
+        path,
+        workers=3,
+        extra='[[listen]]\nname = "b"\nhandler = "broken"\nport = 0\n',
+    )
+    path.write_text(path.read_text().replace('"rk_crash"]', '"rk_crash", "rk_broken"]'))
+    server.signal(signal.SIGHUP)
+    server.wait_for(r"exited with code 1 before it was ready")
+    server.wait_for(r"reload failed: the old workers keep serving")
+    # The socket bound for the third worker was closed again: every
+    # connection reaches one of the old workers (none waits on an orphan).
+    assert set(spread(port, 90)) == set(pids)
+    for _ in range(2):  # the other new workers are stopped too
+        server.wait_for(r"worker \d \(pid \d+\) (killed by SIGTERM|exited with code)")
+    assert server.children() == set(pids)
+
+
 def test_reload_runs_plugins_installed_since_the_start(supervised, plugin_env, tmp_path) -> None:
     site = tmp_path / "site"
     site.mkdir()
