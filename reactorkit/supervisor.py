@@ -51,7 +51,6 @@ import logging
 import os
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -61,24 +60,22 @@ from typing import Any, final
 import attrs
 
 from reactorkit import systemd
-from reactorkit.config import Config, ListenConfig, ListenerPlan
-from reactorkit.errors import BindError, ConfigErrors, PluginError
-from reactorkit.listener import bind_socket, format_address
+from reactorkit.config import Config, ListenerPlan
+from reactorkit.errors import ConfigErrors, PluginError
 from reactorkit.plugins import load_plugins
 from reactorkit.reactor import Reactor, TimerHandle
 from reactorkit.server import Server
+from reactorkit.socket_groups import SocketGroup, bind_groups
 from reactorkit.worker import RETIRE_SIGNAL, run_single, worker_spec
 
 __all__ = [
     "BACKOFF_FIRST",
     "BACKOFF_MAX",
     "KILL_MARGIN",
+    "MAX_QUEUED",
     "READY_TIMEOUT",
     "STABLE_AFTER",
-    "SocketGroup",
     "Supervisor",
-    "bind_groups",
-    "has_reuse_port",
     "is_needed",
     "serve",
 ]
@@ -93,65 +90,11 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 10.0
 #: A new worker not ready after this many seconds is killed.
 READY_TIMEOUT = 60.0
+#: Signals (SIGHUP, SIGTTIN, SIGTTOU) waiting for a roll to end, at most.
+MAX_QUEUED = 16
 #: Seconds past ``shutdown_timeout`` before remaining workers are SIGKILLed
 #: (the workers abort their own connections at ``shutdown_timeout``).
 KILL_MARGIN = 1.0
-
-
-def has_reuse_port() -> bool:
-    """True where ``SO_REUSEPORT`` spreads connections (Linux >= 3.9)."""
-    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
-
-
-@attrs.define(eq=False)
-class SocketGroup:
-    """The listening sockets of one listener address.
-
-    ``shared``: one socket every worker serves; else one ``SO_REUSEPORT``
-    socket per slot. ``owned``: the supervisor bound it (and unlinks a UNIX
-    path at exit); False for systemd's sockets.
-    """
-
-    key: tuple[Any, ...]
-    socks: list[socket.socket]
-    shared: bool
-    owned: bool = True
-
-    @property
-    def address(self) -> str:
-        """The bound address, for logs."""
-        return format_address(self.socks[0].getsockname())
-
-    def describe(self) -> str:
-        """``2 SO_REUSEPORT sockets``, ``shared socket`` or ``systemd socket``."""
-        if not self.owned:
-            return f"systemd socket {self.key[1]!r}"
-        return "shared socket" if self.shared else f"{len(self.socks)} SO_REUSEPORT sockets"
-
-    def fds_for(self, index: int, workers: int) -> list[int]:
-        """The descriptors worker ``index`` of ``workers`` serves."""
-        if self.shared:
-            return [self.socks[0].fileno()]
-        return [s.fileno() for j, s in enumerate(self.socks) if j % workers == index]
-
-    def grow(self, slots: int, backlog: int) -> None:
-        """Bind more ``SO_REUSEPORT`` sockets on the same port, up to ``slots``."""
-        if self.shared:
-            return
-        host, port = self.socks[0].getsockname()[:2]
-        while len(self.socks) < slots:
-            self.socks.append(
-                bind_socket(host=host, port=port, path=None, backlog=backlog, reuse_port=True)
-            )
-
-    def close(self) -> None:
-        """Close every socket (and unlink an owned UNIX socket's path)."""
-        path = self.key[1] if self.key[0] == "unix" and self.owned else None
-        for sock in self.socks:
-            sock.close()
-        if path:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
 
 
 @attrs.define(eq=False)
@@ -262,8 +205,14 @@ class Supervisor:
         if self._stopping:
             return
         if self._rolling is not None:
-            log.info("%s requested during a roll; it follows", action)
-            self._queued.append(action)
+            # Bounded: repeated reloads coalesce, resizes beyond the limit are dropped.
+            if (action == "reload" and action in self._queued) or len(self._queued) >= MAX_QUEUED:
+                log.warning(
+                    "%s requested during a roll: already queued or too many; ignored", action
+                )
+            else:
+                log.info("%s requested during a roll; it follows", action)
+                self._queued.append(action)
             return
         if action == "reload":
             self._reload()
@@ -371,7 +320,11 @@ class Supervisor:
             assignment = _assignment(groups, index, n)
             if keep_unchanged and current is not None and current.assignment == assignment:
                 continue
-            self._rolling[index] = self._spawn(index, config, text, groups)
+            try:
+                self._rolling[index] = self._spawn(index, config, text, groups)
+            except OSError as exc:  # out of processes, memory or descriptors
+                self._abandon_roll(f"cannot start worker {index}: {exc}")
+                return
         log.info(
             "generation %d: starting %d of %d workers",
             self._generation,
@@ -410,14 +363,13 @@ class Supervisor:
         if self._queued:
             self.reactor.call_soon(self._request, self._queued.pop(0))
 
-    def _abandon_roll(self, failed: _Worker, how: str) -> None:
+    def _abandon_roll(self, reason: str) -> None:
         assert self._rolling is not None
         assert self._roll_target is not None
         first = not self.active
-        log.error("%s %s before it was ready", failed, how)
+        log.error("%s", reason)
         for worker in self._rolling.values():
-            if worker is not failed:
-                self._signal(worker, signal.SIGTERM)
+            self._signal(worker, signal.SIGTERM)  # a no-op for one already reaped
         _, _, groups = self._roll_target
         for group in groups.values():
             if group not in self.groups.values() and group.owned:
@@ -543,39 +495,48 @@ class Supervisor:
             return
         in_roll = self._rolling is not None and self._rolling.get(worker.index) is worker
         if in_roll and not worker.ready:
-            self._abandon_roll(worker, how)
+            self._abandon_roll(f"{worker} {how} before it was ready")
             return
         if not in_roll and self.active.get(worker.index) is not worker:
             log.warning("%s %s", worker, how)
             return
-        uptime = time.monotonic() - worker.started
-        crashes = 1 if uptime >= STABLE_AFTER else self._crashes.get(worker.index, 0) + 1
-        self._crashes[worker.index] = crashes
+        self._schedule_restart(worker.index, f"{worker} {how}", time.monotonic() - worker.started)
+
+    def _schedule_restart(self, index: int, what: str, uptime: float) -> None:
+        crashes = 1 if uptime >= STABLE_AFTER else self._crashes.get(index, 0) + 1
+        self._crashes[index] = crashes
         delay = 0.0 if crashes == 1 else min(BACKOFF_FIRST * 2 ** (crashes - 2), BACKOFF_MAX)
         if delay:
             log.error(
-                "%s %s after %.1fs (%d times in a row); restarting in %.1fs",
-                worker,
-                how,
+                "%s after %.1fs (%d times in a row); restarting in %.1fs",
+                what,
                 uptime,
                 crashes,
                 delay,
             )
         else:
-            log.error("%s %s; restarting it", worker, how)
-        self._restarts[worker.index] = self.reactor.call_later(delay, self._restart, worker.index)
+            log.error("%s; restarting it", what)
+        self._restarts[index] = self.reactor.call_later(delay, self._restart, index)
 
     def _restart(self, index: int) -> None:
         self._restarts.pop(index, None)
-        if not self._stopping and self._rolling is not None and index in self._rolling:
-            if self._rolling[index] not in self.workers:  # crashed after it was ready
-                assert self._roll_target is not None
-                config, text, groups = self._roll_target
-                self._rolling[index] = self._spawn(index, config, text, groups)
+        if self._stopping:
             return
-        if self._stopping or index >= self.workers_wanted or self.active.get(index) in self.workers:
-            return  # stopping, slot removed, or a roll already replaced it
-        self.active[index] = self._spawn(index, self.config, self.config_text, self.groups)
+        if self._rolling is not None and index in self._rolling:
+            if self._rolling[index] in self.workers:
+                return
+            assert self._roll_target is not None
+            config, text, groups = self._roll_target  # it crashed after it was ready
+            slots = self._rolling
+        elif index >= self.workers_wanted or self.active.get(index) in self.workers:
+            return  # the slot was removed, or a roll already replaced it
+        else:
+            config, text, groups = self.config, self.config_text, self.groups
+            slots = self.active
+        try:
+            slots[index] = self._spawn(index, config, text, groups)
+        except OSError as exc:  # out of processes, memory or descriptors
+            self._schedule_restart(index, f"cannot start worker {index}: {exc}", 0.0)
 
 
 def serve(
@@ -623,110 +584,8 @@ def is_needed(config: Config) -> bool:
     )
 
 
-def bind_groups(
-    config: Config,
-    plans: list[ListenerPlan],
-    old: Mapping[str, SocketGroup],
-    inherited: Mapping[str, list[socket.socket]],
-    *,
-    reuse_port: bool = True,
-) -> dict[str, SocketGroup]:
-    """The socket group of every planned listener, by listener name.
-
-    Groups in ``old`` whose address is unchanged are reused (and grown to
-    ``workers`` sockets); others are bound. On an error only what this call
-    bound is closed.
-
-    Args:
-        reuse_port: one ``SO_REUSEPORT`` socket per worker where supported;
-            False binds one shared socket per listener.
-
-    Raises:
-        BindError: naming the config file, the listener and the address.
-    """
-    by_key = {g.key: g for g in old.values()}
-    slots = max([config.reactor.workers] + [len(g.socks) for g in old.values()])
-    table: dict[str, SocketGroup] = {}
-    fresh: list[SocketGroup] = []
-    try:
-        for plan in plans:
-            listen = plan.config
-            key = _group_key(listen, plan.port)
-            group = by_key.get(key)
-            if group is None:
-                group = _bind_group(config, listen, key, plan.port, slots, inherited, reuse_port)
-                if group.owned:
-                    fresh.append(group)
-                log.info("%s: bound %s (%s)", listen.label, group.address, group.describe())
-            elif group.owned:
-                for sock in group.socks:
-                    sock.listen(listen.backlog)
-            group.grow(slots, listen.backlog)
-            table[listen.name] = group
-    except OSError as exc:
-        for group in fresh:
-            group.close()
-        if isinstance(exc, BindError):
-            raise
-        raise BindError(exc.errno, f"{config.path}: {exc}") from None
-    return table
-
-
-def _bind_group(
-    config: Config,
-    listen: ListenConfig,
-    key: tuple[Any, ...],
-    port: int | None,
-    slots: int,
-    inherited: Mapping[str, list[socket.socket]],
-    reuse_port: bool,
-) -> SocketGroup:
-    if listen.fd_name is not None:
-        socks = inherited.get(listen.fd_name)
-        if not socks:
-            names = ", ".join(sorted(inherited)) or "none"
-            raise BindError(
-                None,
-                f"{config.path}: {listen.label}: systemd passed no socket named "
-                f"{listen.fd_name!r} (LISTEN_FDNAMES: {names})",
-            )
-        return SocketGroup(key=key, socks=socks[:1], shared=True, owned=False)
-    where = listen.path if listen.path else f"{listen.host}:{port}"
-    try:
-        if listen.path is not None or not reuse_port or not has_reuse_port():
-            sock = bind_socket(
-                host=listen.host, port=port, path=listen.path, backlog=listen.backlog
-            )
-            return SocketGroup(key=key, socks=[sock], shared=True)
-        if port:
-            # SO_REUSEPORT would let us join a stranger's group on this
-            # port; a plain bind first fails if anyone listens there.
-            bind_socket(host=listen.host, port=port, path=None, backlog=1).close()
-        first = bind_socket(
-            host=listen.host, port=port, path=None, backlog=listen.backlog, reuse_port=True
-        )
-    except OSError as exc:
-        raise BindError(
-            exc.errno,
-            f"{config.path}: {listen.label}: cannot listen on {where}: {exc.strerror or exc}",
-        ) from None
-    group = SocketGroup(key=key, socks=[first], shared=False)
-    group.grow(slots, listen.backlog)
-    return group
-
-
 def _plan(config: Config) -> list[ListenerPlan]:
     return Server.plan(config, load_plugins(config.reactor.plugins))
-
-
-def _group_key(listen: ListenConfig, port: int | None) -> tuple[Any, ...]:
-    if listen.fd_name is not None:
-        return ("fd", listen.fd_name)
-    if listen.path is not None:
-        return ("unix", listen.path)
-    if not port:  # port 0: a fresh free port per listener, kept across reloads
-        return ("tcp0", listen.host, listen.name)
-    return ("tcp", listen.host, port)
 
 
 def _assignment(
