@@ -250,12 +250,18 @@ class Server:
         way. The others get ``shutdown_requested()`` at once. The reactor
         stops when the last connection is gone; at ``shutdown_timeout`` the
         rest are aborted. A signal during the drain aborts everything.
+
+        The listeners stop accepting but stay open (``is_closed`` is False)
+        until the end: the service is not going away, only this process, so
+        ``/healthz`` keeps answering 200 to the requests still in hand.
         """
         if self._shutting_down:
             return
         self._shutting_down = True
         for listener in self.listeners:
-            listener.close()
+            # At the next readiness event the listener unregisters its
+            # socket without accepting, and never resumes.
+            listener.max_connections = 0
         self.plugins.hook.reactorkit_reactor_stopping(reactor=self.reactor)
         self._silent_until = self.reactor.clock() + min(silent_grace, self.shutdown_timeout)
         self._deadline = self.reactor.call_later(self.shutdown_timeout, self._drain_timed_out)
