@@ -60,7 +60,7 @@ from typing import Any, final
 import attrs
 
 from reactorkit import systemd
-from reactorkit.config import Config, ListenerPlan
+from reactorkit.config import MAX_WORKERS, Config, ListenerPlan
 from reactorkit.errors import ConfigErrors, PluginError
 from reactorkit.plugins import load_plugins
 from reactorkit.reactor import Reactor, TimerHandle
@@ -217,7 +217,10 @@ class Supervisor:
         if action == "reload":
             self._reload()
         elif action == "add":
-            self._resize(self.workers_wanted + 1)
+            if self.workers_wanted >= MAX_WORKERS:
+                log.warning("SIGTTIN ignored: already %d workers (the most)", MAX_WORKERS)
+            else:
+                self._resize(self.workers_wanted + 1)
         elif self.workers_wanted <= 1:
             log.warning("SIGTTOU ignored: at least one worker must run")
         else:

@@ -626,6 +626,44 @@ def test_sigterm_drains_every_worker_and_exits_zero(supervised, plugin_env, tmp_
     assert "stopped" in log
 
 
+STUCK_PLUGIN = """
+import time
+import reactorkit
+
+@reactorkit.hookimpl
+def reactorkit_reactor_stopping(reactor):
+    time.sleep(3600)  # a plugin that blocks the loop: the worker never exits by itself
+"""
+
+
+def test_workers_still_running_at_shutdown_timeout_are_killed(
+    supervised, plugin_env, tmp_path
+) -> None:
+    (Path(plugin_env["PYTHONPATH"]) / "rk_stuck.py").write_text(STUCK_PLUGIN)
+    config = write_config(
+        tmp_path / "c.toml",
+        """
+        [reactor]
+        workers = 2
+        plugins = ["rk_stuck"]
+        shutdown_timeout = 0.5
+        [[listen]]
+        handler = "echo"
+        port = 0
+        """,
+    )
+    server = supervised(config, env=plugin_env)
+    pids = server.wait_generation(1)
+    began = time.monotonic()
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit(timeout=20) == 0
+    assert time.monotonic() - began < 10
+    log = "".join(server.log)
+    for pid in pids:
+        assert f"(pid {pid}) still running: killing it" in log
+        assert f"(pid {pid}) killed by SIGKILL" in log
+
+
 BIG_REPLY_PLUGIN = """
 import reactorkit
 
