@@ -1,6 +1,6 @@
 """Workers: requests/s, server CPU per request and the connection spread, 1 vs 2 workers.
 
-    python bench/workers.py [--seconds S] [--repeat N] [--conns C]
+    python bench/workers.py [--seconds S] [--repeat N] [--conns C] [--load echo|http|both]
 
 For echo (``loadgen rr``, 64-byte round trips) and HTTP-lite (``wrk``, a
 13-byte route) it runs ``reactorkit run`` with ``workers = 1`` and ``= 2``,
@@ -191,6 +191,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0, help="per measurement")
     parser.add_argument("--repeat", type=int, default=5, help="pairs of runs (medians)")
     parser.add_argument("--conns", type=int, default=50, help="concurrent connections")
+    parser.add_argument("--load", choices=["echo", "http", "both"], default="both")
     args = parser.parse_args()
     build_loadgen()
     print(
@@ -205,6 +206,8 @@ def main() -> None:
     )
     print("|---|---|---:|---:|---:|---|---|---:|")
     for handler, label in (("echo", "echo 64 B"), ("http", "HTTP-lite (wrk)")):
+        if args.load not in (handler, "both"):
+            continue
         for pinned in (True, False):
             placement = f"pinned to CPU {SERVER_CPU}" if pinned else "free (both CPUs)"
             runs, ratios = run_pairs(handler, pinned, args.conns, args.seconds, args.repeat)

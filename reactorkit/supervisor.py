@@ -354,7 +354,7 @@ class Supervisor:
             self._restarts.pop(index).cancel()
         for name, group in self.groups.items():
             if group not in groups.values() and group.owned:
-                log.info("listener %r removed: closing %s", name, group.address)
+                log.info("listener %r no longer served on %s: closing it", name, group.address)
                 group.close()
         self.config, self.config_text, self.groups = config, text, groups
         self._rolling, self._roll_target, self._sizes = None, None, {}
