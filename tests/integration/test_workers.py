@@ -6,6 +6,7 @@ import contextlib
 import os
 import queue
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -510,25 +511,23 @@ def test_a_second_sigterm_aborts_at_once(supervised, plugin_env, tmp_path) -> No
 def test_a_worker_whose_supervisor_is_killed_shuts_down(supervised, plugin_env, tmp_path) -> None:
     server = supervised(whoami_config(tmp_path / "c.toml"), env=plugin_env)
     pids = server.wait_generation(1)
-    server.proc.kill()
-    server.proc.wait(10)
-    # The workers still hold the log pipe: it ends when both have exited.
-    log = server.read_to_end()
-    assert log.count("the supervisor is gone; shutting down") == 2, log
-    for pid in pids:
-        assert re.search(rf"\[{pid}\] reactorkit.worker: worker \d stopped", log), log
-    deadline = time.monotonic() + 10
-    while not all(_is_gone(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)  # reaped by init, which sends no event we can await
-    assert all(_is_gone(pid) for pid in pids)
-
-
-def _is_gone(pid: int) -> bool:
+    # A pidfd becomes readable when its process terminates (not our child:
+    # the workers are the supervisor's, reparented once it dies).
+    pidfds = [os.pidfd_open(pid) for pid in pids]
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
+        server.proc.kill()
+        server.proc.wait(10)
+        # The workers still hold the log pipe: it ends when both have exited.
+        log = server.read_to_end()
+        assert log.count("the supervisor is gone; shutting down") == 2, log
+        for pid in pids:
+            assert re.search(rf"\[{pid}\] reactorkit.worker: worker \d stopped", log), log
+        for pidfd in pidfds:
+            readable, _, _ = select.select([pidfd], [], [], 10)
+            assert readable, "a worker outlived its supervisor"
+    finally:
+        for pidfd in pidfds:
+            os.close(pidfd)
 
 
 # -- config -------------------------------------------------------------------

@@ -43,7 +43,7 @@ class LoadLoop:
         self.stop = threading.Event()
         self.errors: list[str] = []
         self.done = Counter[str]()
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self._threads = [
             threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)
         ]
@@ -75,6 +75,13 @@ class LoadLoop:
             else:
                 with self._lock:
                     self.done[kind] += 1
+                    self._lock.notify_all()
+
+    def wait_total(self, count: int, timeout: float = 20.0) -> None:
+        """Wait until ``count`` requests succeeded in all."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: sum(self.done.values()) >= count, timeout):
+                raise TimeoutError(f"load stalled at {self.done}; errors: {self.errors[:5]}")
 
     def _http(self) -> None:
         with socket.create_connection(("127.0.0.1", self.http_port), timeout=TIMEOUT) as sock:
@@ -115,14 +122,10 @@ def test_sighup_under_load_drops_no_connection_and_fails_no_request(supervised, 
     http_port, echo_port = server.ports()
     with LoadLoop(http_port, echo_port) as load:
         for generation in (2, 3):
-            while sum(load.done.values()) < 200 * (generation - 1):  # load flows before each HUP
-                assert not load.stop.wait(0.01)
+            load.wait_total(200 * (generation - 1))  # load flows before each SIGHUP
             server.signal(signal.SIGHUP)
             pids = server.wait_generation(generation)
-        before_stop = sum(load.done.values())
-        deadline = time.monotonic() + 20
-        while sum(load.done.values()) < before_stop + 200 and time.monotonic() < deadline:
-            load.stop.wait(0.01)
+        load.wait_total(sum(load.done.values()) + 200)  # and after the last one
     assert load.errors == [], load.errors[:10]
     assert load.done["http"] > 200, load.done
     assert load.done["echo"] > 200, load.done
