@@ -17,7 +17,10 @@ its whole life; workers only inherit them. It never accepts a connection.
   closes only its own descriptor: connections queued on its socket wait for
   the next worker to serve that socket instead of being reset. Sockets are
   never closed while the supervisor runs, except those of a listener a
-  reload removed from the config.
+  reload removed from the config, and those an abandoned roll bound for
+  workers that never came (nobody would accept from them). SIGTTOU removes
+  a worker, not a socket: the removed slot's socket goes to a remaining
+  worker (``j % n``), which is rolled to take it.
 * **Workers** are ``python -m reactorkit run`` started with fork+exec
   (``subprocess`` with ``pass_fds``), so a reload runs fresh code and sees
   plugins installed since the start. Each gets a ``ready`` pipe and the
@@ -32,7 +35,8 @@ its whole life; workers only inherit them. It never accepts a connection.
   worker; once all of them report ready, the old ones get
   :data:`~reactorkit.worker.RETIRE_SIGNAL` (stop accepting, drain). If a new
   worker dies before it is ready, the roll is abandoned and the old workers
-  serve on. One roll at a time; signals that arrive during one wait.
+  serve on. One roll at a time; signals that arrive during one wait
+  (repeated SIGHUPs coalesce; at most :data:`MAX_QUEUED` wait).
 * **Crashes.** A serving worker that dies is replaced at once; one that
   dies again within :data:`STABLE_AFTER` seconds of its start is restarted
   after an exponential backoff (logged), so a crash loop never spins.
@@ -66,7 +70,7 @@ from reactorkit.plugins import load_plugins
 from reactorkit.reactor import Reactor, TimerHandle
 from reactorkit.server import Server
 from reactorkit.socket_groups import SocketGroup, bind_groups
-from reactorkit.worker import RETIRE_SIGNAL, run_single, worker_spec
+from reactorkit.worker import RETIRE_SIGNAL, WORKER_ENV, run_single, worker_spec
 
 __all__ = [
     "BACKOFF_FIRST",
@@ -415,7 +419,7 @@ class Supervisor:
         sockets = {name: g.fds_for(index, n) for name, g in groups.items()}
         ready_r, ready_w = os.pipe()
         env = dict(os.environ)
-        env["REACTORKIT_WORKER"] = worker_spec(
+        env[WORKER_ENV] = worker_spec(
             index=index,
             config_text=text,
             config_path=config.path,

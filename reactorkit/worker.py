@@ -36,7 +36,16 @@ from reactorkit.config import Config
 from reactorkit.hookspecs import hookimpl
 from reactorkit.server import Server
 
-__all__ = ["LOG_FORMAT", "RETIRE_SIGNAL", "WORKER_ENV", "is_worker", "run_single", "run_worker"]
+__all__ = [
+    "LOG_FORMAT",
+    "RETIRE_SIGNAL",
+    "WORKER_ENV",
+    "is_worker",
+    "run_single",
+    "run_worker",
+    "setup_logging",
+    "worker_spec",
+]
 
 log = logging.getLogger("reactorkit.worker")
 
