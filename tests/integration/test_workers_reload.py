@@ -238,3 +238,19 @@ def test_sigttin_adds_a_worker_and_sigttou_removes_one(supervised, plugin_env, t
     # The removed slot's socket stays open (closing it would reset its
     # queue); a remaining worker serves it, so every connection is answered.
     assert set(spread(port, 100)) == set(back)
+
+
+def test_sighups_during_a_reload_coalesce_into_one_more(supervised, plugin_env, tmp_path) -> None:
+    server = supervised(whoami_config(tmp_path / "c.toml"), env=plugin_env)
+    server.wait_generation(1)
+    server.signal(signal.SIGHUP)
+    server.wait_for(r"generation 2: starting")
+    for _ in range(30):
+        server.signal(signal.SIGHUP)
+    server.wait_generation(2)
+    server.wait_generation(3)
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    log = "".join(server.log)
+    assert "generation 4" not in log
+    assert log.count("reload requested during a roll; it follows") == 1
