@@ -20,6 +20,7 @@ import contextlib
 import os
 import re
 import resource
+import shutil
 import socket
 import statistics
 import subprocess
@@ -34,6 +35,29 @@ BUILD = BENCH / "build"
 LOADGEN = BUILD / "loadgen"
 PY = sys.executable
 SERVER_CPU, LOAD_CPU = "0", "1"
+
+
+#: External programs the benchmarks run, and how to get each one.
+TOOLS = {
+    "gcc": "apt-get install gcc (Debian/Ubuntu), dnf install gcc (Fedora)",
+    "wrk": "apt-get install wrk (Debian/Ubuntu), dnf install wrk (Fedora), "
+    "or build it from https://github.com/wg/wrk",
+    "taskset": "apt-get install util-linux (Debian/Ubuntu), dnf install util-linux (Fedora)",
+}
+
+
+def missing_tools(what: str) -> list[str]:
+    """The programs ``what`` needs that are not on PATH, each with how to install it."""
+    needed = ["taskset"]
+    if what in ("echo", "memory", "line", "chat", "all"):
+        needed.append("gcc")  # builds bench/loadgen.c
+    if what in ("http", "all"):
+        needed.append("wrk")
+    return [
+        f"{tool}: not found on PATH; install it: {TOOLS[tool]}"
+        for tool in needed
+        if shutil.which(tool) is None
+    ]
 
 
 def build_loadgen() -> None:
@@ -248,7 +272,7 @@ def bench_line(seconds: float, repeat: int) -> None:
                 "-m",
                 "reactorkit",
                 "run",
-                reactorkit_config("line-command", port),
+                reactorkit_config("line-command", port, "rate = 0  # flood control off"),
             ],
             "asyncio": [PY, str(BENCH / "peers.py"), "asyncio-ping", str(port)],
             "uvloop": [PY, str(BENCH / "peers.py"), "uvloop-ping", str(port)],
@@ -369,7 +393,13 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--repeat", type=int, default=1, help="runs per row (median)")
     args = parser.parse_args()
-    build_loadgen()
+    missing = missing_tools(args.what)
+    if missing:
+        for line in missing:
+            print(f"bench: {line}", file=sys.stderr)
+        sys.exit(f"bench: cannot run {args.what!r} without them")
+    if args.what != "http":
+        build_loadgen()
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; server on CPU "
         f"{SERVER_CPU}, load on CPU {LOAD_CPU}; {args.seconds:g}s x {args.repeat}"

@@ -12,6 +12,7 @@ from reactorkit.commands import LineCommand
 from reactorkit.commands import split_args
 from reactorkit.config import Config
 from reactorkit.connection import Connection
+from reactorkit.connection import format_peer
 from reactorkit.errors import BindError
 from reactorkit.errors import CommandError
 from reactorkit.errors import ConfigError
@@ -31,10 +32,12 @@ from reactorkit.listener import Listener
 from reactorkit.plugins import Contribution
 from reactorkit.plugins import Plugins
 from reactorkit.plugins import load_plugins
+from reactorkit.ratelimit import TokenBucket
 from reactorkit.reactor import Future
 from reactorkit.reactor import Reactor
 from reactorkit.reactor import TimerHandle
 from reactorkit.server import Server
+from reactorkit.transport import Transport
 from reactorkit.web import Headers
 from reactorkit.web import Request
 from reactorkit.web import Response
@@ -76,8 +79,11 @@ __all__ = [
     "Route",
     "Server",
     "TimerHandle",
+    "TokenBucket",
+    "Transport",
     "__version__",
     "as_response",
+    "format_peer",
     "hookimpl",
     "hookspec",
     "json_response",

@@ -1,7 +1,11 @@
-"""The ``reactorkit`` command: run, check, plugins, new-plugin.
+"""The ``reactorkit`` command: run, check, plugins, new-plugin, connect.
 
 Expected failures (a bad config, an address in use, conflicting plugins)
 print one clear line per problem on stderr and exit 1, without a traceback.
+``check`` reports every problem ``run`` would meet before binding, and exits
+1 exactly when ``run`` would refuse to start. Output into a closed pipe
+(``reactorkit plugins | head -1``) ends the command quietly with status 141,
+as a Unix tool killed by SIGPIPE does.
 """
 
 from __future__ import annotations
@@ -20,13 +24,16 @@ from reactorkit import supervisor, worker
 from reactorkit.config import LOG_LEVELS, MAX_WORKERS, Config, cpu_count
 from reactorkit.errors import ConfigErrors, PluginError, ReactorkitError
 from reactorkit.plugins import Plugins, load_plugins
-from reactorkit.server import Server
+from reactorkit.server import Server, catch_early_signals
 
 __all__ = ["main"]
 
 log = logging.getLogger("reactorkit.cli")
 
 LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+#: 128 + SIGPIPE: what a shell reports for a tool killed writing to a closed pipe.
+EXIT_BROKEN_PIPE = 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,7 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except (ConfigErrors, PluginError, OSError) as exc:
         for line in str(exc).splitlines():
             print(f"reactorkit: error: {line}", file=sys.stderr)
@@ -100,11 +112,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_scaffold_command(sub: Any) -> None:
+    for name in ("reactorkit.scaffold", "reactorkit.client"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError:  # pragma: no cover - both modules ship with the package
+            continue
+        module.add_command(sub)
+
+
+def _silence_stdout() -> None:
+    # The reader is gone: point stdout at /dev/null so the interpreter's
+    # final flush does not report the same broken pipe again.
     try:
-        scaffold = importlib.import_module("reactorkit.scaffold")
-    except ModuleNotFoundError:  # pragma: no cover - the scaffold module ships with the package
-        return
-    scaffold.add_command(sub)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # pragma: no cover - stdout without a descriptor
+        pass
 
 
 def _setup_logging(level: str) -> None:
@@ -127,21 +151,29 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if worker.is_worker():
         return worker.run_worker()
     _setup_logging(args.log_level or "info")
+    early_signals = catch_early_signals()
     config = _load_config(args.config)
     if args.workers is not None:
         config = config.with_workers(args.workers)
     _setup_logging(args.log_level or config.reactor.log_level)
     if supervisor.is_needed(config):
         worker.setup_logging(args.log_level or config.reactor.log_level)  # lines carry the pid
-        return supervisor.serve(config, log_level=args.log_level, workers_override=args.workers)
+        return supervisor.serve(
+            config,
+            log_level=args.log_level,
+            workers_override=args.workers,
+            early_signals=early_signals,
+        )
     server = Server.from_config(config)
+    count = len(server.listeners)
     log.info(
-        "reactorkit %s serving %d listeners (pid %d)",
+        "reactorkit %s serving %d %s (pid %d)",
         reactorkit.__version__,
-        len(server.listeners),
+        count,
+        "listener" if count == 1 else "listeners",
         os.getpid(),
     )
-    server.serve_forever()
+    server.serve_forever(early_signals=early_signals)
     log.info("stopped")
     return 0
 
@@ -150,15 +182,21 @@ def _cmd_check(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level or "warning")
     config, problems = Config.check_toml(args.config)
     errors = [str(e) for e in problems]
+    warnings: list[str] = []
     plans = []
     if config is not None:
-        # Resolve the well-formed listeners too, so one run reports everything.
+        # Everything run meets before binding, so one run reports everything.
+        plugins = load_plugins(config.reactor.plugins)
+        # Like run, a broken plugin the config does not need is a warning.
+        warnings = [str(e) for e in plugins.load_errors if e.name not in config.reactor.plugins]
         try:
-            plans = Server.plan(config, load_plugins(config.reactor.plugins))
+            plans = Server.plan(config, plugins)
         except ConfigErrors as exc:
             errors.extend(str(e) for e in exc.errors)
         except PluginError as exc:
             errors.extend(str(exc).splitlines())
+    for line in warnings:
+        print(f"reactorkit: warning: {line}", file=sys.stderr)
     if errors:
         for line in errors:
             print(f"reactorkit: error: {line}", file=sys.stderr)
@@ -170,7 +208,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         if listen.fd_name is not None:
             where = f"systemd socket {listen.fd_name!r}"
         print(f"{listen.label}: handler {plan.handler_type.name!r} on {where}: ok")
-    print(f"{config.path}: ok ({len(plans)} listeners)")
+    count = len(plans)
+    print(f"{config.path}: ok ({count} {'listener' if count == 1 else 'listeners'})")
     return 0
 
 

@@ -3,8 +3,10 @@
 Loading happens in two steps. :meth:`Config.from_toml` checks the shape of
 the file (the ``[reactor]`` table and each ``[[listen]]`` entry) without
 knowing any plugin. :func:`plan_listeners` then resolves each listener's
-handler type and builds its options object from ``[listen.options]``.
-Both collect every problem before raising :class:`ConfigErrors`, so
+handler type and builds its options object from ``[listen.options]``, and
+checks what binding a UNIX socket path needs from the filesystem (an
+existing, writable directory), so ``check`` finds what ``run`` would. Both
+collect every problem before raising :class:`ConfigErrors`, so
 ``reactorkit check`` can list them all at once.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import stat
 import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -359,7 +362,10 @@ def plan_listeners(
                 show_got=False,
             )
             continue
-        if options is not None:
+        unix_problem = _unix_path_problem(listen.path) if listen.path is not None else None
+        if unix_problem is not None:
+            problems.add(listen.label, "path", unix_problem, listen.path)
+        elif options is not None:
             plans.append(
                 ListenerPlan(
                     config=listen, handler_type=handler_type, provider=provider, options=options
@@ -370,6 +376,27 @@ def plan_listeners(
 
 
 # -- internals -------------------------------------------------------------
+
+#: sun_path holds 108 bytes on Linux, the last one a NUL.
+_MAX_UNIX_PATH = 107
+
+
+def _unix_path_problem(path: str) -> str | None:
+    """What would make binding a UNIX socket at ``path`` fail, or None."""
+    if len(os.fsencode(path)) > _MAX_UNIX_PATH:
+        return f"must be at most {_MAX_UNIX_PATH} bytes long (the limit of a UNIX socket path)"
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        return f"must be in an existing directory: {parent!r} does not exist (create it first)"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"must be in a directory this user can write: {parent!r} is not writable"
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISSOCK(mode):
+        return "must not name an existing file that is not a socket"
+    return None
 
 
 def _parse(text: str, path: str) -> dict[str, Any]:

@@ -17,12 +17,25 @@ Theory of operation
   once the buffer drains to ``low_water``, ``resume_writing``.
 * Activity is stamped from ``reactor.time`` (read once per loop pass), never
   by pushing a timer per event; the listener sweeps idle connections.
-* ``close()`` stops reading, flushes what is buffered, then closes;
-  ``abort()`` drops the buffer and closes at once. Either way the socket is
-  closed and ``connection_lost`` delivered on the next loop pass, never from
-  inside the handler's own callback.
-* A handler exception is caught here, logged with the callback, listener and
-  peer, and aborts only this connection. ``KeyboardInterrupt`` and
+  A completed write is activity too: a client that only listens is not idle.
+* ``close()`` stops reading, flushes what is buffered, then closes in stages
+  (a lingering close, as nginx does): shut the write side down, read and
+  discard what the peer still sends until its EOF or ``linger_timeout``, then
+  close. Closing a socket with unread input makes the kernel send RST, which
+  can destroy a response (a 413, a ``-ERR line too long``) still on its way.
+  ``abort()`` drops the buffer and closes at once. Either way the handler's
+  ``connection_lost`` is delivered on the next loop pass, never from inside
+  the handler's own callback: for a lingering close as soon as lingering
+  starts (the handler can do nothing more with it), otherwise once the
+  socket is closed. The ``on_lost`` callback (the listener's bookkeeping:
+  ``max_connections``, the observation hooks) runs when the socket is
+  really closed.
+* The failure boundary: every handler callback runs with this connection as
+  ``reactor.current_owner``, so timers, ready callbacks and
+  ``run_in_thread`` results the handler schedules remember it. An exception
+  from any of them, or from the handler callback itself, is logged with the
+  callback, listener, plugin and peer, and aborts only this connection
+  (``connection_lost`` receives the exception). ``KeyboardInterrupt`` and
   ``SystemExit`` propagate.
 """
 
@@ -33,19 +46,23 @@ import contextlib
 import errno
 import logging
 import socket
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, final
 
 from reactorkit.handler import Handler
 
 if TYPE_CHECKING:
     from reactorkit.listener import Listener
-    from reactorkit.reactor import Reactor
+    from reactorkit.reactor import Reactor, TimerHandle
+    from reactorkit.transport import Transport
 
 __all__ = [
     "DEFAULT_HIGH_WATER",
+    "DEFAULT_LINGER_TIMEOUT",
     "DEFAULT_LOW_WATER",
     "DEFAULT_MAX_READ",
     "Connection",
+    "format_peer",
 ]
 
 log = logging.getLogger("reactorkit.connection")
@@ -53,6 +70,9 @@ log = logging.getLogger("reactorkit.connection")
 DEFAULT_MAX_READ = 65536
 DEFAULT_HIGH_WATER = 64 * 1024
 DEFAULT_LOW_WATER = 16 * 1024
+#: Seconds a closing connection keeps discarding the peer's input before it
+#: closes anyway (nginx's lingering close; see the theory of operation).
+DEFAULT_LINGER_TIMEOUT = 2.0
 
 _EVENT_READ = 1  # selectors.EVENT_READ
 _EVENT_WRITE = 2  # selectors.EVENT_WRITE
@@ -65,6 +85,7 @@ _NO_BUFFER: collections.deque[bytes | memoryview] = collections.deque(maxlen=0)
 # States, in order.
 _OPEN = "open"
 _CLOSING = "closing"
+_LINGERING = "lingering"
 _CLOSED = "closed"
 
 
@@ -75,7 +96,19 @@ class Connection:
     Handlers receive it in ``connection_made`` and use ``write``, ``close``,
     ``abort``, ``pause_reading``, ``resume_reading``; the rest is read-only
     information (``peername``, ``sockname``, ``bytes_received``,
-    ``bytes_sent``, ``listener``, ``reactor``).
+    ``bytes_sent``, ``listener``, ``reactor``). Handlers should rely only on
+    :class:`reactorkit.Transport`, which the test double implements too.
+
+    Args:
+        reactor: the reactor that runs it.
+        sock: a connected socket (made non-blocking by the caller).
+        handler: the protocol handler to feed.
+        listener: the listener that accepted it, or None (outbound, tests).
+        peername: the peer address if already known (accept returns it).
+        max_read, high_water, low_water: see the module docstring.
+        linger_timeout: the most seconds a close spends discarding input.
+        on_lost: called as ``on_lost(connection, exc)`` after the handler's
+            ``connection_lost`` (the owner's bookkeeping: the listener's).
     """
 
     __slots__ = (
@@ -85,7 +118,10 @@ class Connection:
         "_eof",
         "_events",
         "_handler",
+        "_handler_told",
+        "_linger_timer",
         "_on_event_cb",
+        "_on_lost",
         "_reading",
         "_recv",
         "_send",
@@ -97,6 +133,7 @@ class Connection:
         "fileno",
         "high_water",
         "last_activity",
+        "linger_timeout",
         "listener",
         "low_water",
         "max_read",
@@ -116,6 +153,8 @@ class Connection:
         max_read: int = DEFAULT_MAX_READ,
         high_water: int = DEFAULT_HIGH_WATER,
         low_water: int = DEFAULT_LOW_WATER,
+        linger_timeout: float = DEFAULT_LINGER_TIMEOUT,
+        on_lost: Callable[[Connection, BaseException | None], object] | None = None,
     ) -> None:
         self.reactor = reactor
         self._sock = sock
@@ -127,6 +166,10 @@ class Connection:
         self.max_read = max_read
         self.high_water = high_water
         self.low_water = low_water
+        self.linger_timeout = linger_timeout
+        self._on_lost = on_lost
+        self._linger_timer: TimerHandle | None = None
+        self._handler_told = False
         self.bytes_received = 0
         self.bytes_sent = 0
         self.last_activity = reactor.time
@@ -149,15 +192,21 @@ class Connection:
     def start(self) -> None:
         """Register with the reactor and call the handler's ``connection_made``."""
         self._update_events()
-        try:
-            self._handler.connection_made(self)
-        except Exception as exc:
-            self._handler_failed("connection_made", exc)
+        self._call_handler("connection_made", self)
 
     @property
     def handler(self) -> Handler:
         """The protocol handler this connection feeds."""
         return self._handler
+
+    def request_shutdown(self) -> None:
+        """Tell the handler a graceful shutdown began (its ``shutdown_requested``).
+
+        Runs under the connection's failure boundary: a handler that raises
+        is logged and aborted.
+        """
+        if self._state is _OPEN:
+            self._call_handler("shutdown_requested")
 
     def is_closing(self) -> bool:
         """True once ``close()`` or ``abort()`` was called or the peer went away."""
@@ -165,7 +214,7 @@ class Connection:
 
     @property
     def state(self) -> str:
-        """``"open"``, ``"closing"`` (flushing before close) or ``"closed"``."""
+        """One of ``"open"``, ``"closing"``, ``"lingering"``, ``"closed"`` (see the module doc)."""
         return self._state
 
     # -- reading -----------------------------------------------------------
@@ -211,9 +260,9 @@ class Connection:
                 self._fatal_io_error(exc)
                 return
             self.bytes_sent += sent
+            self.last_activity = self.reactor.time
             if sent == len(data):
                 return
-            self.last_activity = self.reactor.time
             rest = memoryview(data if isinstance(data, bytes) else bytes(data))[sent:]
             if self._buffer is _NO_BUFFER:
                 self._buffer = collections.deque()
@@ -268,21 +317,21 @@ class Connection:
             self._call_handler("resume_writing")
         if not buffer:
             if self._state is _CLOSING:
-                self._finish(None)
+                self._linger()
                 return
             self._update_events()
 
     # -- closing -----------------------------------------------------------
 
     def close(self) -> None:
-        """Stop reading, flush the write buffer, then close the socket."""
+        """Stop reading, flush the write buffer, then close (lingering: see the module doc)."""
         if self._state is not _OPEN:
             return
         self._state = _CLOSING
         if self._buffer:
             self._update_events()  # keep EVENT_WRITE, drop EVENT_READ
         else:
-            self._finish(None)
+            self._linger()
 
     def abort(self) -> None:
         """Close at once, dropping whatever is still buffered."""
@@ -292,8 +341,41 @@ class Connection:
         self._buffer_size = 0
         self._finish(None)
 
+    def _linger(self) -> None:
+        # Everything is written. If the peer may still be sending, shut our
+        # side, let it read the response and EOF, and close at its EOF.
+        if self._eof or self.linger_timeout <= 0:
+            self._finish(None)
+            return
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._finish(None)
+            return
+        self._state = _LINGERING
+        self._linger_timer = self.reactor.call_later(self.linger_timeout, self._linger_over)
+        self._update_events()
+        self.reactor.call_soon(self._tell_handler_lost, None)
+
+    def _linger_over(self) -> None:
+        if self._state is _LINGERING:
+            self._finish(None)
+
+    def _discard_input(self) -> None:
+        try:
+            data = self._recv(self.max_read)
+        except _TRY_AGAIN:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._finish(None)
+
     def _finish(self, exc: BaseException | None) -> None:
         self._state = _CLOSED
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         if self._events:
             with contextlib.suppress(KeyError, ValueError):
                 self.reactor.unregister(self._sock)
@@ -301,13 +383,23 @@ class Connection:
         self._sock.close()
         self.reactor.call_soon(self._deliver_lost, exc)
 
-    def _deliver_lost(self, exc: BaseException | None) -> None:
+    def _tell_handler_lost(self, exc: BaseException | None) -> None:
+        if self._handler_told:
+            return
+        self._handler_told = True
+        reactor = self.reactor
+        previous = reactor.current_owner
+        reactor.current_owner = self
         try:
             self._handler.connection_lost(exc)
         except Exception as error:
             self._log_handler_error("connection_lost", error)
-        if self.listener is not None:
-            self.listener._connection_closed(self, exc)
+        reactor.current_owner = previous
+
+    def _deliver_lost(self, exc: BaseException | None) -> None:
+        self._tell_handler_lost(exc)
+        if self._on_lost is not None:
+            self._on_lost(self, exc)
 
     # -- events ------------------------------------------------------------
 
@@ -315,7 +407,9 @@ class Connection:
         if self._state is _CLOSED:
             return
         events = 0
-        if self._reading and not self._eof and self._state is _OPEN:
+        if (self._reading and not self._eof and self._state is _OPEN) or (
+            self._state is _LINGERING
+        ):
             events = _EVENT_READ
         if self._buffer:
             events |= _EVENT_WRITE
@@ -330,44 +424,71 @@ class Connection:
         self._events = events
 
     def _on_event(self, mask: int) -> None:
-        if mask & 1 and self._state is _OPEN:  # EVENT_READ; a literal on the hot path
-            try:
-                data = self._recv(self.max_read)
-            except _TRY_AGAIN:
-                data = None
-            except OSError as exc:
-                self._fatal_io_error(exc)
-                return
-            if data:
-                self.bytes_received += len(data)
-                self.last_activity = self.reactor.time
+        # The readiness path: literals for the event bits, no hook, no log.
+        if mask & 1:  # EVENT_READ
+            if self._state is _OPEN:
                 try:
-                    self._handler.data_received(data)
-                except Exception as exc:
-                    self._handler_failed("data_received", exc)
+                    data = self._recv(self.max_read)
+                except _TRY_AGAIN:
+                    data = None
+                except OSError as exc:
+                    self._fatal_io_error(exc)
                     return
-            elif data is not None:
-                self._eof_received()
+                if data:
+                    self.bytes_received += len(data)
+                    reactor = self.reactor
+                    self.last_activity = reactor.time
+                    reactor.current_owner = self
+                    try:
+                        self._handler.data_received(data)
+                    except Exception as exc:
+                        reactor.current_owner = None
+                        self._handler_failed("data_received", exc)
+                        return
+                    reactor.current_owner = None
+                elif data is not None:
+                    self._eof_received()
+            elif self._state is _LINGERING:
+                self._discard_input()
+                return
         if mask & 2 and self._buffer:  # EVENT_WRITE
             self._write_ready()
+
+    def _read_now(self) -> None:
+        # The listener's shutdown drain: serve what a just-accepted client
+        # already sent before the handler is asked to finish.
+        if self._state is _OPEN and self._reading:
+            self._on_event(_EVENT_READ)
 
     def _eof_received(self) -> None:
         self._eof = True
         self.last_activity = self.reactor.time
         self._update_events()
-        try:
-            keep_open = self._handler.eof_received()
-        except Exception as exc:
-            self._handler_failed("eof_received", exc)
-            return
-        if not keep_open:
+        keep_open = self._call_handler("eof_received")
+        if not keep_open and self._state is _OPEN:
             self.close()
 
-    def _call_handler(self, name: str) -> None:
+    def _call_handler(self, name: str, *args: Any) -> Any:
+        reactor = self.reactor
+        previous = reactor.current_owner
+        reactor.current_owner = self
         try:
-            getattr(self._handler, name)()
+            return getattr(self._handler, name)(*args)
         except Exception as exc:
             self._handler_failed(name, exc)
+            return None
+        finally:
+            reactor.current_owner = previous
+
+    def callback_failed(self, callback: Callable[..., object], exc: BaseException) -> None:
+        """A callback scheduled by this connection's handler raised: log it, abort.
+
+        Called by the reactor for timers, ready callbacks and ``run_in_thread``
+        done-callbacks scheduled while this connection was current, and for an
+        exception escaping this connection's own I/O callback.
+        """
+        name = getattr(callback, "__qualname__", None) or repr(callback)
+        self._handler_failed(name, exc)
 
     # -- errors ------------------------------------------------------------
 
@@ -379,26 +500,29 @@ class Connection:
         if self._state is not _CLOSED:
             self._finish(exc)
 
-    def _handler_failed(self, callback: str, exc: Exception) -> None:
+    def _handler_failed(self, callback: str, exc: BaseException) -> None:
         self._log_handler_error(callback, exc)
-        if self.listener is not None:
-            self.listener.stats.errors += 1
-        self.abort()
+        if self._state is _CLOSED:
+            return
+        self._buffer.clear()
+        self._buffer_size = 0
+        self._finish(exc)
 
     def _log_handler_error(self, callback: str, exc: BaseException) -> None:
-        listener = self.listener.name if self.listener is not None else None
+        listener = self.listener
         log.error(
-            "handler %s.%s raised on listener %r, peer %s; closing the connection",
+            "handler %s.%s raised on listener %r (%s), peer %s; closing the connection",
             type(self._handler).__name__,
             callback,
-            listener,
-            _format_peer(self.peername),
+            listener.name if listener is not None else None,
+            listener.plugin if listener is not None else type(self._handler).__module__,
+            format_peer(self.peername),
             exc_info=exc,
         )
 
     def __repr__(self) -> str:
         return (
-            f"<Connection fd={self.fileno} peer={_format_peer(self.peername)} "
+            f"<Connection fd={self.fileno} peer={format_peer(self.peername)} "
             f"state={self._state} buffered={self._buffer_size}>"
         )
 
@@ -410,10 +534,17 @@ def _safe_name(getter: Any) -> Any:
         return None
 
 
-def _format_peer(peer: Any) -> str:
+def format_peer(peer: Any) -> str:
+    """``127.0.0.1:5000``, ``[::1]:5000``, or ``unix`` for an unnamed UNIX peer."""
     if isinstance(peer, tuple) and len(peer) >= 2:
         host, port = peer[0], peer[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     if not peer:
         return "unix"
     return str(peer)
+
+
+if TYPE_CHECKING:
+
+    def _is_transport(connection: Connection) -> Transport:
+        return connection  # mypy checks Connection against the Transport protocol

@@ -8,9 +8,19 @@
   new clients wait in the kernel's backlog instead of being accepted and
   dropped; accepting resumes as soon as one connection closes.
 * EMFILE/ENFILE (out of file descriptors): logged once per episode,
-  accepting pauses for ``EMFILE_BACKOFF`` seconds, then retries by itself.
+  accepting pauses for ``EMFILE_BACKOFF`` seconds, then retries by itself,
+  or sooner, as soon as one of its connections closes and frees a descriptor.
+  Other accept errors (ECONNABORTED, EPROTO, a peer gone before accept) are
+  logged at debug and accepting goes on, as asyncio does.
+* The accept path is a failure boundary: a handler whose ``__init__`` or
+  ``connection_made`` raises, or a ``reactorkit_connection_made`` hook that
+  raises, costs that one connection (or that one hook call) and a log line
+  naming the plugin; the loop and the other connections never notice.
 * Idle connections are swept by one periodic timer per listener, comparing
   each connection's ``last_activity`` stamp, never a timer per event.
+* ``close(drain_backlog=True)`` (graceful shutdown) first accepts the
+  clients already waiting in the kernel's queue, so they are served like the
+  connections in flight instead of being reset when the socket closes.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from reactorkit.connection import Connection, _format_peer
+from reactorkit.connection import Connection, format_peer
 
 if TYPE_CHECKING:
     from reactorkit.handler import HandlerType
@@ -111,8 +121,12 @@ def bind_socket(
         except BaseException:
             sock.close()
             raise
-    sock.listen(backlog)
-    sock.setblocking(False)
+    try:
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
@@ -138,7 +152,7 @@ def format_address(address: Any) -> str:
     """``127.0.0.1:7007``, ``[::1]:7007`` or ``unix:/run/x.sock``."""
     if isinstance(address, str):
         return f"unix:{address}"
-    return _format_peer(address)
+    return format_peer(address)
 
 
 @final
@@ -157,6 +171,8 @@ class Listener:
         max_connections: open connections above which accepting pauses.
         idle_timeout: seconds without I/O before a connection is closed; 0 = never.
         high_water, low_water, max_read: passed to each :class:`Connection`.
+        plugin: who provides the handler type, for log lines
+            (``"plugin 'echo' (reactorkit 0.1.0)"``).
     """
 
     def __init__(
@@ -173,9 +189,12 @@ class Listener:
         high_water: int | None = None,
         low_water: int | None = None,
         max_read: int | None = None,
+        plugin: str | None = None,
     ) -> None:
         self.reactor = reactor
         self.name = name
+        #: Who provides the handler type, named in every error log line.
+        self.plugin = plugin or f"module {getattr(handler_type.handler, '__module__', '?')!r}"
         self.handler_type = handler_type
         self.options = options
         self.plugins = plugins
@@ -186,7 +205,7 @@ class Listener:
         self.idle_timeout = idle_timeout
         self.stats = ListenerStats()
         self.connections: set[Connection] = set()
-        self._conn_kwargs: dict[str, int] = {}
+        self._conn_kwargs: dict[str, Any] = {"on_lost": self._connection_closed}
         if high_water is not None:
             self._conn_kwargs["high_water"] = high_water
         if low_water is not None:
@@ -236,10 +255,21 @@ class Listener:
         if self.idle_timeout > 0:
             self._schedule_sweep()
 
-    def close(self) -> None:
-        """Stop accepting and close the listening socket. Open connections stay."""
+    def close(self, *, drain_backlog: bool = False) -> list[Connection]:
+        """Stop accepting and close the listening socket. Open connections stay.
+
+        Args:
+            drain_backlog: first accept every client already waiting in the
+                kernel's accept queue (they would be reset by the close) and
+                read what each has already sent; graceful shutdown serves
+                them like the connections in flight.
+
+        Returns:
+            The connections the drain accepted.
+        """
         if self._closed:
-            return
+            return []
+        drained = self._drain_backlog() if drain_backlog else []
         self._closed = True
         self._pause_accepting()
         for timer in (self._backoff, self._sweeper):
@@ -252,6 +282,27 @@ class Listener:
         if path:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        return drained
+
+    def _drain_backlog(self) -> list[Connection]:
+        drained: list[Connection] = []
+        # The kernel caps the queue at SOMAXCONN; the bound keeps a flood
+        # arriving during the drain from holding shutdown here.
+        for _ in range(socket.SOMAXCONN + ACCEPT_BATCH):
+            try:
+                sock, peer = self.sock.accept()
+            except OSError:
+                break  # empty (EAGAIN), or nothing more can be accepted now
+            connection = self._connection_accepted(sock, peer)
+            if connection is not None:
+                drained.append(connection)
+        for connection in drained:
+            connection._read_now()
+        if drained:
+            log.info(
+                "listener %r: accepted %d queued clients to serve them", self.name, len(drained)
+            )
+        return drained
 
     # -- accepting ---------------------------------------------------------
 
@@ -266,21 +317,32 @@ class Listener:
             self.reactor.register(self.sock, 1, self._accept_ready)
 
     def _accept_ready(self, mask: int) -> None:
+        if not self._accepting:
+            return  # closed or paused by a callback earlier in this select() batch
         for _ in range(ACCEPT_BATCH):
             if len(self.connections) >= self.max_connections:
                 self._pause_accepting()
                 return
             try:
                 sock, peer = self.sock.accept()
-            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 if exc.errno in _OUT_OF_FDS:
                     self._out_of_fds(exc)
-                    return
-                raise
+                else:
+                    # The peer reset before accept (ECONNABORTED), a protocol
+                    # error (EPROTO)...: that client is gone, the next is not.
+                    log.debug("listener %r: accept failed: %s", self.name, exc)
+                return
             self._out_of_fds_logged = False
             self._connection_accepted(sock, peer)
+            if not self._accepting:
+                return  # a handler closed this listener
+
+    def callback_failed(self, callback: Any, exc: BaseException) -> None:
+        """The accept callback raised (a bug below the handlers): log it, keep serving."""
+        log.error("listener %r: %r raised; accepting goes on", self.name, callback, exc_info=exc)
 
     def _out_of_fds(self, exc: OSError) -> None:
         if not self._out_of_fds_logged:
@@ -300,31 +362,53 @@ class Listener:
         if len(self.connections) < self.max_connections:
             self._resume_accepting()
 
-    def _connection_accepted(self, sock: socket.socket, peer: Any) -> None:
-        sock.setblocking(False)
-        if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        handler = self.handler_type.handler(self.state)
+    def _connection_accepted(self, sock: socket.socket, peer: Any) -> Connection | None:
+        try:
+            sock.setblocking(False)
+            if sock.family != socket.AF_UNIX:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            handler = self.handler_type.handler(self.state)
+        except Exception as exc:
+            sock.close()
+            self.stats.errors += 1
+            log.error(
+                "listener %r (%s): creating the handler for peer %s raised; closed that connection",
+                self.name,
+                self.plugin,
+                format_peer(peer),
+                exc_info=exc,
+            )
+            return None
         connection = Connection(
             self.reactor, sock, handler, listener=self, peername=peer, **self._conn_kwargs
         )
         self.connections.add(connection)
         self.stats.total_connections += 1
         if self._observe:
-            assert self.hook is not None
-            self.hook.reactorkit_connection_made(listener=self, connection=connection)
+            assert self.plugins is not None
+            self.plugins.notify("reactorkit_connection_made", listener=self, connection=connection)
         connection.start()
+        return connection
 
     def _connection_closed(self, connection: Connection, exc: BaseException | None) -> None:
-        # Called by the connection after its socket is closed.
+        # The connection's on_lost: its socket is closed and its handler told.
+        # Bookkeeping first, so a raising hook cannot leave the listener stuck.
         self.connections.discard(connection)
         self.stats.closed_bytes_received += connection.bytes_received
         self.stats.closed_bytes_sent += connection.bytes_sent
-        if self._observe:
-            assert self.hook is not None
-            self.hook.reactorkit_connection_lost(listener=self, connection=connection, reason=exc)
+        if exc is not None and not isinstance(exc, OSError):
+            self.stats.errors += 1  # the handler (or a callback it scheduled) raised
+        if self._backoff is not None and not self._closed:
+            # Out of descriptors until now: this close freed one.
+            self._backoff.cancel()
+            self._backoff = None
         if not self._accepting and len(self.connections) < self.max_connections:
             self._resume_accepting()
+        if self._observe:
+            assert self.plugins is not None
+            self.plugins.notify(
+                "reactorkit_connection_lost", listener=self, connection=connection, reason=exc
+            )
 
     # -- idle sweep --------------------------------------------------------
 

@@ -6,6 +6,12 @@ to import (or implements a hook that does not exist) is recorded as a
 :class:`~reactorkit.errors.PluginLoadError` and blocked; every other plugin
 still loads, so ``reactorkit plugins`` can show the whole picture.
 
+One rule holds for every name, built-in or not: two distributions declaring
+one plugin (entry point) name, or two plugins providing one handler type,
+is a conflict that :meth:`Plugins.handler_types` raises, so ``run`` and
+``check`` refuse to start and ``plugins --check`` fails. A third-party
+``echo`` never silently replaces the built-in one.
+
 Only pluggy's public API is used: distributions through
 ``list_plugin_distinfo()``, results attributed through ``get_hookimpls()``.
 """
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import logging
 from collections.abc import Iterable
 from typing import Any, final
 
@@ -27,6 +34,8 @@ from reactorkit.handler import Handler, HandlerType
 __all__ = ["ENTRY_POINT_GROUP", "Contribution", "Plugins", "load_plugins"]
 
 ENTRY_POINT_GROUP = "reactorkit"
+
+log = logging.getLogger("reactorkit.plugins")
 
 
 @attrs.frozen
@@ -58,12 +67,20 @@ class Plugins:
         pm: the ``pluggy.PluginManager("reactorkit")``.
         hook: shortcut for ``pm.hook``.
         load_errors: plugins that could not be loaded, in discovery order.
+        conflicts: plugin names declared by two distributions; only the first
+            was registered, and :meth:`handler_types` refuses to resolve.
     """
 
-    def __init__(self, pm: pluggy.PluginManager, load_errors: list[PluginLoadError]) -> None:
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        load_errors: list[PluginLoadError],
+        conflicts: list[PluginError] | None = None,
+    ) -> None:
         self.pm = pm
         self.hook = pm.hook
         self.load_errors = load_errors
+        self.conflicts = list(conflicts or ())
         self._dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
 
     def distribution(self, plugin: object) -> str | None:
@@ -107,9 +124,12 @@ class Plugins:
         """Every handler type by name, with the plugin that provides it.
 
         Raises:
-            PluginError: two plugins claim one name, or a plugin returned
+            PluginError: two distributions declare one plugin name, two
+                plugins claim one handler type name, or a plugin returned
                 something that is not a ``HandlerType``.
         """
+        if self.conflicts:
+            raise PluginError("\n".join(str(c) for c in self.conflicts))
         found: dict[str, Contribution] = {}
         for contribution in self.collect("reactorkit_handler_types"):
             handler_type = contribution.item
@@ -135,6 +155,38 @@ class Plugins:
                 )
             found[handler_type.name] = contribution
         return found
+
+    def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Call an event hook plugin by plugin, so one that raises harms no other.
+
+        Used for the lifecycle and observation hooks
+        (``reactorkit_reactor_started``, ``..._stopping``,
+        ``..._connection_made``, ``..._connection_lost``): an implementation
+        that raises is logged with its plugin's name and skipped; the others
+        still run, in pluggy's order, and the caller goes on. Only hooks
+        with wrapper implementations go through pluggy's own call (a wrapper
+        must wrap the others), and a failure there is logged the same way.
+        """
+        caller = getattr(self.hook, hook_name)
+        impls = caller.get_hookimpls()
+        if any(impl.hookwrapper or impl.wrapper for impl in impls):
+            try:
+                caller(**kwargs)
+            except Exception:
+                log.exception("%s raised (a wrapper is among its implementations)", hook_name)
+            return
+        for impl in reversed(impls):  # pluggy calls last-registered first
+            try:
+                impl.function(*[kwargs[name] for name in impl.argnames])
+            except Exception:
+                dist = self.distribution(impl.plugin)
+                where = f" ({dist})" if dist else ""
+                log.exception(
+                    "plugin %r%s: %s raised; the server goes on without it",
+                    impl.plugin_name,
+                    where,
+                    hook_name,
+                )
 
     def describe(self) -> list[dict[str, Any]]:
         """Every registered plugin: name, distribution and implemented hooks."""
@@ -168,8 +220,9 @@ def load_plugins(extra_modules: Iterable[str] = (), *, entry_points: bool = True
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     errors: list[PluginLoadError] = []
+    conflicts: list[PluginError] = []
     if entry_points:
-        _load_entry_points(pm, errors)
+        _load_entry_points(pm, errors, conflicts)
     for module_name in extra_modules:
         if pm.has_plugin(module_name):
             continue
@@ -180,36 +233,39 @@ def load_plugins(extra_modules: Iterable[str] = (), *, entry_points: bool = True
             errors.append(PluginLoadError(module_name, module_name, None, exc))
             pm.set_blocked(module_name)
     _check_pending(pm, errors)
-    return Plugins(pm, errors)
+    return Plugins(pm, errors, conflicts)
 
 
-def _load_entry_points(pm: pluggy.PluginManager, errors: list[PluginLoadError]) -> None:
+def _load_entry_points(
+    pm: pluggy.PluginManager, errors: list[PluginLoadError], conflicts: list[PluginError]
+) -> None:
     # First pass: import each entry point ourselves so one broken plugin is
     # recorded and blocked instead of aborting pluggy's loader for all.
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, str]] = {}
     by_object: dict[int, tuple[str, str, str]] = {}
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else None
-        if ep.name in seen and seen[ep.name] != dist:
-            errors.append(
-                PluginLoadError(
-                    ep.name,
-                    ep.value,
-                    dist,
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "?"
+        first = seen.get(ep.name)
+        if first is not None:
+            if first[0] != dist:
+                # pluggy keeps one plugin per name: the second would vanish.
+                conflicts.append(
                     PluginError(
-                        f"entry point name {ep.name!r} is also declared by {seen[ep.name]}"
-                    ),
+                        f"plugin name {ep.name!r} is declared twice:\n"
+                        f"  by {first[0]} ({first[1]})\n"
+                        f"  and by {dist} ({ep.value})\n"
+                        f"uninstall one of them, or rename the entry point"
+                    )
                 )
-            )
             continue
-        seen[ep.name] = dist or "?"
+        seen[ep.name] = (dist, ep.value)
         try:
             obj = ep.load()
         except Exception as exc:
             errors.append(PluginLoadError(ep.name, ep.value, dist, exc))
             pm.set_blocked(ep.name)
             continue
-        by_object[id(obj)] = (ep.name, ep.value, dist or "?")
+        by_object[id(obj)] = (ep.name, ep.value, dist)
     # Second pass: pluggy registers what loaded and records distributions.
     while True:
         try:

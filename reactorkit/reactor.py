@@ -11,11 +11,18 @@ else (accepting, buffering, protocols) lives above it in ``listener``,
   ready ``mask``. Dispatch is one dict lookup in the selector and one call:
   ``key.data(mask)``. Whoever registers decides what that callable is (a
   connection's bound ``_on_event``, a listener's ``_accept_ready``).
-* Each loop iteration: compute the timeout (0 when callbacks are ready,
-  else until the earliest timer, else forever), ``select``, stamp
-  ``self.time`` once, dispatch I/O, run due timers, then run the callbacks
-  that were ready before the pass began (ones they schedule wait for the
-  next pass, so a callback storm cannot starve I/O).
+* Each loop iteration: compute the timeout (0 when callbacks are ready or
+  a stop is pending, else until the earliest timer, else forever),
+  ``select``, stamp ``self.time`` once, dispatch I/O, run the timers that
+  were due when the pass began, then the callbacks that were ready before
+  it (what they schedule waits for the next pass, so neither a timer nor a
+  callback storm can starve I/O), then return if ``stop()`` was called.
+* The failure boundary: every callback the loop makes is guarded. I/O
+  dispatch is a ``try`` around ``key.data(mask)`` (free until it catches on
+  CPython 3.11+). ``current_owner`` names the connection whose handler is
+  running; timers, ready callbacks and ``run_in_thread`` futures scheduled
+  meanwhile remember it, and an exception from them goes to its
+  ``callback_failed`` (log with listener, plugin, peer; close it).
 * ``self.time`` is read by connections to stamp activity, so no clock call
   and no timer push happens per I/O event; idle timeouts are swept lazily.
 * ``call_soon_threadsafe`` appends to the deque (atomic in CPython) and
@@ -25,9 +32,10 @@ else (accepting, buffering, protocols) lives above it in ``listener``,
   thread, ``signal.set_wakeup_fd`` points at the same wake-up socket and the
   Python-level handler only queues the signal number; handlers registered
   with ``add_signal_handler`` then run as ordinary callbacks on this thread.
-* ``run_in_thread`` submits to a bounded ``ThreadPoolExecutor`` and returns a
-  :class:`Future` whose done-callbacks are delivered back through
-  ``call_soon_threadsafe``: blocking work never runs on the loop.
+* ``run_in_thread`` submits to a :class:`~reactorkit.threadpool.ThreadPool`
+  of at most ``threads`` daemon threads and returns a :class:`Future` whose
+  done-callbacks are delivered back through ``call_soon_threadsafe``:
+  blocking work never runs on the loop, and never holds the process at exit.
 * ``stop()`` makes ``run()`` return after the current pass. Graceful
   shutdown (stop accepting, drain, close) is the server's job, built from
   these pieces; the reactor only runs what it is given.
@@ -36,7 +44,7 @@ else (accepting, buffering, protocols) lives above it in ``listener``,
 from __future__ import annotations
 
 import collections
-import concurrent.futures
+import contextlib
 import functools
 import heapq
 import itertools
@@ -46,12 +54,14 @@ import signal
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar, final
+from typing import Any, Generic, Protocol, TypeVar, final
 
 from reactorkit.errors import ReactorStateError
+from reactorkit.threadpool import ThreadPool
 
-__all__ = ["DEFAULT_THREADS", "Future", "Reactor", "TimerHandle"]
+__all__ = ["DEFAULT_THREADS", "CallbackOwner", "Future", "Reactor", "TimerHandle"]
 
 log = logging.getLogger("reactorkit.reactor")
 
@@ -64,21 +74,33 @@ T = TypeVar("T")
 class TimerHandle:
     """A scheduled call; :meth:`cancel` it to stop it from running."""
 
-    __slots__ = ("_args", "_callback", "_cancelled", "_reactor", "when")
+    __slots__ = ("_args", "_callback", "_cancelled", "_owner", "_reactor", "when")
 
     def __init__(
-        self, when: float, callback: Callable[..., object], args: tuple[Any, ...], reactor: Reactor
+        self,
+        when: float,
+        callback: Callable[..., object],
+        args: tuple[Any, ...],
+        reactor: Reactor,
+        owner: CallbackOwner | None = None,
     ) -> None:
         self.when = when
         self._callback = callback
         self._args = args
         self._cancelled = False
         self._reactor = reactor
+        self._owner = owner
 
     def cancel(self) -> None:
         """Stop the call from running. Cancelling twice, or after it ran, is a no-op."""
         if not self._cancelled:
             self._cancelled = True
+            # Drop the references now, as asyncio does: a cancelled timer
+            # waits in the heap until it is due, and must not keep its
+            # callback's owner (a handler, a connection) alive until then.
+            self._callback = _cancelled_callback
+            self._args = ()
+            self._owner = None
             self._reactor._timer_cancelled()
 
     def cancelled(self) -> bool:
@@ -98,10 +120,11 @@ class Future(Generic[T]):
     finished, with the future as their only argument.
     """
 
-    __slots__ = ("_callbacks", "_done", "_exception", "_reactor", "_result")
+    __slots__ = ("_callbacks", "_done", "_exception", "_owner", "_reactor", "_result")
 
-    def __init__(self, reactor: Reactor) -> None:
+    def __init__(self, reactor: Reactor, owner: CallbackOwner | None = None) -> None:
         self._reactor = reactor
+        self._owner = owner
         self._done = False
         self._result: T | None = None
         self._exception: BaseException | None = None
@@ -130,9 +153,17 @@ class Future(Generic[T]):
         return self._exception
 
     def add_done_callback(self, callback: Callable[[Future[T]], object]) -> None:
-        """Call ``callback(future)`` on the reactor thread when done (at once, if it is)."""
-        if self._done:
-            self._reactor.call_soon(callback, self)
+        """Call ``callback(future)`` on the reactor thread when done (on the next pass, if it is).
+
+        Safe from any thread: from another thread the callback is handed to
+        the reactor thread first, so it can never be lost to a race with the
+        work finishing.
+        """
+        reactor = self._reactor
+        if not reactor._in_reactor_thread():
+            reactor.call_soon_threadsafe(self.add_done_callback, callback)
+        elif self._done:
+            reactor._ready.append((callback, (self,), self._owner))
         else:
             self._callbacks.append(callback)
 
@@ -142,7 +173,21 @@ class Future(Generic[T]):
         self._done = True
         callbacks, self._callbacks = self._callbacks, []
         for callback in callbacks:
-            self._reactor._run_callback(callback, (self,))
+            self._reactor._run_callback(callback, (self,), self._owner)
+
+
+class CallbackOwner(Protocol):
+    """Whoever answers for the callbacks scheduled while it was current.
+
+    A connection makes itself ``reactor.current_owner`` while its handler
+    runs; every timer, ready callback and ``run_in_thread`` result scheduled
+    meanwhile remembers it, so a later exception in one of them reaches
+    :meth:`callback_failed` (which logs it with the listener, peer and plugin
+    and closes that connection) instead of an anonymous log line.
+    """
+
+    def callback_failed(self, callback: Callable[..., object], exc: BaseException) -> None:
+        """``callback``, scheduled on this owner's behalf, raised ``exc``."""
 
 
 class Reactor:
@@ -166,9 +211,11 @@ class Reactor:
         self.time = clock()
         self.threads = threads
         self.selector = selector if selector is not None else selectors.DefaultSelector()
-        self._ready: collections.deque[tuple[Callable[..., object], tuple[Any, ...]]] = (
-            collections.deque()
-        )
+        #: Who answers for callbacks scheduled right now (see :class:`CallbackOwner`).
+        self.current_owner: CallbackOwner | None = None
+        self._ready: collections.deque[
+            tuple[Callable[..., object], tuple[Any, ...], CallbackOwner | None]
+        ] = collections.deque()
         self._timers: list[tuple[float, int, TimerHandle]] = []
         self._cancelled_timers = 0
         self._sequence = itertools.count()
@@ -176,7 +223,7 @@ class Reactor:
         self._stopping = False
         self._closed = False
         self._thread_id: int | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool: ThreadPool | None = None
         self._signal_handlers: dict[int, Callable[[int], object]] = {}
         self._pending_signals: collections.deque[int] = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -188,11 +235,22 @@ class Reactor:
         self.selector.register(
             self._wake_r, selectors.EVENT_READ, functools.partial(_drain_wakeups, self._wake_r)
         )
+        # A reactor dropped without close() still releases its descriptors
+        # when it is freed; the finalizer holds them, never the reactor.
+        self._release = weakref.finalize(
+            self, _release_descriptors, self.selector, self._wake_r, self._wake_w
+        )
 
     # -- registration ------------------------------------------------------
 
     def register(self, fileobj: Any, events: int, callback: Callable[[int], object]) -> None:
-        """Watch ``fileobj`` for ``events``; ``callback(mask)`` runs when ready."""
+        """Watch ``fileobj`` for ``events``; ``callback(mask)`` runs when ready.
+
+        If ``callback`` raises, the exception is logged and ``fileobj`` is
+        unregistered (a level-triggered callback that keeps raising would
+        otherwise spin the loop), unless ``callback`` is a bound method of a
+        :class:`CallbackOwner`, whose ``callback_failed`` then decides.
+        """
         self.selector.register(fileobj, events, callback)
 
     def modify(self, fileobj: Any, events: int, callback: Callable[[int], object]) -> None:
@@ -207,11 +265,11 @@ class Reactor:
 
     def call_soon(self, callback: Callable[..., object], *args: Any) -> None:
         """Run ``callback(*args)`` on the next loop pass. Reactor thread only."""
-        self._ready.append((callback, args))
+        self._ready.append((callback, args, self.current_owner))
 
     def call_soon_threadsafe(self, callback: Callable[..., object], *args: Any) -> None:
         """Like :meth:`call_soon`, from any thread; wakes a blocked ``select``."""
-        self._ready.append((callback, args))
+        self._ready.append((callback, args, None))
         self._wake()
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
@@ -220,21 +278,24 @@ class Reactor:
 
     def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
         """Run ``callback(*args)`` once the clock reaches ``when``."""
-        handle = TimerHandle(when, callback, args, self)
+        handle = TimerHandle(when, callback, args, self, self.current_owner)
         heapq.heappush(self._timers, (when, next(self._sequence), handle))
         return handle
 
     def run_in_thread(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Run blocking or CPU-bound ``fn(*args)`` on the thread pool.
 
+        The pool's threads are daemon threads: work still running when the
+        process exits is abandoned, so a stuck call cannot hold the process
+        past its shutdown deadline. Work waits in an unbounded queue; the
+        handlers bound it (each caps its requests in flight per connection).
+
         Returns:
             A :class:`Future`; its done-callbacks run on the reactor thread.
         """
-        if self._executor is None:
-            self._executor = concurrent.futures.ThreadPoolExecutor(
-                max_workers=self.threads, thread_name_prefix="reactorkit-worker"
-            )
-        future: Future[T] = Future(self)
+        if self._pool is None:
+            self._pool = ThreadPool(self.threads, name_prefix="reactorkit-worker")
+        future: Future[T] = Future(self, self.current_owner)
 
         def work() -> None:
             try:
@@ -244,8 +305,13 @@ class Reactor:
             else:
                 self.call_soon_threadsafe(future._set, result, None)
 
-        self._executor.submit(work)
+        self._pool.submit(work)
         return future
+
+    @property
+    def threads_busy(self) -> int:
+        """Work items submitted to :meth:`run_in_thread` and not yet finished."""
+        return self._pool.busy if self._pool is not None else 0
 
     # -- signals -----------------------------------------------------------
 
@@ -269,7 +335,11 @@ class Reactor:
         return self._running
 
     def stop(self) -> None:
-        """Make :meth:`run` return after the current pass. Safe from any thread."""
+        """Make :meth:`run` return after the current pass. Safe from any thread.
+
+        Called before :meth:`run`, it makes the next ``run()`` do one pass
+        (poll without blocking, run what is due) and return, as asyncio does.
+        """
         self._stopping = True
         if self._thread_id is not None and self._thread_id != threading.get_ident():
             self._wake()
@@ -278,16 +348,16 @@ class Reactor:
         """Run the loop until :meth:`stop` is called.
 
         Args:
-            install_signal_handlers: route SIGINT/SIGTERM (and any signal given
-                to :meth:`add_signal_handler`) through the wake-up socket.
-                Only possible on the main thread.
+            install_signal_handlers: route the signals given to
+                :meth:`add_signal_handler` through the wake-up socket (no
+                others: SIGINT keeps raising KeyboardInterrupt unless a
+                handler was added for it). Only possible on the main thread.
         """
         if self._running:
             raise ReactorStateError("the reactor is already running")
         if self._closed:
             raise ReactorStateError("the reactor is closed")
         self._running = True
-        self._stopping = False
         self._thread_id = threading.get_ident()
         previous: dict[int, Any] = {}
         old_wakeup_fd = None
@@ -303,6 +373,7 @@ class Reactor:
                     signal.signal(signum, handler)
                 signal.set_wakeup_fd(old_wakeup_fd if old_wakeup_fd is not None else -1)
             self._running = False
+            self._stopping = False
             self._thread_id = None
 
     def _loop(self) -> None:
@@ -310,8 +381,8 @@ class Reactor:
         ready = self._ready
         timers = self._timers
         clock = self.clock
-        while not self._stopping:
-            if ready or self._pending_signals:
+        while True:
+            if ready or self._pending_signals or self._stopping:
                 timeout: float | None = 0
             elif timers:
                 timeout = max(0.0, timers[0][0] - clock())
@@ -320,30 +391,85 @@ class Reactor:
             events = select(timeout)
             self.time = now = clock()
             for key, mask in events:
-                key.data(mask)
+                # One guarded dispatch for every I/O callback: a try block
+                # costs nothing until it catches (CPython >= 3.11).
+                try:
+                    key.data(mask)
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:
+                    self._io_callback_failed(key, exc)
             while self._pending_signals:
                 signum = self._pending_signals.popleft()
                 callback = self._signal_handlers.get(signum)
                 if callback is not None:
-                    self._run_callback(callback, (signum,))
-            while timers and timers[0][0] <= now:
-                handle = heapq.heappop(timers)[2]
-                if handle._cancelled:
-                    self._cancelled_timers -= 1
-                    continue
-                handle._cancelled = True  # ran: a later cancel() is a no-op
-                self._run_callback(handle._callback, handle._args)
+                    self._run_callback(callback, (signum,), None)
+            if timers and timers[0][0] <= now:
+                self._run_due_timers(now)
             for _ in range(len(ready)):
-                callback, args = ready.popleft()
-                self._run_callback(callback, args)
+                callback, args, owner = ready.popleft()
+                self._run_callback(callback, args, owner)
+            if self._stopping:
+                return
 
-    def _run_callback(self, callback: Callable[..., object], args: tuple[Any, ...]) -> None:
+    def _run_due_timers(self, now: float) -> None:
+        # Only the timers due when this pass began: one that schedules
+        # another for "now" waits for the next pass, so timers cannot starve
+        # I/O (asyncio does the same).
+        timers = self._timers
+        due = []
+        while timers and timers[0][0] <= now:
+            due.append(heapq.heappop(timers)[2])
+        for handle in due:
+            if handle._cancelled:
+                if self._cancelled_timers:
+                    self._cancelled_timers -= 1
+                continue
+            handle._cancelled = True  # ran: a later cancel() is a no-op
+            self._run_callback(handle._callback, handle._args, handle._owner)
+
+    def _run_callback(
+        self, callback: Callable[..., object], args: tuple[Any, ...], owner: CallbackOwner | None
+    ) -> None:
+        previous = self.current_owner
+        self.current_owner = owner
         try:
             callback(*args)
         except (KeyboardInterrupt, SystemExit):
             raise
-        except BaseException:
-            log.exception("unhandled exception in callback %r", callback)
+        except BaseException as exc:
+            if owner is not None:
+                self._owner_failed(owner, callback, exc)
+            else:
+                log.error("unhandled exception in callback %r", callback, exc_info=exc)
+        finally:
+            self.current_owner = previous
+
+    def _owner_failed(
+        self, owner: CallbackOwner, callback: Callable[..., object], exc: BaseException
+    ) -> None:
+        try:
+            owner.callback_failed(callback, exc)
+        except Exception as error:  # the safety net itself must not reach the loop
+            log.error("%r.callback_failed raised", owner, exc_info=error)
+
+    def _io_callback_failed(self, key: selectors.SelectorKey, exc: BaseException) -> None:
+        self.current_owner = None
+        owner = getattr(key.data, "__self__", None)
+        if owner is not None and hasattr(owner, "callback_failed"):
+            self._owner_failed(owner, key.data, exc)
+            return
+        log.error(
+            "unhandled exception in I/O callback %r; unregistering %r",
+            key.data,
+            key.fileobj,
+            exc_info=exc,
+        )
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(key.fileobj)
+
+    def _in_reactor_thread(self) -> bool:
+        return self._thread_id is None or self._thread_id == threading.get_ident()
 
     def _timer_cancelled(self) -> None:
         self._cancelled_timers += 1
@@ -363,22 +489,34 @@ class Reactor:
             pass  # closed during shutdown
 
     def close(self) -> None:
-        """Release the selector, the wake-up socket and the thread pool."""
+        """Release the selector, the wake-up socket and the thread pool.
+
+        Work still running on the pool is not waited for (see :meth:`run_in_thread`).
+        """
         if self._closed:
             return
         if self._running:
             raise ReactorStateError("cannot close a running reactor")
         self._closed = True
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-        self.selector.unregister(self._wake_r)
-        self.selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        if self._pool is not None:
+            self._pool.shutdown()
+        self._release()
 
     def __repr__(self) -> str:
         state = "running" if self._running else ("closed" if self._closed else "idle")
         return f"<Reactor {state} timers={len(self._timers)} ready={len(self._ready)}>"
+
+
+def _release_descriptors(
+    selector: selectors.BaseSelector, wake_r: socket.socket, wake_w: socket.socket
+) -> None:
+    selector.close()
+    wake_r.close()
+    wake_w.close()
+
+
+def _cancelled_callback() -> None:
+    """What a cancelled :class:`TimerHandle` holds instead of its callback."""
 
 
 def _drain_wakeups(sock: socket.socket, mask: int) -> None:

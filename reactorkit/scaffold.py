@@ -3,8 +3,11 @@
 The generated folder is a complete distribution: ``pyproject.toml`` with the
 ``reactorkit`` entry point, a module with a working example and its hook
 implementation, a README, and tests that use reactorkit's pytest plugin.
-Right after ``pip install -e`` of the folder its tests pass and
-``reactorkit plugins`` lists it.
+Right after ``pip install -e '.[test]'`` in the folder, ``python -m pytest``
+passes and ``reactorkit plugins`` lists it; the README says so, and how to
+serve it. The name must not be one an installed plugin or handler type
+already has (a plugin cannot replace another), and only the plugin's own
+folder is created.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import argparse
 import keyword
 import os
 import re
+import shlex
 import sys
 import textwrap
+from collections.abc import Mapping
 from typing import Any
 
 __all__ = ["KINDS", "add_command", "create_plugin"]
@@ -43,23 +48,62 @@ def add_command(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     try:
-        folder = create_plugin(args.name, directory=args.dir, kind=args.kind)
-    except (ValueError, FileExistsError) as exc:
+        folder = create_plugin(
+            args.name, directory=args.dir, kind=args.kind, taken=_installed_names()
+        )
+    except (ValueError, FileExistsError, FileNotFoundError) as exc:
         print(f"reactorkit: error: {exc}", file=sys.stderr)
         return 1
     print(f"created {folder}")
     print("next:")
-    print(f"  pip install -e {folder}")
-    print(f"  pytest {folder}")
-    print("  reactorkit plugins")
+    for command in (f"cd {shlex.quote(folder)}", *SETUP_COMMANDS):
+        print(f"  {command}")
     return 0
 
 
-def create_plugin(name: str, *, directory: str = ".", kind: str = "handler") -> str:
+def _installed_names() -> dict[str, str]:
+    """Every plugin and handler type name installed here, with who provides it."""
+    # Imported here: the scaffold needs no plugin machinery until it runs.
+    from reactorkit.errors import PluginError
+    from reactorkit.handler import HandlerType
+    from reactorkit.plugins import load_plugins
+
+    plugins = load_plugins()
+    taken: dict[str, str] = {}
+    for name, plugin in plugins.pm.list_name_plugin():
+        dist = plugins.distribution(plugin) if plugin is not None else None
+        taken[name] = f"the plugin {name!r}" + (f" from {dist}" if dist else "")
+    try:
+        contributions = plugins.collect("reactorkit_handler_types")
+    except PluginError:  # a broken plugin must not stop the scaffold
+        contributions = []
+    for c in contributions:
+        if isinstance(c.item, HandlerType):
+            taken[c.item.name] = f"the handler type {c.item.name!r} of {c.source}"
+    return taken
+
+
+def create_plugin(
+    name: str,
+    *,
+    directory: str = ".",
+    kind: str = "handler",
+    taken: Mapping[str, str] | None = None,
+) -> str:
     """Write the distribution folder; returns its path.
 
+    Args:
+        name: the plugin's name (``reactorkit-`` is stripped).
+        directory: an existing directory to create ``reactorkit-NAME/`` in;
+            only that one folder is created.
+        kind: one of :data:`KINDS`.
+        taken: plugin and handler type names already installed, each with
+            a description of its provider; ``name`` must not be one of them,
+            since a plugin cannot replace an installed one.
+
     Raises:
-        ValueError: an invalid name or kind.
+        ValueError: an invalid or taken name, or an invalid kind.
+        FileNotFoundError: ``directory`` does not exist.
         FileExistsError: the folder exists (nothing is overwritten).
     """
     name = name.removeprefix("reactorkit-")
@@ -70,9 +114,19 @@ def create_plugin(name: str, *, directory: str = ".", kind: str = "handler") -> 
         )
     if kind not in KINDS:
         raise ValueError(f"invalid kind {kind!r}: choose one of {', '.join(KINDS)}")
+    if taken and name in taken:
+        raise ValueError(
+            f"plugin name {name!r} is taken by {taken[name]}: two plugins cannot share a "
+            "name, so choose another one (e.g. 'my-" + name + "')"
+        )
     module = "reactorkit_" + name.replace("-", "_")
     if keyword.iskeyword(module):  # pragma: no cover - the prefix makes this impossible
         raise ValueError(f"invalid plugin name {name!r}")
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"--dir {directory!r} is not an existing directory; create it first "
+            f"(mkdir -p {shlex.quote(directory)}): new-plugin only creates reactorkit-{name}/"
+        )
     folder = os.path.join(directory, f"reactorkit-{name}")
     if os.path.exists(folder):
         raise FileExistsError(f"{folder} already exists; refusing to overwrite it")
@@ -84,6 +138,7 @@ def create_plugin(name: str, *, directory: str = ".", kind: str = "handler") -> 
         "command": name.replace("-", "_").upper(),
         "route": name,
         "klass": "".join(part.capitalize() for part in name.split("-")),
+        "setup": "\n".join(SETUP_COMMANDS),
     }
     files = {
         "pyproject.toml": PYPROJECT,
@@ -91,13 +146,27 @@ def create_plugin(name: str, *, directory: str = ".", kind: str = "handler") -> 
         f"src/{module}/__init__.py": MODULE[kind],
         "tests/test_plugin.py": TESTS[kind],
     }
-    os.makedirs(folder)
+    os.mkdir(folder)
     for relative, template in files.items():
         path = os.path.join(folder, relative)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w", encoding="utf-8") as f:
-            f.write(textwrap.dedent(template).lstrip().format(**values))
+            f.write(_render(template, values))
     return folder
+
+
+def _render(template: str, values: Mapping[str, str]) -> str:
+    # Dedent first, then fill in: a multi-line value must not break the dedent.
+    return textwrap.dedent(template).lstrip().format(**values)
+
+
+#: What a plugin author runs in the new folder, in the README and the CLI's hint:
+#: the test extra brings pytest into the same environment as the plugin.
+SETUP_COMMANDS = (
+    "pip install -e '.[test]'",
+    "python -m pytest",
+    "reactorkit plugins",
+)
 
 
 PYPROJECT = """
@@ -111,6 +180,8 @@ PYPROJECT = """
     description = "A reactorkit plugin: {title}"
     readme = "README.md"
     requires-python = ">=3.11"
+    # reactorkit is not on PyPI yet: install it from its checkout first
+    # (see README.md); pip then finds it installed.
     dependencies = ["reactorkit"]
 
     [project.optional-dependencies]
@@ -130,42 +201,97 @@ PYPROJECT = """
 _README_HEAD = """
     # {dist}
 
-    A [reactorkit](https://pypi.org/project/reactorkit/) plugin.
+    A plugin for reactorkit, the plugin-driven network server.
+
+    ## Install and test
+
+    reactorkit is not on PyPI yet, so install it first, from a checkout, into
+    the virtualenv you work in: `pip install /path/to/reactorkit` (the folder
+    with reactorkit's `pyproject.toml`). Then, in this folder:
 
     ```sh
-    pip install -e .          # install it (editable)
-    pytest                    # run its tests
-    reactorkit plugins        # it is listed there
+    {setup}
     ```
+
+    The `test` extra installs pytest into the same environment as the plugin;
+    `python -m pytest` runs that pytest, and `reactorkit plugins` lists
+    `{name}` with the distribution `{dist} 0.1.0`.
+
+    ## Serve it
 """
 
 README = {
     "handler": _README_HEAD
     + """
-    It provides the handler type `{name}`: every line a client sends comes
-    back upper-cased, after a greeting. Serve it with a config such as:
+    It provides the handler type `{name}`: after a greeting, every line a
+    client sends comes back upper-cased. Serve it with this config:
 
-    ```toml
+    ```toml file={name}.toml
     [[listen]]
     handler = "{name}"
+    host = "127.0.0.1"
     port = 7100
+
     [listen.options]
     greeting = "hello"
     ```
 
-    and `reactorkit run that.toml`, then `nc 127.0.0.1 7100`.
+    ```sh
+    reactorkit check {name}.toml
+    reactorkit run {name}.toml
+    ```
+
+    and from another terminal (`reactorkit connect` sends its input and
+    prints what comes back until the server closes):
+
+    ```sh
+    printf 'make some noise\\n' | reactorkit connect 127.0.0.1:7100
+    ```
+
+    ```text
+    hello
+    MAKE SOME NOISE
+    ```
     """,
     "line-commands": _README_HEAD
     + """
     It adds the command `{command} TEXT...` to reactorkit's line-command
-    handler: it answers the text reversed. With `reactorkit run`, try
-    `printf '{command} hello\\r\\n' | nc -q1 127.0.0.1 7071`.
+    handler, which answers the text reversed. Start the built-in default
+    config (line-command listens on 127.0.0.1:7071):
+
+    ```sh
+    reactorkit run
+    ```
+
+    and from another terminal:
+
+    ```sh
+    printf '{command} hello world\\r\\n' | reactorkit connect 127.0.0.1:7071
+    ```
+
+    ```text
+    +dlrow olleh
+    ```
     """,
     "http-routes": _README_HEAD
     + """
     It adds the route `GET /{route}/hello/{{who}}` to reactorkit's HTTP-lite
-    handler, answering JSON. With `reactorkit run`, try
-    `curl http://127.0.0.1:8080/{route}/hello/world`.
+    handler, answering JSON. Start the built-in default config (HTTP-lite
+    listens on 127.0.0.1:8080):
+
+    ```sh
+    reactorkit run
+    ```
+
+    and from another terminal:
+
+    ```sh
+    curl -s http://127.0.0.1:8080/{route}/hello/world
+    ```
+
+    ```text
+    {{"hello":"world"}}
+    ```
     """,
 }
 
@@ -195,7 +321,7 @@ MODULE = {
                 super().__init__(options, max_line_length=options.max_line_length)
                 self.options = options
 
-            def connection_made(self, connection: reactorkit.Connection) -> None:
+            def connection_made(self, connection: reactorkit.Transport) -> None:
                 self.connection = connection
                 connection.write(self.options.greeting.encode() + b"\\r\\n")
 

@@ -5,12 +5,17 @@ listener before the loop starts, so a bad config or an address in use fails
 before anything serves. ``serve_forever`` runs the reactor with SIGTERM and
 SIGINT routed to :meth:`Server.shutdown`:
 
-1. every listener stops accepting and closes its socket;
-2. ``reactorkit_reactor_stopping`` is called;
+1. every listener accepts the clients already queued in the kernel (a
+   close would reset them), reads what they sent, and closes its socket;
+2. ``reactorkit_reactor_stopping`` is called (a plugin that raises is
+   logged and skipped: shutdown goes on);
 3. each open connection's handler gets ``shutdown_requested()`` (whose
-   default is ``connection.close()``: flush, then close);
+   default is ``connection.close()``: flush, then close), under the
+   connection's failure boundary;
 4. the reactor keeps running until the last connection is gone or
-   ``shutdown_timeout`` passes, when the rest are aborted.
+   ``shutdown_timeout`` passes, when the rest are aborted. Work still running
+   on the thread pool is abandoned (its threads are daemons), so the process
+   exits by the deadline.
 
 A second signal during the drain aborts everything at once.
 
@@ -22,7 +27,9 @@ finish what it started.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Iterable, Mapping, Sequence
@@ -30,12 +37,12 @@ from typing import Any, final
 
 from reactorkit.config import Config, ListenerPlan, plan_listeners
 from reactorkit.connection import Connection
-from reactorkit.errors import BindError, PluginError
+from reactorkit.errors import BindError, ConfigError, ConfigErrors, PluginError
 from reactorkit.listener import Listener, bind_socket, format_address
 from reactorkit.plugins import Plugins, load_plugins
 from reactorkit.reactor import Reactor
 
-__all__ = ["Server"]
+__all__ = ["Server", "catch_early_signals"]
 
 log = logging.getLogger("reactorkit.server")
 
@@ -50,9 +57,17 @@ class Server:
         shutdown_timeout: seconds to let connections drain on shutdown.
     """
 
-    def __init__(self, reactor: Reactor, plugins: Plugins, *, shutdown_timeout: float) -> None:
+    def __init__(
+        self,
+        reactor: Reactor,
+        plugins: Plugins,
+        *,
+        shutdown_timeout: float,
+        owns_reactor: bool = False,
+    ) -> None:
         self.reactor = reactor
         self.plugins = plugins
+        self._owns_reactor = owns_reactor
         self.shutdown_timeout = shutdown_timeout
         self.listeners: list[Listener] = []
         self._shutting_down = False
@@ -74,12 +89,19 @@ class Server:
         if plugins is None:
             plugins = load_plugins(config.reactor.plugins)
         for error in plugins.load_errors:
-            log.warning("%s", error)
+            if error.name not in config.reactor.plugins:  # those are plan()'s errors
+                log.warning("%s", error)
         plugins.hook.reactorkit_configure(config=config)
         plans = cls.plan(config, plugins)
+        owns_reactor = reactor is None
         if reactor is None:
             reactor = Reactor(threads=config.reactor.threads)
-        server = cls(reactor, plugins, shutdown_timeout=config.reactor.shutdown_timeout)
+        server = cls(
+            reactor,
+            plugins,
+            shutdown_timeout=config.reactor.shutdown_timeout,
+            owns_reactor=owns_reactor,
+        )
         try:
             server.bind(plans, source=config.path)
         except BaseException:
@@ -91,30 +113,62 @@ class Server:
     def plan(config: Config, plugins: Plugins) -> list[ListenerPlan]:
         """Resolve the config's listeners against the plugins, binding nothing.
 
-        The built-in default config skips listeners whose handler is not
-        installed; any other config fails on them.
+        This is everything ``run`` checks before binding, so ``check`` calls
+        it too: a module in ``[reactor] plugins`` that does not load, a
+        listener problem, a plugin conflict. The built-in default config
+        skips listeners whose handler is not installed; any other config
+        fails on them.
 
         Raises:
-            ConfigErrors: listener problems, every one found.
-            PluginError: the plugins conflict (a handler type claimed twice).
+            ConfigErrors: every problem with the config found, plugin modules
+                it names first.
+            PluginError: the plugins conflict (a name claimed twice).
         """
-        return plan_listeners(
-            config,
-            plugins.handler_types(),
-            load_errors=plugins.load_errors,
-            skip_missing=config.is_default,
-        )
+        problems = [
+            ConfigError(
+                path=config.path,
+                listener=None,
+                field="reactor.plugins",
+                expected="must name modules that load",
+                got=error.name,
+                hint=(
+                    f"{type(error.exception).__name__}: {error.exception}; install what "
+                    "provides it, or remove it from the list"
+                ),
+            )
+            for error in plugins.load_errors
+            if error.name in config.reactor.plugins
+        ]
+        try:
+            plans = plan_listeners(
+                config,
+                plugins.handler_types(),
+                load_errors=plugins.load_errors,
+                skip_missing=config.is_default,
+            )
+        except ConfigErrors as exc:
+            problems.extend(exc.errors)
+        if problems:
+            raise ConfigErrors(problems)
+        return plans
 
     def bind(self, plans: Iterable[ListenerPlan], *, source: str | None = None) -> None:
         """Bind and start a listener for each plan.
+
+        Every address is tried, so one error reports each one in use; on any
+        failure the sockets already bound are closed and nothing starts.
 
         Args:
             plans: from :func:`reactorkit.config.plan_listeners`.
             source: the config file, named in errors.
 
         Raises:
-            BindError: naming the config file, the listener and the address.
+            BindError: one line per address that failed, naming the config
+                file, the listener and the address.
         """
+        prefix = f"{source}: " if source else ""
+        bound: list[tuple[ListenerPlan, socket.socket]] = []
+        failures: list[tuple[int | None, str]] = []
         for plan in plans:
             listen = plan.config
             try:
@@ -123,11 +177,20 @@ class Server:
                 )
             except OSError as exc:
                 where = listen.path if listen.path else f"{listen.host}:{plan.port}"
-                prefix = f"{source}: " if source else ""
-                raise BindError(
-                    exc.errno,
-                    f"{prefix}{listen.label}: cannot listen on {where}: {exc.strerror or exc}",
-                ) from None
+                failures.append(
+                    (
+                        exc.errno,
+                        f"{prefix}{listen.label}: cannot listen on {where}: {exc.strerror or exc}",
+                    )
+                )
+                continue
+            bound.append((plan, sock))
+        if failures:
+            for _, sock in bound:
+                _unbind(sock)
+            raise BindError(failures[0][0], "\n".join(message for _, message in failures))
+        for index, (plan, sock) in enumerate(bound):
+            listen = plan.config
             try:
                 listener = Listener(
                     self.reactor,
@@ -138,9 +201,11 @@ class Server:
                     plugins=self.plugins,
                     max_connections=listen.max_connections,
                     idle_timeout=listen.idle_timeout,
+                    plugin=plan.provider.source,
                 )
             except Exception as exc:
-                sock.close()
+                for _, rest in bound[index:]:
+                    _unbind(rest)
                 if isinstance(exc, PluginError):
                     raise PluginError(f"{listen.label}: {exc}") from exc
                 raise PluginError(
@@ -180,12 +245,19 @@ class Server:
         if plugins is None:
             plugins = load_plugins(config.reactor.plugins)
         for error in plugins.load_errors:
-            log.warning("%s", error)
+            if error.name not in config.reactor.plugins:  # those are plan()'s errors
+                log.warning("%s", error)
         plugins.hook.reactorkit_configure(config=config)
         plans = cls.plan(config, plugins)
+        owns_reactor = reactor is None
         if reactor is None:
             reactor = Reactor(threads=config.reactor.threads)
-        server = cls(reactor, plugins, shutdown_timeout=config.reactor.shutdown_timeout)
+        server = cls(
+            reactor,
+            plugins,
+            shutdown_timeout=config.reactor.shutdown_timeout,
+            owns_reactor=owns_reactor,
+        )
         try:
             server.adopt(plans, sockets, source=config.path)
         except BaseException:
@@ -222,6 +294,7 @@ class Server:
                         plugins=self.plugins,
                         max_connections=listen.max_connections,
                         idle_timeout=listen.idle_timeout,
+                        plugin=plan.provider.source,
                     )
                 except Exception as exc:
                     if isinstance(exc, PluginError):
@@ -262,7 +335,7 @@ class Server:
             # At the next readiness event the listener unregisters its
             # socket without accepting, and never resumes.
             listener.max_connections = 0
-        self.plugins.hook.reactorkit_reactor_stopping(reactor=self.reactor)
+        self.plugins.notify("reactorkit_reactor_stopping", reactor=self.reactor)
         self._silent_until = self.reactor.clock() + min(silent_grace, self.shutdown_timeout)
         self._deadline = self.reactor.call_later(self.shutdown_timeout, self._drain_timed_out)
         self._drain_step()
@@ -280,11 +353,7 @@ class Server:
             if connection in self._asked or (connection.bytes_received == 0 and not quiet_over):
                 continue
             self._asked.add(connection)
-            try:
-                connection.handler.shutdown_requested()
-            except Exception:
-                log.exception("%r: shutdown_requested raised; aborting it", connection)
-                connection.abort()
+            connection.request_shutdown()
         self._asked.intersection_update(connections)
         # Polled, like _check_drained: a drain is rare.
         self.reactor.call_later(0.02, self._drain_step)
@@ -299,16 +368,34 @@ class Server:
         """Every open connection, all listeners together."""
         return [c for listener in self.listeners for c in listener.connections]
 
-    def serve_forever(self, *, install_signal_handlers: bool = True) -> None:
-        """Run until shut down; SIGTERM/SIGINT start a graceful shutdown."""
+    def serve_forever(
+        self, *, install_signal_handlers: bool = True, early_signals: list[int] | None = None
+    ) -> None:
+        """Run until shut down; SIGTERM/SIGINT start a graceful shutdown.
+
+        Args:
+            install_signal_handlers: route SIGTERM and SIGINT to :meth:`shutdown`.
+            early_signals: the list :func:`catch_early_signals` fills: signals
+                that arrived while the server was still binding are acted on
+                as soon as the loop runs.
+        """
         if install_signal_handlers:
             self.reactor.add_signal_handler(signal.SIGTERM, self._signal_received)
             self.reactor.add_signal_handler(signal.SIGINT, self._signal_received)
-        self.plugins.hook.reactorkit_reactor_started(reactor=self.reactor)
+        if early_signals is not None:
+            # On the first pass, when the reactor's own handlers are in place:
+            # nothing that arrived before can be missed.
+            self.reactor.call_soon(self._replay_signals, early_signals)
+        self.plugins.notify("reactorkit_reactor_started", reactor=self.reactor)
         try:
             self.reactor.run(install_signal_handlers=install_signal_handlers)
         finally:
             self.close()
+
+    def _replay_signals(self, signals: list[int]) -> None:
+        for signum in signals:
+            self._signal_received(signum)
+        signals.clear()
 
     def _signal_received(self, signum: int) -> None:
         name = signal.Signals(signum).name
@@ -325,15 +412,10 @@ class Server:
             return
         self._shutting_down = True
         for listener in self.listeners:
-            listener.close()
-        self.plugins.hook.reactorkit_reactor_stopping(reactor=self.reactor)
+            listener.close(drain_backlog=True)
+        self.plugins.notify("reactorkit_reactor_stopping", reactor=self.reactor)
         for connection in self.connections:
-            handler = connection.handler
-            try:
-                handler.shutdown_requested()
-            except Exception:
-                log.exception("%r: shutdown_requested raised; aborting it", connection)
-                connection.abort()
+            connection.request_shutdown()
         self._deadline = self.reactor.call_later(self.shutdown_timeout, self._drain_timed_out)
         self._check_drained()
 
@@ -359,7 +441,10 @@ class Server:
         self.reactor.call_soon(self.reactor.stop)
 
     def close(self) -> None:
-        """Close every listener and connection and release the reactor."""
+        """Close every listener and connection; release the reactor if the server made it.
+
+        A reactor passed to :meth:`from_config` stays open: it is the caller's.
+        """
         for listener in self.listeners:
             listener.close()
             for connection in list(listener.connections):
@@ -368,4 +453,35 @@ class Server:
             # Deliver the connection_lost callbacks the aborts queued.
             self.reactor.call_soon(self.reactor.stop)
             self.reactor.run()
-            self.reactor.close()
+            if self._owns_reactor:
+                self.reactor.close()
+
+
+def catch_early_signals() -> list[int]:
+    """Record SIGTERM/SIGINT from now until :meth:`Server.serve_forever` runs.
+
+    Between binding (when the "listening" lines are logged, and a supervisor
+    may already signal) and the loop installing its handlers, the default
+    action would kill the process without a graceful shutdown. Call this
+    first thing, then pass the list to ``serve_forever(early_signals=...)``.
+    Main thread only.
+    """
+    caught: list[int] = []
+
+    def record(signum: int, frame: object) -> None:
+        caught.append(signum)
+
+    signal.signal(signal.SIGTERM, record)
+    signal.signal(signal.SIGINT, record)
+    return caught
+
+
+def _unbind(sock: socket.socket) -> None:
+    # Undo bind_socket() for a listener that will not start: a UNIX socket
+    # leaves its file behind, which the next start would have to probe.
+    if sock.family == socket.AF_UNIX:
+        path = sock.getsockname()
+        if isinstance(path, str) and path:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    sock.close()

@@ -163,8 +163,12 @@ class Supervisor:
 
     # -- life --------------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self, *, early_signals: list[int] | None = None) -> int:
         """Bind, start the workers, serve signals until the last worker exits.
+
+        Args:
+            early_signals: SIGTERM/SIGINT caught before the loop ran; acted
+                on at its first pass.
 
         Returns:
             0, or 1 when the first workers could not start.
@@ -182,6 +186,8 @@ class Supervisor:
         self.reactor.add_signal_handler(signal.SIGTTOU, lambda s: self._request("remove"))
         self.reactor.add_signal_handler(signal.SIGCHLD, lambda s: self._reap())
         self.reactor.call_soon(self._start_roll, self.config, self.config_text, self.groups)
+        for early in early_signals or ():
+            self.reactor.call_soon(self._stop_signal, early)
         self._poll_children()
         log.info("supervisor pid %d: starting %d workers", os.getpid(), self.config.reactor.workers)
         try:
@@ -547,12 +553,18 @@ class Supervisor:
 
 
 def serve(
-    config: Config, *, log_level: str | None = None, workers_override: int | None = None
+    config: Config,
+    *,
+    log_level: str | None = None,
+    workers_override: int | None = None,
+    early_signals: list[int] | None = None,
 ) -> int:
     """``reactorkit run`` with workers or under systemd; returns the exit code.
 
     ``workers > 1`` runs a :class:`Supervisor`; ``workers = 1`` serves in
-    this process, with systemd's sockets and notifications.
+    this process, with systemd's sockets and notifications. ``early_signals``
+    (from :func:`reactorkit.server.catch_early_signals`) are acted on as soon
+    as the loop runs.
 
     Raises:
         ConfigErrors, PluginError, BindError: as ``reactorkit run``.
@@ -568,10 +580,11 @@ def serve(
         supervisor = Supervisor(
             config, config_text=text, log_level=log_level, workers_override=workers_override
         )
-        return supervisor.run()
+        return supervisor.run(early_signals=early_signals)
     groups = bind_groups(config, _plan(config), {}, systemd.listen_fds(), reuse_port=False)
     try:
-        return run_single(config, {name: g.socks for name, g in groups.items()})
+        sockets = {name: g.socks for name, g in groups.items()}
+        return run_single(config, sockets, early_signals=early_signals)
     finally:
         for group in groups.values():
             group.close()

@@ -139,20 +139,26 @@ def worker_spec(
     )
 
 
-def run_single(config: Config, sockets: Mapping[str, Sequence[socket.socket]]) -> int:
+def run_single(
+    config: Config,
+    sockets: Mapping[str, Sequence[socket.socket]],
+    *,
+    early_signals: list[int] | None = None,
+) -> int:
     """``workers = 1`` under systemd: serve ``sockets``, notify READY/STOPPING.
 
     Args:
         config: the config to serve.
         sockets: every listener's listening socket, by name (the inherited
             ones systemd passed, the others bound by the caller).
+        early_signals: from :func:`reactorkit.server.catch_early_signals`.
     """
     server = Server.from_sockets(config, sockets)
 
     server.plugins.pm.register(_StoppingNotifier(), name="reactorkit-systemd-notify")
     server.reactor.call_soon(systemd.notify, f"READY=1\nMAINPID={os.getpid()}")
     log.info("serving %d listeners (pid %d)", len(server.listeners), os.getpid())
-    server.serve_forever()
+    server.serve_forever(early_signals=early_signals)
     log.info("stopped")
     return 0
 

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,6 +80,33 @@ class ServerProcess:
                 self.addresses[match.group(1)] = match.group(3)
         return self.addresses
 
+    def keep_reading_log(self) -> None:
+        """Read the log from a thread from now on, so a chatty server never blocks on a full pipe.
+
+        :meth:`terminate` and :meth:`wait_exit` still return the whole log.
+        """
+        assert self.proc.stderr is not None
+        stderr = self.proc.stderr
+
+        def pump() -> None:
+            for line in stderr:
+                self.log.append(line)
+
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
+
+    def _finish(self, timeout: float) -> None:
+        pump = getattr(self, "_pump", None)
+        if pump is None:
+            _, err = self.proc.communicate(timeout=timeout)
+            self.log.append(err)
+        else:
+            self.proc.wait(timeout=timeout)
+            pump.join(timeout)
+            for stream in (self.proc.stdout, self.proc.stderr):
+                if stream is not None:
+                    stream.close()
+
     def tcp(self, name: str) -> tuple[str, int]:
         host, _, port = self.addresses[name].rpartition(":")
         return host.strip("[]"), int(port)
@@ -87,14 +115,12 @@ class ServerProcess:
         """Send ``sig`` and wait; returns (exit code, rest of the log)."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
-        _, err = self.proc.communicate(timeout=timeout)
-        self.log.append(err)
+        self._finish(timeout)
         return self.proc.returncode, "".join(self.log)
 
     def wait_exit(self, timeout: float = 15.0) -> tuple[int, str]:
         """Wait for the process to exit by itself; returns (exit code, rest of the log)."""
-        _, err = self.proc.communicate(timeout=timeout)
-        self.log.append(err)
+        self._finish(timeout)
         return self.proc.returncode, "".join(self.log)
 
     def kill(self) -> None:

@@ -172,3 +172,35 @@ def test_collect_attributes_items_in_registration_order() -> None:
     plugins.pm.register(Second(), name="second")
     got = [(c.item, c.plugin) for c in plugins.collect("reactorkit_line_commands")]
     assert got == [("a", "first"), ("b", "first"), ("c", "second")]
+
+
+def test_a_plugin_declaring_a_builtin_name_is_a_conflict_naming_both(site: DistMaker) -> None:
+    site(
+        "rk-echo-twin",
+        "1.0",
+        {"rk_echo_twin": DAYTIME.format(name="twin")},
+        {"echo": "rk_echo_twin"},
+    )
+    plugins = load_plugins()
+    assert plugins.load_errors == []  # not a load error that run would only warn about
+    with pytest.raises(PluginError) as info:
+        plugins.handler_types()
+    assert str(info.value) == (
+        "plugin name 'echo' is declared twice:\n"
+        "  by rk-echo-twin 1.0 (rk_echo_twin)\n"
+        f"  and by reactorkit {reactorkit.__version__} (reactorkit.handlers.echo)\n"
+        "uninstall one of them, or rename the entry point"
+    )
+
+
+def test_a_plugin_providing_a_builtin_handler_type_is_a_conflict(site: DistMaker) -> None:
+    site(
+        "rk-echo-too",
+        "1.0",
+        {"rk_echo_too": DAYTIME.format(name="echo")},
+        {"echo-too": "rk_echo_too"},
+    )
+    with pytest.raises(PluginError) as info:
+        load_plugins().handler_types()
+    assert "handler type 'echo' is provided twice" in str(info.value)
+    assert "plugin 'echo-too' (rk-echo-too 1.0)" in str(info.value)

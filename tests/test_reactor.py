@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import logging
+import selectors
+import socket
+import subprocess
+import sys
 import threading
+import time
 
 import pytest
 
@@ -267,3 +272,126 @@ def test_closed_reactor_cannot_run(clock: FakeClock) -> None:
     reactor.close()  # idempotent
     with pytest.raises(ReactorkitError):
         reactor.run()
+
+
+def test_a_timer_rescheduling_itself_for_now_cannot_starve_io_or_stop() -> None:
+    # Real clock: the timer reschedules for "now" forever. Each pass must
+    # still poll I/O and honour stop().
+    reactor = Reactor()
+    runs = 0
+    served = threading.Event()
+
+    def again() -> None:
+        nonlocal runs
+        runs += 1
+        if runs > 100_000:
+            reactor.stop()  # the starvation bug: never reached I/O
+            return
+        reactor.call_at(reactor.time, again)  # due "now", in this very pass
+
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+        reactor.register(a, selectors.EVENT_READ, lambda mask: (a.recv(10), served.set()))
+        b.send(b"x")
+        reactor.call_later(0, again)
+
+        def stop_when_served() -> None:
+            if served.is_set():
+                reactor.stop()
+            else:
+                reactor.call_later(0, stop_when_served)
+
+        reactor.call_later(0, stop_when_served)
+        reactor.run()
+        assert served.is_set()
+        assert runs < 100
+    finally:
+        reactor.close()
+        a.close()
+        b.close()
+
+
+def test_timers_due_at_the_start_of_a_pass_run_once_per_pass(
+    reactor: Reactor, clock: FakeClock
+) -> None:
+    seen: list[int] = []
+
+    def tick() -> None:
+        seen.append(1)
+        if len(seen) < 1000:  # the starvation bug would loop here forever
+            reactor.call_later(0, tick)
+
+    reactor.call_later(0, tick)
+    run_once(reactor)
+    assert seen == [1]
+    run_once(reactor)
+    assert seen == [1, 1]
+
+
+def test_stop_before_run_makes_run_do_one_pass_and_return(reactor: Reactor) -> None:
+    seen: list[str] = []
+    reactor.call_soon(seen.append, "ran")
+    reactor.stop()
+    watchdog = threading.Timer(5, lambda: (seen.append("watchdog"), reactor.stop()))
+    watchdog.start()
+    try:
+        reactor.run()  # must return by itself, not wait for the watchdog
+    finally:
+        watchdog.cancel()
+    assert seen == ["ran"]
+
+
+def test_add_done_callback_from_another_thread_is_never_lost() -> None:
+    reactor = Reactor(threads=2)
+    try:
+        for _ in range(50):
+            called = threading.Event()
+            future = reactor.run_in_thread(lambda: 1)
+            adder = threading.Thread(
+                target=future.add_done_callback, args=(lambda f, called=called: called.set(),)
+            )
+            thread = threading.Thread(target=reactor.run)
+            thread.start()
+            adder.start()
+            adder.join(5)
+            assert called.wait(5), "a done-callback added from another thread was lost"
+            reactor.call_soon_threadsafe(reactor.stop)
+            thread.join(5)
+    finally:
+        reactor.close()
+
+
+def test_a_raising_io_callback_is_logged_and_unregistered(reactor: Reactor, caplog) -> None:
+    a, b = socket.socketpair()
+    try:
+        a.setblocking(False)
+
+        def broken(mask: int) -> None:
+            raise RuntimeError("raw callback bug")
+
+        reactor.register(a, selectors.EVENT_READ, broken)
+        b.send(b"x")
+        with caplog.at_level(logging.ERROR, logger="reactorkit.reactor"):
+            run_until(reactor, lambda: "raw callback bug" in caplog.text)
+        with pytest.raises(KeyError):
+            reactor.selector.get_key(a)  # unregistered: it cannot spin the loop
+    finally:
+        a.close()
+        b.close()
+
+
+def test_thread_pool_work_does_not_hold_the_process_at_exit(tmp_path) -> None:
+    script = tmp_path / "stuck.py"
+    script.write_text(
+        "import threading, time\n"
+        "from reactorkit import Reactor\n"
+        "started = threading.Event()\n"
+        "r = Reactor()\n"
+        "r.run_in_thread(lambda: (started.set(), time.sleep(30)))\n"
+        "assert started.wait(10)\n"
+        "r.close()\n"
+    )
+    started = time.monotonic()
+    subprocess.run([sys.executable, str(script)], check=True, timeout=20)
+    assert time.monotonic() - started < 10

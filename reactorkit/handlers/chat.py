@@ -12,8 +12,11 @@ Output conventions, so a script can tell lines apart:
 * ``* ...`` news from the server (joins, leaves, replies to commands);
 * ``! ...`` an error or a warning.
 
-Limits (options): line length, flood control (a token bucket per
-connection), a slow consumer's unsent output, clients per room, rooms.
+Limits (options): line length, the time to finish a line, flood control
+(a token bucket per connection), a slow consumer's unsent output, clients
+per room, rooms. A client that sends but never reads stops being read once
+its unsent output passes the high-water mark (see ``reactorkit.LineHandler``)
+and is disconnected past ``max_output_buffer``.
 Room state lives in one :class:`ChatRooms` per listener.
 """
 
@@ -55,6 +58,7 @@ class ChatOptions:
     """Options of the ``chat`` handler type (``[listen.options]``)."""
 
     max_line_length: int = attrs.field(default=1024, validator=attrs.validators.ge(16))
+    line_timeout: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
     max_nick_length: int = attrs.field(default=16, validator=attrs.validators.ge(1))
     rate: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     burst: int = attrs.field(default=10, validator=attrs.validators.ge(1))
@@ -122,21 +126,26 @@ class ChatHandler(reactorkit.LineHandler):
     """One chat client."""
 
     def __init__(self, rooms: ChatRooms) -> None:
-        super().__init__(rooms, max_line_length=rooms.options.max_line_length)
+        super().__init__(
+            rooms,
+            max_line_length=rooms.options.max_line_length,
+            line_timeout=rooms.options.line_timeout,
+        )
         self.rooms = rooms
         self.options = rooms.options
         self.nick = ""
         self.room: Room | None = None
         self.quit_reason = "disconnected"
-        self._tokens = float(self.options.burst)
-        self._refilled = 0.0
+        self._bucket: reactorkit.TokenBucket | None = None  # made with the connection
         self._strikes = 0
 
     # -- connection callbacks ---------------------------------------------
 
-    def connection_made(self, connection: reactorkit.Connection) -> None:
+    def connection_made(self, connection: reactorkit.Transport) -> None:
         self.connection = connection
-        self._refilled = connection.reactor.time
+        self._bucket = reactorkit.TokenBucket(
+            self.options.rate, self.options.burst, connection.reactor.time
+        )
         self.nick = self.rooms.guest_nick()
         self.rooms.nicks[self.nick.lower()] = self
         lobby = self.rooms.room(LOBBY)
@@ -150,6 +159,7 @@ class ChatHandler(reactorkit.LineHandler):
         self._enter(lobby)
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
         if self.room is not None:
             room, self.room = self.room, None
             self.rooms.leave(self, room)
@@ -160,6 +170,11 @@ class ChatHandler(reactorkit.LineHandler):
     def line_too_long(self, length: int) -> None:
         self.quit_reason = "line too long"
         self.say(f"! line too long: the limit is {self.max_line_length} bytes; disconnecting")
+        self.connection.close()
+
+    def line_timed_out(self) -> None:
+        self.quit_reason = "line timeout"
+        self.say(f"! line not finished within {self.line_timeout:g} seconds; disconnecting")
         self.connection.close()
 
     def shutdown_requested(self) -> None:
@@ -211,17 +226,11 @@ class ChatHandler(reactorkit.LineHandler):
             self.rooms.broadcast(self.room, f"<{self.nick}> {text}", exclude=self)
 
     def _admit(self) -> bool:
-        # Token bucket: `rate` lines per second with bursts of `burst`.
-        now = self.connection.reactor.time
-        tokens = min(
-            float(self.options.burst), self._tokens + (now - self._refilled) * self.options.rate
-        )
-        self._refilled = now
-        if tokens >= 1.0:
-            self._tokens = tokens - 1.0
+        # `rate` lines per second with bursts of `burst`; over it, dropped.
+        assert self._bucket is not None  # lines only come after connection_made
+        if self._bucket.take(self.connection.reactor.time):
             self._strikes = 0
             return True
-        self._tokens = tokens
         self._strikes += 1
         if self._strikes >= self.options.flood_strikes:
             self.quit_reason = "flooding"

@@ -16,7 +16,7 @@ import reactorkit
 class EchoHandler(reactorkit.Handler):
     """Send every byte back as it arrives."""
 
-    def connection_made(self, connection: reactorkit.Connection) -> None:
+    def connection_made(self, connection: reactorkit.Transport) -> None:
         self.connection = connection
         # The hot path: bytes go straight to write(), one Python call per read.
         self.data_received = connection.write  # type: ignore[method-assign]

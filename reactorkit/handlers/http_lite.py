@@ -221,7 +221,7 @@ class HttpHandler(reactorkit.Handler):
 
     # -- connection callbacks ---------------------------------------------
 
-    def connection_made(self, connection: reactorkit.Connection) -> None:
+    def connection_made(self, connection: reactorkit.Transport) -> None:
         self.connection = connection
         self._arm_idle()
 

@@ -22,7 +22,8 @@ import collections
 import datetime
 import logging
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -34,6 +35,11 @@ __all__ = ["CommandTable", "LineCommandHandler", "LineCommandOptions"]
 log = logging.getLogger("reactorkit.line_command")
 
 DEFAULT_MAX_PENDING = 128
+DEFAULT_LINE_TIMEOUT = 30.0
+DEFAULT_RATE = 10000.0
+DEFAULT_BURST = 1000
+# Replies gathered for one write() at most (bytes), while the kernel keeps up.
+_MAX_BATCH = 16 * 1024
 
 
 @attrs.frozen(kw_only=True)
@@ -44,6 +50,11 @@ class LineCommandOptions:
     max_line_length: int = attrs.field(default=4096, validator=attrs.validators.ge(16))
     banner: str = ""
     max_pending: int = attrs.field(default=DEFAULT_MAX_PENDING, validator=attrs.validators.ge(1))
+    line_timeout: float = attrs.field(
+        default=DEFAULT_LINE_TIMEOUT, validator=attrs.validators.ge(0)
+    )
+    rate: float = attrs.field(default=DEFAULT_RATE, validator=attrs.validators.ge(0))
+    burst: int = attrs.field(default=DEFAULT_BURST, validator=attrs.validators.ge(1))
 
 
 @attrs.define(eq=False)
@@ -110,61 +121,161 @@ class CommandTable:
 
 
 class LineCommandHandler(reactorkit.LineHandler):
-    """One client of the line-command protocol."""
+    """One client of the line-command protocol.
+
+    Requests run one at a time, in order. A request that cannot run yet (a
+    blocking command is in flight, or the client is over its ``rate``) waits
+    in a queue; reading pauses when that queue reaches ``max_pending``, when
+    the rate limit holds it, or when unsent replies pass the connection's
+    high-water mark (see :class:`reactorkit.LineHandler`), and resumes as it
+    drains. At EOF, on a graceful shutdown and before closing for bad input,
+    every request already received is answered first.
+    """
 
     def __init__(self, table: CommandTable) -> None:
-        super().__init__(table, max_line_length=table.options.max_line_length)
+        options = table.options
+        super().__init__(
+            table, max_line_length=options.max_line_length, line_timeout=options.line_timeout
+        )
         self.table = table
         self._queue: collections.deque[bytes] = collections.deque()
         self._busy = False  # a blocking command is in flight
-        self._paused = False
-        # Replies to the requests of one read, written with one write() (one
-        # send for a whole pipelined batch); None outside data_received.
-        self._out: list[bytes] | None = None
+        self._output_paused = False  # unsent replies are above the high-water mark
+        self._bucket: reactorkit.TokenBucket | None = None
+        self._throttle: reactorkit.TimerHandle | None = None  # wakes the queue up
+        self._finishing = False  # close once the queue is answered
+        self._last_words = b""  # written just before that close
+        # Replies of one round of requests, sent with one write(); a round is
+        # one read or one pass over the queue.
+        self._batching = False
+        self._out: list[bytes] = []
+        self._out_size = 0
 
-    def connection_made(self, connection: reactorkit.Connection) -> None:
+    def connection_made(self, connection: reactorkit.Transport) -> None:
         self.connection = connection
-        if self.table.options.banner:
-            self._reply(self.table.options.banner)
+        options = self.table.options
+        if options.rate > 0:
+            self._bucket = reactorkit.TokenBucket(
+                options.rate, options.burst, connection.reactor.time
+            )
+        if options.banner:
+            self._reply(options.banner)
 
-    def data_received(self, data: bytes) -> None:
-        if self._out is not None:  # re-entrant: the outer call flushes
-            super().data_received(data)
-            return
-        self._out = []
-        try:
-            super().data_received(data)
-        finally:
-            self._flush()
-            self._out = None
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        if self._throttle is not None:
+            self._throttle.cancel()
+            self._throttle = None
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._output_paused = True
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._output_paused = False
+        if self._queue:
+            self.connection.reactor.call_soon(_call_weakly, weakref.WeakMethod(self._run_queue))
+
+    # -- output ----------------------------------------------------------------
 
     def _write(self, reply: bytes) -> None:
-        if self._out is not None:
-            self._out.append(reply)
-        else:
+        if not self._batching:
             self.connection.write(reply)
+            return
+        self._out.append(reply)
+        self._out_size += len(reply)
+        # Gather only while the kernel takes everything: once the connection
+        # buffers, each reply goes out alone, so pause_writing() stops the
+        # round within one reply of the high-water mark.
+        if self._out_size >= _MAX_BATCH or self.connection.get_write_buffer_size():
+            self._flush()
 
     def _flush(self) -> None:
-        if self._out:
-            self.connection.write(b"".join(self._out))
-            self._out.clear()
+        out = self._out
+        if out:
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self._out_size = 0
+            self.connection.write(data)
+
+    def lines_dispatched(self) -> None:
+        self._batching = False
+        self._flush()
+
+    # -- input -----------------------------------------------------------------
 
     def line_too_long(self, length: int) -> None:
-        self._flush()
-        self.connection.write(
-            b"-ERR line too long: the limit is %d bytes\r\n" % self.max_line_length
+        self._finish(b"-ERR line too long: the limit is %d bytes\r\n" % self.max_line_length)
+
+    def line_timed_out(self) -> None:
+        self._finish(
+            b"-ERR line timeout: a request line must be completed within %g seconds\r\n"
+            % self.line_timeout
         )
-        self.connection.close()
+
+    def lines_finished(self) -> None:
+        self._finish()
+
+    def _finish(self, last_words: bytes = b"") -> None:
+        # No more input; answer what was received, then close.
+        self.pause_lines()
+        self._finishing = True
+        if last_words and not self._last_words:
+            self._last_words = last_words
+        if not self._queue and not self._busy:
+            self._flush()
+            self.connection.write(self._last_words)
+            self.connection.close()
 
     def line_received(self, line: bytes) -> None:
-        if self._busy:
-            # Keep request order: wait for the blocking command's reply.
+        self._batching = True
+        if self._queue or self._busy or (self._bucket is not None and not self._admitted()):
+            # Keep request order: wait for the blocking command, or a token.
             self._queue.append(line)
-            if len(self._queue) >= self.table.options.max_pending and not self._paused:
-                self._paused = True
-                self.connection.pause_reading()
+            if self._throttle is not None or len(self._queue) >= self.table.options.max_pending:
+                self.pause_lines()
             return
         self._execute(line)
+
+    def _admitted(self) -> bool:
+        bucket = self._bucket
+        if bucket is None:
+            return True
+        reactor = self.connection.reactor
+        if bucket.take(reactor.time):
+            return True
+        if self._throttle is None:
+            # Held weakly: a pending wake-up never keeps a dropped handler alive.
+            self._throttle = reactor.call_later(
+                bucket.delay(reactor.time), _call_weakly, weakref.WeakMethod(self._throttle_over)
+            )
+        return False
+
+    def _throttle_over(self) -> None:
+        self._throttle = None
+        self._run_queue()
+
+    def _run_queue(self) -> None:
+        """Run queued requests until a blocking one, an empty bucket or a full buffer."""
+        queue = self._queue
+        connection = self.connection
+        self._batching = True
+        try:
+            while queue and not self._busy and not self._output_paused:
+                if connection.is_closing() or not self._admitted():
+                    break
+                self._execute(queue.popleft())
+        finally:
+            self._batching = False
+            self._flush()
+        if connection.is_closing():
+            return
+        if self._finishing:
+            if not queue and not self._busy:
+                self._finish()
+        elif self._throttle is None and len(queue) < self.table.options.max_pending:
+            self.resume_lines()
 
     def _execute(self, raw: bytes) -> None:
         try:
@@ -229,11 +340,7 @@ class LineCommandHandler(reactorkit.LineHandler):
         else:
             self._reply(future.result())
         # Run what was queued meanwhile, until the next blocking command.
-        while self._queue and not self._busy and not self.connection.is_closing():
-            self._execute(self._queue.popleft())
-        if self._paused and len(self._queue) < self.table.options.max_pending:
-            self._paused = False
-            self.connection.resume_reading()
+        self._run_queue()
 
     # -- replies -------------------------------------------------------------
 
@@ -264,6 +371,12 @@ class LineCommandHandler(reactorkit.LineHandler):
         if self.table.listener is not None:
             self.table.listener.stats.errors += 1
         self._error(f"internal error in {command.name}; the server log has the details")
+
+
+def _call_weakly(method: weakref.WeakMethod[Callable[[], object]]) -> None:
+    bound = method()
+    if bound is not None:
+        bound()
 
 
 def _clean(text: str) -> bytes:

@@ -1,22 +1,27 @@
-"""In-memory test doubles: a fake clock and a fake connection (no sockets)."""
+"""In-memory test doubles: a fake clock and a fake connection (no sockets).
+
+:class:`FakeConnection` implements :class:`reactorkit.Transport`, as the real
+:class:`reactorkit.Connection` does (mypy checks both), and keeps the real
+one's ordering: ``connection_lost`` arrives on a later reactor pass than the
+``close()``/``abort()`` that caused it (run :func:`run_once` or
+:meth:`FakeConnection.settle` to deliver it), and after :meth:`feed_eof`
+nothing more is read.
+"""
 
 from __future__ import annotations
 
 import time
-import weakref
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from reactorkit.connection import DEFAULT_HIGH_WATER, DEFAULT_LOW_WATER
 from reactorkit.handler import Handler
 from reactorkit.reactor import Reactor
 
+if TYPE_CHECKING:
+    from reactorkit.transport import Transport
+
 __all__ = ["FakeClock", "FakeConnection", "run_once", "run_until"]
-
-
-def _close_quietly(reactor: Reactor) -> None:
-    if not reactor.is_running:
-        reactor.close()
 
 
 class FakeClock:
@@ -67,7 +72,9 @@ class FakeConnection:
     It offers the same methods a handler uses on a real
     :class:`reactorkit.Connection` (``write``, ``close``, ``abort``,
     ``pause_reading``, ``is_closing``...) plus test controls: :meth:`feed`,
-    :meth:`feed_eof`, :meth:`take`, :meth:`block_writes` and :meth:`drain`.
+    :meth:`feed_eof`, :meth:`take`, :meth:`block_writes`, :meth:`drain` and
+    :meth:`settle`. Unlike the real connection it lets a handler's exception
+    propagate to the test that fed it.
 
     Args:
         handler: the handler under test; ``connection_made`` is called at once.
@@ -90,8 +97,9 @@ class FakeConnection:
         if reactor is None:
             self.clock: FakeClock | None = FakeClock()
             reactor = Reactor(clock=self.clock, threads=2)
-            # Our own reactor: release its wake-up sockets with us.
-            weakref.finalize(self, _close_quietly, reactor)
+            # Our own reactor: nothing else holds it, so it is freed (and
+            # its descriptors closed, see Reactor) with us, or with the
+            # cycle our handler's pending callbacks make with it.
         else:
             self.clock = None
         self.reactor = reactor
@@ -132,7 +140,7 @@ class FakeConnection:
             self.written += data
             self.bytes_sent += len(data)
 
-    def writelines(self, chunks: Any) -> None:
+    def writelines(self, chunks: Iterable[bytes | bytearray | memoryview]) -> None:
         for chunk in chunks:
             self.write(chunk)
 
@@ -144,6 +152,8 @@ class FakeConnection:
             self._lose(None)
 
     def abort(self) -> None:
+        if self.closed:
+            return
         self.aborted = True
         self._pending.clear()
         self._closing = True
@@ -166,7 +176,7 @@ class FakeConnection:
 
     @property
     def is_reading(self) -> bool:
-        return self._reading and not self._closing
+        return self._reading and not self._closing and not self.eof
 
     def get_write_buffer_size(self) -> int:
         return len(self._pending)
@@ -184,15 +194,20 @@ class FakeConnection:
             AssertionError: the handler paused reading or the connection is closed.
         """
         assert not self.closed, "feeding a closed connection"
+        assert not self.eof, "feeding after feed_eof(): the real connection reads nothing more"
         assert self._reading, "feeding while the handler paused reading"
         self.bytes_received += len(data)
         self.handler.data_received(data)
 
     def feed_eof(self) -> None:
-        """Signal that the peer shut down its sending side."""
+        """Signal that the peer shut down its sending side; reading stops."""
         self.eof = True
         if not self.handler.eof_received():
             self.close()
+
+    def settle(self) -> None:
+        """Run one reactor pass: deliver ``connection_lost`` and other queued callbacks."""
+        run_once(self.reactor)
 
     def take(self) -> bytes:
         """Return what the handler wrote since the last call, and forget it."""
@@ -231,6 +246,10 @@ class FakeConnection:
         if self.closed:
             return
         self.closed = True
+        # As the real connection: told on the next pass, never inside close().
+        self.reactor.call_soon(self._deliver_lost, exc)
+
+    def _deliver_lost(self, exc: BaseException | None) -> None:
         self.lost.append(exc)
         self.handler.connection_lost(exc)
 
@@ -238,3 +257,9 @@ class FakeConnection:
         return (
             f"<FakeConnection peer={self.peername} state={self.state} written={len(self.written)}>"
         )
+
+
+if TYPE_CHECKING:
+
+    def _is_transport(connection: FakeConnection) -> Transport:
+        return connection  # mypy checks the fake against the Transport protocol

@@ -134,9 +134,12 @@ def serve(
     loaded = load_plugins(config.reactor.plugins, entry_points=entry_points)
     for index, plugin in enumerate(extra):
         loaded.pm.register(plugin, name=f"test-plugin-{index}")
-    server = Server.from_config(
-        config, plugins=loaded, reactor=Reactor(threads=config.reactor.threads)
-    )
+    reactor = Reactor(threads=config.reactor.threads)
+    try:
+        server = Server.from_config(config, plugins=loaded, reactor=reactor)
+    except BaseException:
+        reactor.close()
+        raise
     thread = threading.Thread(
         target=server.serve_forever,
         kwargs={"install_signal_handlers": False},
@@ -149,3 +152,4 @@ def serve(
         yield running
     finally:
         running.stop()
+        reactor.close()  # ours: the server leaves a reactor it was given open

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reactorkit.handlers.chat import ChatHandler, ChatOptions, ChatRooms
-from reactorkit.testing import FakeConnection
+from reactorkit.testing import FakeConnection, run_once
 
 
 class Client:
@@ -168,6 +168,7 @@ def test_quit_announces_and_closes(rooms: ChatRooms) -> None:
     a.send("/quit see you")
     assert a.lines() == ["* bye"]
     assert a.conn.closed
+    a.conn.settle()  # connection_lost arrives on the next pass, as on a socket
     assert b.lines() == ["* guest1 left (quit: see you)"]
     assert "guest1" not in rooms.nicks
 
@@ -175,6 +176,7 @@ def test_quit_announces_and_closes(rooms: ChatRooms) -> None:
 def test_disconnect_is_announced(rooms: ChatRooms) -> None:
     a, b = join(rooms, 2)
     a.conn.feed_eof()
+    a.conn.settle()
     assert b.lines() == ["* guest1 left (disconnected)"]
 
 
@@ -184,6 +186,7 @@ def test_over_long_line_gets_an_error_and_closes() -> None:
     a.send("x" * 40)
     assert a.lines() == ["! line too long: the limit is 32 bytes; disconnecting"]
     assert a.conn.closed
+    a.conn.settle()
     assert b.lines() == ["* guest1 left (line too long)"]
 
 
@@ -203,6 +206,7 @@ def test_flood_control_warns_then_disconnects() -> None:
         a.send("spam")
     assert a.lines()[-1] == "! disconnected for flooding"
     assert a.conn.closed
+    a.conn.settle()
     assert b.lines() == ["* guest1 left (flooding)"]
 
 
@@ -213,6 +217,7 @@ def test_slow_consumer_is_disconnected_others_unaffected() -> None:
     for i in range(100):
         a.send(f"message number {i} " + "." * 40)
     assert slow.conn.aborted
+    slow.conn.settle()
     assert len(c.lines()) == 100 + 1  # every message, then the slow one's leave
     assert "guest2" not in rooms.nicks
 
@@ -257,3 +262,32 @@ def test_shutdown_says_goodbye(rooms: ChatRooms) -> None:
     a.handler.shutdown_requested()
     assert a.lines() == ["* the server is shutting down, goodbye"]
     assert a.conn.closed
+
+
+def test_a_line_not_finished_in_time_disconnects() -> None:
+    rooms = ChatRooms(options=ChatOptions(line_timeout=60.0))
+    a, b = join(rooms, 2)
+    a.send(b"typing slowl")
+    a.conn.advance(59.0)
+    a.send(b"y")
+    assert not a.conn.is_closing()
+    a.conn.advance(1.0)
+    assert a.lines() == ["! line not finished within 60 seconds; disconnecting"]
+    run_once(a.conn.reactor)
+    assert a.conn.closed
+    assert b.lines() == ["* guest1 left (line timeout)"]
+
+
+def test_a_client_that_sends_but_never_reads_stops_being_read_at_high_water() -> None:
+    rooms = ChatRooms(options=ChatOptions(rate=1e9, burst=10**9))
+    (a,) = join(rooms, 1)
+    a.send("/help")
+    help_size = len(a.conn.take())
+    a.conn.block_writes()
+    a.send(b"/help\n" * 10000)
+    assert not a.conn.is_reading
+    assert a.conn.get_write_buffer_size() <= a.conn.high_water + help_size
+    for _ in range(3):
+        run_once(a.conn.reactor)
+        assert a.conn.get_write_buffer_size() <= a.conn.high_water + help_size
+    assert not a.conn.is_closing()

@@ -17,7 +17,7 @@ from reactorkit.handlers.line_command import (
     LineCommandHandler,
     LineCommandOptions,
 )
-from reactorkit.testing import FakeConnection, run_until
+from reactorkit.testing import FakeConnection, run_once, run_until
 
 
 def table(*extra: LineCommand, **options: object) -> CommandTable:
@@ -109,10 +109,19 @@ def test_help_lists_every_command_with_its_source() -> None:
     assert ask(conn, b"help nope\r\n") == ["-ERR unknown command 'nope'"]
 
 
-def test_pipelined_requests_are_answered_in_order() -> None:
+def test_pipelined_requests_are_answered_in_order_a_hundred_per_pass() -> None:
     conn = client()
-    requests = b"".join(b"ECHO %d\r\n" % i for i in range(200))
-    assert ask(conn, requests) == [f"+{i}" for i in range(200)]
+    conn.feed(b"".join(b"ECHO %d\r\n" % i for i in range(250)))
+    replies = conn.take().decode().split("\r\n")[:-1]
+    assert replies == [f"+{i}" for i in range(100)]
+    assert not conn.is_reading  # the rest of the read waits its turn
+    run_once(conn.reactor)
+    replies += conn.take().decode().split("\r\n")[:-1]
+    assert len(replies) == 200
+    run_once(conn.reactor)
+    replies += conn.take().decode().split("\r\n")[:-1]
+    assert replies == [f"+{i}" for i in range(250)]
+    assert conn.is_reading
 
 
 @given(cuts=st.lists(st.integers(min_value=0, max_value=60), max_size=8))
@@ -274,3 +283,149 @@ def test_bad_argument_specs_are_refused(spec: str) -> None:
 def test_bad_command_name_is_refused() -> None:
     with pytest.raises(ValueError, match="command name must be"):
         LineCommand(name="no spaces", function=lambda c: None)
+
+
+# -- bounded memory, in order to the end, deadlines, flood control -----------
+
+
+def lines(data: bytes) -> list[str]:
+    return data.decode().split("\r\n")[:-1]
+
+
+def test_a_client_that_never_reads_stops_being_read_at_high_water() -> None:
+    one = client()
+    one.feed(b"HELP\r\n")
+    reply = one.take()
+    count = 65536 // 6  # one full read of HELP requests
+    conn = client(rate=0)  # the fake clock stands still: no refill
+    conn.block_writes()
+    conn.feed(b"HELP\r\n" * count)
+    assert not conn.is_reading
+    bound = conn.high_water + len(reply)  # high water + one response
+    assert conn.get_write_buffer_size() <= bound
+    for _ in range(5):  # the client reads nothing: later passes add nothing
+        run_once(conn.reactor)
+        assert conn.get_write_buffer_size() <= bound
+    assert conn.get_write_buffer_size() > conn.high_water  # the mark is what stopped it
+    for _ in range(count):  # the client reads: the rest is answered, bounded
+        conn.drain()
+        conn.block_writes()
+        run_once(conn.reactor)
+        assert conn.get_write_buffer_size() <= bound
+        if conn.is_reading:
+            break
+    conn.drain()
+    assert conn.value() == reply * count
+    assert conn.is_reading
+
+
+def test_pending_requests_then_eof_are_all_answered_in_order_then_closed() -> None:
+    release = threading.Event()
+    conn = client(LineCommand(name="slow", function=lambda c: str(release.wait(5)), blocking=True))
+    conn.feed(b"SLOW\r\nPING\r\nECHO a\r\n")
+    conn.feed_eof()
+    assert conn.value() == b""
+    assert not conn.is_closing()
+    release.set()
+    run_until(conn.reactor, lambda: conn.is_closing())
+    assert lines(conn.take()) == ["+True", "+PONG", "+a"]
+
+
+def test_shutdown_answers_every_request_received_then_closes() -> None:
+    release = threading.Event()
+    conn = client(LineCommand(name="slow", function=lambda c: str(release.wait(5)), blocking=True))
+    conn.feed(b"SLOW\r\nPING\r\nECHO a\r\nECHO unfinish")
+    conn.handler.shutdown_requested()
+    assert not conn.is_reading
+    assert not conn.is_closing()
+    release.set()
+    run_until(conn.reactor, lambda: conn.is_closing())
+    assert lines(conn.take()) == ["+True", "+PONG", "+a"]
+
+
+def test_eof_with_a_backlog_answers_it_all_over_later_passes() -> None:
+    conn = client()
+    conn.feed(b"PING\r\n" * 250 + b"PI")
+    conn.feed_eof()
+    assert not conn.is_closing()
+    run_until(conn.reactor, lambda: conn.is_closing())
+    assert lines(conn.take()) == ["+PONG"] * 250
+
+
+def test_over_long_line_behind_a_blocking_request_is_refused_after_the_answers() -> None:
+    release = threading.Event()
+    conn = client(
+        LineCommand(name="slow", function=lambda c: str(release.wait(5)), blocking=True),
+        max_line_length=32,
+    )
+    conn.feed(b"SLOW\r\nPING\r\n" + b"x" * 100)
+    assert conn.value() == b""
+    release.set()
+    run_until(conn.reactor, lambda: conn.is_closing())
+    assert lines(conn.take()) == ["+True", "+PONG", "-ERR line too long: the limit is 32 bytes"]
+
+
+def test_a_line_not_completed_in_time_gets_an_error_and_a_close() -> None:
+    conn = client(line_timeout=30.0)
+    conn.feed(b"PING\r\nPI")
+    assert conn.take() == b"+PONG\r\n"
+    conn.advance(29.0)
+    assert not conn.is_closing()
+    conn.advance(1.0)
+    assert lines(conn.take()) == [
+        "-ERR line timeout: a request line must be completed within 30 seconds"
+    ]
+    assert conn.is_closing()
+
+
+def test_a_line_trickled_a_byte_a_second_is_cut_off_at_the_deadline() -> None:
+    conn = client(line_timeout=10.0)
+    for byte in b"ECHO " + b"z" * 40:
+        conn.feed(bytes([byte]))
+        conn.advance(1.0)
+        if conn.is_closing():
+            break
+    assert conn.is_closing()
+    assert conn.take().startswith(b"-ERR line timeout")
+    assert conn.clock is not None
+    assert conn.clock.now == 1000.0 + 10.0  # cut off 10 s after the first byte
+
+
+def test_each_line_gets_its_own_deadline() -> None:
+    conn = client(line_timeout=10.0)
+    for _ in range(5):  # 5 lines of 8 s each: 40 s in all, none too slow
+        conn.feed(b"PI")
+        conn.advance(8.0)
+        conn.feed(b"NG\r\n")
+    assert lines(conn.take()) == ["+PONG"] * 5
+    assert not conn.is_closing()
+
+
+def test_line_timeout_zero_means_no_deadline() -> None:
+    conn = client(line_timeout=0)
+    conn.feed(b"PI")
+    conn.advance(3600.0)
+    conn.feed(b"NG\r\n")
+    assert conn.take() == b"+PONG\r\n"
+
+
+def test_requests_over_the_rate_wait_their_turn_none_is_dropped() -> None:
+    conn = client(rate=10.0, burst=5)
+    conn.feed(b"".join(b"ECHO %d\r\n" % i for i in range(20)))
+    assert lines(conn.take()) == [f"+{i}" for i in range(5)]  # the burst
+    assert not conn.is_reading
+    conn.advance(0.1)  # one token
+    assert lines(conn.take()) == ["+5"]
+    conn.advance(1.0)  # ten tokens, but the bucket holds five
+    assert lines(conn.take()) == [f"+{i}" for i in range(6, 11)]
+    conn.advance(0.5)
+    assert lines(conn.take()) == [f"+{i}" for i in range(11, 16)]
+    conn.advance(0.5)
+    assert lines(conn.take()) == [f"+{i}" for i in range(16, 20)]
+    assert conn.is_reading
+
+
+def test_rate_zero_turns_flood_control_off() -> None:
+    conn = client(rate=0, burst=1)
+    conn.feed(b"PING\r\n" * 100)
+    assert lines(conn.take()) == ["+PONG"] * 100

@@ -8,8 +8,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from reactorkit.handlers.chat import HELP
 from reactorkit.testing import RunningServer, serve
 from tests.helpers import connect
+from tests.integration.test_line_command import (
+    PeakBuffer,
+    flood_until_paused,
+    never_reading_client,
+)
 
 
 class ChatClient:
@@ -173,5 +179,37 @@ def test_never_reading_client_is_dropped_while_others_chat_at_full_speed() -> No
         open_count = srv.call(lambda: srv.listeners["chat"].open_connections)
         assert open_count == 2, "the never-reading client was not disconnected"
         stuck.close()
+        talker.close()
+        listener.close()
+
+
+def test_a_line_not_finished_in_time_disconnects() -> None:
+    with chat_server(line_timeout=0.2) as srv:
+        slow, other = clients(srv, 2)
+        slow.sock.sendall(b"typing very slo")
+        assert slow.line() == "! line not finished within 0.2 seconds; disconnecting"
+        assert slow.file.readline() == b""
+        assert other.line() == f"* {slow.nick} left (line timeout)"
+        slow.close()
+        other.close()
+
+
+def test_a_client_that_sends_but_never_reads_is_bounded_and_others_chat_on() -> None:
+    with chat_server(rate=1e9, burst=10**9) as srv:
+        talker, listener = clients(srv, 2)
+        flooder = never_reading_client(srv.address())
+        assert talker.line().endswith("joined #lobby")
+        assert listener.line().endswith("joined #lobby")
+        with flooder:
+            peak = PeakBuffer(srv)
+            flood_until_paused(srv, flooder, b"/help\n" * (3 * 1024 * 1024 // 6))
+            conns = srv.call(lambda: list(srv.server.connections))
+            stuck = [c for c in conns if not c.is_reading]
+            assert len(stuck) == 1  # the flooder, held back but still connected
+            talker.send("still here")
+            assert listener.line() == f"<{talker.nick}> still here"
+            help_size = sum(len(line) + 2 for line in HELP)
+            bound = stuck[0].high_water + stuck[0].max_read + 1024 + help_size
+            assert peak.stop() <= bound
         talker.close()
         listener.close()

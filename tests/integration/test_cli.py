@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import signal
 import socket
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -301,3 +305,194 @@ def test_log_level_is_accepted_before_and_after_the_command() -> None:
     bad = reactorkit_cli("check", "--log-level", "loud")
     assert bad.returncode == 2
     assert "invalid choice: 'loud'" in bad.stderr
+
+
+def test_run_logs_serving_one_listener_in_the_singular(run_server, tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.toml", '[[listen]]\nhandler = "echo"\nport = 0\n')
+    server = run_server("run", config)
+    server.wait_serving(1)
+    with connect(server.tcp("echo")) as sock:  # the loop runs: signals are handled
+        sock.sendall(b"ping")
+        assert sock.recv(10) == b"ping"
+    code, log = server.terminate()
+    assert code == 0
+    assert re.search(r"reactorkit \S+ serving 1 listener \(pid \d+\)", log), log
+
+
+def test_run_reports_every_address_in_use_and_binds_none(tmp_path: Path) -> None:
+    path = tmp_path / "free.sock"
+    with taken_port() as first, taken_port() as second:
+        config = write_config(
+            tmp_path / "c.toml",
+            f"""
+            [[listen]]
+            name = "unix"
+            handler = "echo"
+            path = "{path}"
+
+            [[listen]]
+            name = "a"
+            handler = "echo"
+            port = {first}
+
+            [[listen]]
+            name = "b"
+            handler = "chat"
+            port = {second}
+        """,
+        )
+        result = reactorkit_cli("run", config)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"reactorkit: error: {config}: listen[1] 'a': cannot listen on 127.0.0.1:{first}: "
+        "Address already in use",
+        f"reactorkit: error: {config}: listen[2] 'b': cannot listen on 127.0.0.1:{second}: "
+        "Address already in use",
+    ]
+    assert not path.exists(), "the address that did bind was not released"
+
+
+def check_and_run(config: str, env: dict[str, str] | None = None) -> tuple[Any, Any]:
+    """``check`` then ``run`` of one config; run must fail before serving."""
+    checked = reactorkit_cli("check", config, env=env)
+    ran = reactorkit_cli("run", config, env=env, timeout=30)
+    return checked, ran
+
+
+def test_check_and_run_refuse_a_unix_socket_in_a_missing_directory(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "dir"
+    config = write_config(
+        tmp_path / "c.toml", f'[[listen]]\nhandler = "echo"\npath = "{missing / "e.sock"}"\n'
+    )
+    checked, ran = check_and_run(config)
+    expected = (
+        f"reactorkit: error: {config}: listen[0] 'echo': path must be in an existing "
+        f"directory: {str(missing)!r} does not exist (create it first), "
+        f"got {str(missing / 'e.sock')!r}"
+    )
+    assert (checked.returncode, checked.stderr.splitlines()) == (1, [expected])
+    assert (ran.returncode, ran.stderr.splitlines()) == (1, [expected])
+    assert not missing.exists()
+
+
+def test_check_and_run_refuse_a_unix_socket_path_that_is_a_regular_file(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    config = write_config(
+        tmp_path / "c.toml", f'[[listen]]\nhandler = "echo"\npath = "{tmp_path / "notes.txt"}"\n'
+    )
+    checked, ran = check_and_run(config)
+    assert checked.returncode == ran.returncode == 1
+    assert "path must not name an existing file that is not a socket" in checked.stderr
+    assert checked.stderr == ran.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_check_and_run_refuse_a_config_named_plugin_module_that_does_not_import(
+    tmp_path: Path,
+) -> None:
+    config = write_config(
+        tmp_path / "c.toml",
+        """
+        [reactor]
+        plugins = ["missing_module_rk_test"]
+        [[listen]]
+        handler = "echo"
+        port = 0
+    """,
+    )
+    checked, ran = check_and_run(config)
+    expected = (
+        f"reactorkit: error: {config}: reactor.plugins must name modules that load, got "
+        "'missing_module_rk_test' (ModuleNotFoundError: No module named "
+        "'missing_module_rk_test'; install what provides it, or remove it from the list)"
+    )
+    assert (checked.returncode, checked.stderr.splitlines()) == (1, [expected])
+    assert (ran.returncode, ran.stderr.splitlines()) == (1, [expected])
+
+
+def broken_plugin_env(tmp_path: Path) -> dict[str, str]:
+    from tests.helpers import write_distribution
+
+    site = tmp_path / "site"
+    site.mkdir()
+    write_distribution(
+        site,
+        "rk-broken-check",
+        "0.1",
+        {"rk_broken_check": "raise RuntimeError('plugin exploded')\n"},
+        {"broken-check": "rk_broken_check"},
+    )
+    return child_env(PYTHONPATH=str(site))
+
+
+def test_check_warns_about_a_broken_installed_plugin_as_run_does(
+    run_server, tmp_path: Path
+) -> None:
+    env = broken_plugin_env(tmp_path)
+    config = write_config(tmp_path / "c.toml", '[[listen]]\nhandler = "echo"\nport = 0\n')
+    warning = (
+        "plugin 'broken-check' (rk_broken_check, from rk-broken-check 0.1) failed to load: "
+        "RuntimeError: plugin exploded"
+    )
+    checked = reactorkit_cli("check", config, env=env)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stderr.splitlines() == [f"reactorkit: warning: {warning}"]
+    server = run_server("run", config, env=env)
+    server.wait_serving(1)  # run serves what it can, and says what it could not load
+    with connect(server.tcp("echo")) as sock:
+        sock.sendall(b"ping")
+        assert sock.recv(10) == b"ping"
+    code, log = server.terminate()
+    assert code == 0
+    assert f"WARNING reactorkit.server: {warning}" in log
+
+
+def test_check_and_run_fail_when_a_handler_comes_from_a_broken_plugin(tmp_path: Path) -> None:
+    env = broken_plugin_env(tmp_path)
+    config = write_config(tmp_path / "c.toml", '[[listen]]\nhandler = "broken-check"\nport = 0\n')
+    checked, ran = check_and_run(config, env=env)
+    assert checked.returncode == ran.returncode == 1
+    for result in (checked, ran):
+        assert "handler must name an installed handler type" in result.stderr
+        assert "note: plugin 'broken-check'" in result.stderr
+
+
+def test_a_plugin_named_like_a_builtin_is_refused_by_run_check_and_plugins(
+    tmp_path: Path,
+) -> None:
+    from tests.helpers import write_distribution
+    from tests.test_plugins import DAYTIME
+
+    site = tmp_path / "site"
+    site.mkdir()
+    write_distribution(
+        site,
+        "rk-echo-clone",
+        "1.0",
+        {"rk_echo_clone": DAYTIME.format(name="echo-clone")},
+        {"echo": "rk_echo_clone"},
+    )
+    env = child_env(PYTHONPATH=str(site))
+    config = write_config(tmp_path / "c.toml", '[[listen]]\nhandler = "echo"\nport = 0\n')
+    checked, ran = check_and_run(config, env=env)
+    listed = reactorkit_cli("plugins", "--check", env=env)
+    assert checked.returncode == ran.returncode == listed.returncode == 1
+    for output in (checked.stderr, ran.stderr, listed.stdout):
+        assert "plugin name 'echo' is declared twice" in output
+        assert f"reactorkit {reactorkit.__version__} (reactorkit.handlers.echo)" in output
+        assert "rk-echo-clone 1.0 (rk_echo_clone)" in output
+
+
+def test_output_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
+    # The reader is gone before the first write, so every run meets EPIPE.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with os.fdopen(write_end, "wb") as stdout:
+        result = subprocess.run(
+            [sys.executable, "-m", "reactorkit", "plugins"],
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    assert (result.returncode, result.stderr) == (141, "")

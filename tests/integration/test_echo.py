@@ -63,6 +63,9 @@ def test_client_that_never_reads_pauses_reading_and_bounds_the_buffer() -> None:
 
         # Keep sending without reading until the server pauses reading.
         deadline = time.monotonic() + 20
+        while not srv.call(lambda: len(srv.listeners["echo"].connections)):
+            assert time.monotonic() < deadline, "the server never accepted"
+            time.sleep(0.005)  # waiting for the server thread's accept, not for time
         while srv.call(server_side)[0]:
             assert time.monotonic() < deadline, "the server never paused reading"
             _, writable, _ = select.select([], [sock], [], 0.05)

@@ -149,3 +149,34 @@ def test_check_exits_1_when_a_plugin_fails_to_load(site: Path) -> None:
 def test_check_exits_0_without_the_broken_plugin() -> None:
     result = reactorkit_cli("plugins", "--check")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def pip_install_target(target: Path, *projects: Path) -> None:
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"),
+            *("--disable-pip-version-check", "--target", str(target), *map(str, projects)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_an_installed_plugin_named_like_a_builtin_stops_run_check_and_plugins_check(
+    tmp_path: Path,
+) -> None:
+    # Its entry point is `echo`, as `reactorkit new-plugin echo` would have made it.
+    source = GOOD.replace('name="shout"', 'name="loud"')
+    twin = write_project(tmp_path, "reactorkit-echo", "reactorkit_echo", source, "0.1.0")
+    pip_install_target(tmp_path / "site", twin)
+    env = with_site(tmp_path / "site")
+    config = tmp_path / "echo.toml"
+    config.write_text('[[listen]]\nhandler = "echo"\nport = 0\n')
+    for args in (("check", str(config)), ("run", str(config)), ("plugins", "--check")):
+        result = reactorkit_cli(*args, env=env)
+        output = result.stdout + result.stderr
+        assert result.returncode == 1, (args, output)
+        assert "plugin name 'echo' is declared twice" in output, args
+        assert "reactorkit-echo 0.1.0 (reactorkit_echo)" in output, args

@@ -33,7 +33,7 @@ class DaytimeHandler(reactorkit.Handler):
         super().__init__(options)
         self.options = options
 
-    def connection_made(self, connection: reactorkit.Connection) -> None:
+    def connection_made(self, connection: reactorkit.Transport) -> None:
         now = datetime.datetime.now(datetime.UTC if self.options.utc else None).astimezone(
             datetime.UTC if self.options.utc else None
         )

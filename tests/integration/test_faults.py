@@ -1,0 +1,291 @@
+"""A plugin raising everywhere it can, under `reactorkit run`: 100 other clients never notice."""
+
+from __future__ import annotations
+
+import http.client
+import selectors
+import signal
+import socket
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import ServerProcess, child_env, connect, recv_until_closed
+
+CHAOS_PLUGIN = '''
+"""Raises in every hook and callback it can."""
+
+import time
+
+import reactorkit
+
+COUNT = [0]
+
+
+@reactorkit.hookimpl
+def reactorkit_reactor_started(reactor):
+    raise RuntimeError("chaos: reactor_started")
+
+
+@reactorkit.hookimpl
+def reactorkit_reactor_stopping(reactor):
+    raise RuntimeError("chaos: reactor_stopping")
+
+
+@reactorkit.hookimpl
+def reactorkit_connection_made(listener, connection):
+    raise RuntimeError("chaos: connection_made hook")
+
+
+@reactorkit.hookimpl
+def reactorkit_connection_lost(listener, connection, reason):
+    raise RuntimeError("chaos: connection_lost hook")
+
+
+class Chaos(reactorkit.Handler):
+    def __init__(self, state=None):
+        COUNT[0] += 1
+        if COUNT[0] % 5 == 0:
+            raise RuntimeError("chaos: __init__")
+        super().__init__(state)
+
+    def connection_made(self, connection):
+        super().connection_made(connection)
+        if COUNT[0] % 5 == 1:
+            raise RuntimeError("chaos: connection_made")
+
+    def data_received(self, data):
+        reactor = self.connection.reactor
+        if data.startswith(b"raise"):
+            raise RuntimeError("chaos: data_received")
+        if data.startswith(b"timer"):
+            reactor.call_later(0, self.boom)
+        elif data.startswith(b"soon"):
+            reactor.call_soon(self.boom)
+        elif data.startswith(b"thread"):
+            reactor.run_in_thread(self.fail).add_done_callback(lambda f: f.result())
+        elif data.startswith(b"flood"):
+            self.connection.write(b"x" * (1 << 20))  # pause_writing raises
+        else:
+            self.connection.write(data)
+        return None
+
+    def boom(self):
+        raise RuntimeError("chaos: scheduled callback")
+
+    def fail(self):
+        raise RuntimeError("chaos: thread work")
+
+    def pause_writing(self):
+        raise RuntimeError("chaos: pause_writing")
+
+    def eof_received(self):
+        raise RuntimeError("chaos: eof_received")
+
+    def connection_lost(self, exc):
+        raise RuntimeError("chaos: connection_lost")
+
+    def shutdown_requested(self):
+        raise RuntimeError("chaos: shutdown_requested")
+
+
+@reactorkit.hookimpl
+def reactorkit_handler_types():
+    return [reactorkit.HandlerType(name="chaos", handler=Chaos, description="raises")]
+
+
+def boom(ctx):
+    raise RuntimeError("chaos: command")
+
+
+def nap(ctx):
+    time.sleep(30)
+    return "rested"
+
+
+@reactorkit.hookimpl
+def reactorkit_line_commands():
+    return [
+        reactorkit.LineCommand(name="BOOM", function=boom, help="raises"),
+        reactorkit.LineCommand(name="NAP", function=nap, help="blocks 30 s", blocking=True),
+    ]
+
+
+def route_boom(request):
+    raise RuntimeError("chaos: route")
+
+
+@reactorkit.hookimpl
+def reactorkit_http_routes():
+    return [reactorkit.Route(method="GET", path="/boom", function=route_boom)]
+'''
+
+CONFIG = """
+[reactor]
+plugins = ["chaos_plugin"]
+shutdown_timeout = {shutdown_timeout}
+
+[[listen]]
+handler = "echo"
+port = 0
+max_connections = 1000
+
+[[listen]]
+handler = "chaos"
+port = 0
+
+[[listen]]
+handler = "line-command"
+port = 0
+[listen.options]
+commands = ["PING", "BOOM", "NAP"]
+
+[[listen]]
+handler = "http-lite"
+port = 0
+"""
+
+CLIENTS = 100
+ROUNDS = 20
+
+
+@pytest.fixture
+def chaos_server(tmp_path: Path, run_server: Any) -> Any:
+    def start(shutdown_timeout: float = 10.0) -> ServerProcess:
+        (tmp_path / "chaos_plugin.py").write_text(CHAOS_PLUGIN)
+        config = tmp_path / "chaos.toml"
+        config.write_text(textwrap.dedent(CONFIG.format(shutdown_timeout=shutdown_timeout)))
+        proc: ServerProcess = run_server(
+            "run", str(config), env=child_env(PYTHONPATH=str(tmp_path))
+        )
+        proc.wait_serving(4)
+        proc.keep_reading_log()  # tracebacks by the hundred: never let the pipe fill
+        return proc
+
+    return start
+
+
+def talk(address: tuple[str, int], errors: list[str], stop: threading.Event) -> int:
+    """100 echo clients doing round trips from one thread; returns how many."""
+    selector = selectors.DefaultSelector()
+    socks = [connect(address) for _ in range(CLIENTS)]
+    done = 0
+    try:
+        for rnd in range(ROUNDS):
+            if stop.is_set():
+                break
+            for i, sock in enumerate(socks):
+                sock.sendall(b"%d:%d\n" % (rnd, i))
+            for i, sock in enumerate(socks):
+                want = b"%d:%d\n" % (rnd, i)
+                got = b""
+                while len(got) < len(want):
+                    chunk = sock.recv(64)
+                    if not chunk:
+                        errors.append(f"client {i} closed in round {rnd}")
+                        return done
+                    got += chunk
+                if got != want:
+                    errors.append(f"client {i} round {rnd}: {got!r}")
+                done += 1
+    except OSError as exc:
+        errors.append(f"{type(exc).__name__}: {exc}")
+    finally:
+        for sock in socks:
+            sock.close()
+        selector.close()
+    return done
+
+
+def chaos(proc: ServerProcess, stop: threading.Event) -> None:
+    """Hit every raising path, over and over, until the talkers finish."""
+    chaos_addr = proc.tcp("chaos")
+    lc_addr = proc.tcp("line-command")
+    http_host, http_port = proc.tcp("http-lite")
+    deadline = time.monotonic() + 30
+    while not stop.is_set() and time.monotonic() < deadline:
+        for word in (b"raise", b"timer", b"soon", b"thread", b"hello"):
+            try:
+                with connect(chaos_addr) as sock:
+                    sock.sendall(word)
+                    sock.shutdown(socket.SHUT_WR)  # eof_received raises too
+                    recv_until_closed(sock)
+            except OSError:
+                pass  # the chaos listener may reset us: that is its business
+        with connect(chaos_addr) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(b"flood")
+            time.sleep(0.01)  # let the flood fill the buffer without reading
+        with connect(lc_addr) as sock:
+            sock.sendall(b"BOOM\r\nPING\r\n")
+            reply = b""
+            while reply.count(b"\r\n") < 2:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    break
+                reply += chunk
+            assert b"+PONG" in reply, reply  # a raising command costs one -ERR
+        conn = http.client.HTTPConnection(http_host, http_port, timeout=5)
+        conn.request("GET", "/boom")
+        assert conn.getresponse().status == 500
+        conn.close()
+
+
+@pytest.mark.slow
+def test_a_plugin_raising_everywhere_never_disturbs_the_other_clients(chaos_server: Any) -> None:
+    proc = chaos_server()
+    errors: list[str] = []
+    stop = threading.Event()
+    chaos_thread = threading.Thread(target=chaos, args=(proc, stop), daemon=True)
+    chaos_thread.start()
+    try:
+        done = talk(proc.tcp("echo"), errors, stop)
+    finally:
+        stop.set()
+        chaos_thread.join(30)
+    assert errors == []
+    assert done == CLIENTS * ROUNDS
+    # Still serving after all of it, then a clean exit on SIGTERM.
+    with connect(proc.tcp("echo")) as sock:
+        sock.sendall(b"after\n")
+        assert sock.recv(10) == b"after\n"
+    code, log = proc.terminate()
+    assert code == 0, log
+    assert "Traceback" in log  # the failures were logged...
+    for where in ("connection_made hook", "connection_lost hook", "reactor_stopping"):
+        assert f"chaos: {where}" in log
+    assert "plugin 'chaos_plugin'" in log  # ...with the plugin's name
+    assert "stopped" in log
+
+
+def test_shutdown_ends_by_its_deadline_even_with_blocking_work_running(chaos_server: Any) -> None:
+    proc = chaos_server(shutdown_timeout=1.0)
+    with connect(proc.tcp("line-command")) as sock:
+        sock.sendall(b"NAP\r\n")  # blocks a pool thread for 30 s
+        with connect(proc.tcp("echo")) as probe:  # the loop is not blocked by it
+            probe.sendall(b"x")
+            assert probe.recv(1) == b"x"
+        started = time.monotonic()
+        code, log = proc.terminate(timeout=10)  # TimeoutExpired: the process overran
+    assert code == 0, log
+    assert time.monotonic() - started < 8
+    assert "shutdown timeout" in log
+
+
+def test_sigterm_right_after_listening_is_a_graceful_shutdown(
+    tmp_path: Path, run_server: Any
+) -> None:
+    config = tmp_path / "echo.toml"
+    config.write_text('[[listen]]\nhandler = "echo"\nport = 0\n')
+    proc: ServerProcess = run_server("run", str(config))
+    assert proc.proc.stderr is not None
+    while "listening:" not in proc.proc.stderr.readline():
+        pass
+    proc.proc.send_signal(signal.SIGTERM)  # before the loop has installed its handlers
+    code, log = proc.wait_exit()
+    assert code == 0, log
+    assert "stopped" in log
