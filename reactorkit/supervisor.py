@@ -185,9 +185,9 @@ class Supervisor:
         self.reactor.add_signal_handler(signal.SIGTTIN, lambda s: self._request("add"))
         self.reactor.add_signal_handler(signal.SIGTTOU, lambda s: self._request("remove"))
         self.reactor.add_signal_handler(signal.SIGCHLD, lambda s: self._reap())
-        self.reactor.call_soon(self._start_roll, self.config, self.config_text, self.groups)
-        for early in early_signals or ():
+        for early in early_signals or ():  # first: then no worker is started at all
             self.reactor.call_soon(self._stop_signal, early)
+        self.reactor.call_soon(self._start_roll, self.config, self.config_text, self.groups)
         self._poll_children()
         log.info("supervisor pid %d: starting %d workers", os.getpid(), self.config.reactor.workers)
         try:

@@ -422,6 +422,18 @@ def test_sigterm_drains_every_worker_and_exits_zero(supervised, plugin_env, tmp_
     assert "stopped" in log
 
 
+def test_a_sigterm_right_after_binding_is_kept_and_shuts_down_cleanly(
+    supervised, plugin_env, tmp_path
+) -> None:
+    server = supervised(whoami_config(tmp_path / "c.toml"), env=plugin_env)
+    server.wait_for(r"bound 127\.0\.0\.1:\d+")  # logged before the supervisor's loop runs
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
+    log = "".join(server.log)
+    assert "SIGTERM: stopping" in log
+    assert "stopped" in log
+
+
 STUCK_PLUGIN = """
 import time
 import reactorkit
