@@ -83,7 +83,7 @@ def server(path: str, workers: int, pinned: bool) -> Iterator[list[int]]:
     command = [PY, "-m", "reactorkit", "run", path]
     if pinned:
         command = ["taskset", "-c", SERVER_CPU, *command]
-    ready = "generation 1 serving" if workers > 1 else "serving 1 listeners"
+    ready = "generation 1 serving" if workers > 1 else "serving 1 listener"
     with tempfile.TemporaryFile(mode="w+") as log:
         proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=log)
         try:
