@@ -9,12 +9,14 @@
  *       bytes of 'x' (echo), or a string with \r \n escapes ("PING\r\n").
  *       Prints requests, requests/s, p50 and p99 latency in microseconds.
  *
- *   loadgen fanout PORT RECEIVERS SECONDS
+ *   loadgen fanout PORT RECEIVERS SECONDS [PORT2]
  *       Chat broadcast: RECEIVERS connections plus one sender; greetings
  *       and join notices are skipped (read until 0.3 s of quiet). The
  *       sender sends one line; once every receiver
  *       has it, the next one. Prints messages, deliveries/s (messages x
  *       receivers) and p50/p99 of the time for a message to reach all.
+ *       With PORT2, every other receiver connects there instead (a second
+ *       chat server sharing the room through a bus); the sender stays on PORT.
  *
  *   loadgen idle PORT CONNS SECONDS
  *       Opens CONNS connections, prints "ready", holds them SECONDS, exits.
@@ -157,10 +159,10 @@ static void drain_quiet(const int *fds, int n, double quiet) {
     close(ep);
 }
 
-static int mode_fanout(int port, int receivers, double seconds) {
+static int mode_fanout(int port, int receivers, double seconds, int port2) {
     int *fds = calloc((size_t)receivers + 1, sizeof(int));
     long *lines = calloc((size_t)receivers, sizeof(long));
-    for (int i = 0; i < receivers; i++) fds[i] = dial(port);
+    for (int i = 0; i < receivers; i++) fds[i] = dial(port2 && i % 2 ? port2 : port);
     int sender = fds[receivers] = dial(port);
     drain_quiet(fds, receivers + 1, 0.3);
     int ep = epoll_create1(0);
@@ -213,11 +215,12 @@ int main(int argc, char **argv) {
     if (argc >= 7 && !strcmp(argv[1], "rr"))
         return mode_rr(atoi(argv[2]), atoi(argv[3]), atof(argv[4]), argv[5], atol(argv[6]));
     if (argc >= 5 && !strcmp(argv[1], "fanout"))
-        return mode_fanout(atoi(argv[2]), atoi(argv[3]), atof(argv[4]));
+        return mode_fanout(atoi(argv[2]), atoi(argv[3]), atof(argv[4]),
+                           argc >= 6 ? atoi(argv[5]) : 0);
     if (argc >= 5 && !strcmp(argv[1], "idle"))
         return mode_idle(atoi(argv[2]), atoi(argv[3]), atof(argv[4]));
     fprintf(stderr, "usage: loadgen rr PORT CONNS SECONDS REQUEST REPLY_BYTES\n"
-                    "       loadgen fanout PORT RECEIVERS SECONDS\n"
+                    "       loadgen fanout PORT RECEIVERS SECONDS [PORT2]\n"
                     "       loadgen idle PORT CONNS SECONDS\n");
     return 2;
 }

@@ -1,6 +1,6 @@
 """Benchmarks: reactorkit beside its peers, in one run, as ratios.
 
-    python bench/run.py echo|memory|line|chat|http|all [--seconds S] [--repeat N]
+    python bench/run.py echo|memory|line|chat|http|all [--seconds S] [--repeat N] [--before DIR]
 
 Every server runs pinned to CPU 0 and the load generator to CPU 1
 (``taskset``), so they do not compete for a core. Beside requests/s and
@@ -316,73 +316,89 @@ def bench_chat(seconds: float, repeat: int) -> None:
     table("chat: broadcast fan-out", rows, "asyncio")
 
 
-def bench_http(seconds: float, repeat: int) -> None:
-    rows = []
-    env = dict(os.environ, PYTHONPATH=str(BENCH))
-    port = free_port()
-    uvicorn = [
-        PY,
-        "-m",
-        "uvicorn",
-        "asgi_app:app",
-        "--port",
-        str(port),
-        "--http",
-        "httptools",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--backlog",
-        "4096",
-    ]
-    servers = {
-        "reactorkit http-lite": [
-            PY,
-            "-m",
-            "reactorkit",
-            "run",
-            reactorkit_config(
-                "http-lite", port, "access_log = false", extra='plugins = ["rk_bench_routes"]'
-            ),
+def wrk(port: int, conns: int, seconds: float) -> tuple[float, float, float]:
+    """(requests, requests/s, p99 µs) of one ``wrk -t1`` run, pinned to the load CPU."""
+    url = f"http://127.0.0.1:{port}/"
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            LOAD_CPU,
+            "wrk",
+            "-t1",
+            f"-c{conns}",
+            f"-d{seconds:g}s",
+            "--latency",
+            url,
         ],
-        "uvicorn (asyncio)": [*uvicorn, "--loop", "asyncio"],
-        "uvicorn (uvloop)": [*uvicorn, "--loop", "uvloop"],
-    }
-    for conns in (1, 50):
-        for name, command in servers.items():
-            runs = []
-            for _ in range(repeat):
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    ).stdout
+    total = re.search(r"(\d+) requests in", out)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    if total is None or rps is None or p99 is None:
+        raise RuntimeError(f"cannot read wrk's output:\n{out}")
+    scale = {"us": 1, "ms": 1e3, "s": 1e6}[p99.group(2)]
+    return float(total.group(1)), float(rps.group(1)), float(p99.group(1)) * scale
+
+
+def http_servers(port: int, before: str | None) -> dict[str, tuple[list[str], dict[str, str]]]:
+    env = dict(os.environ, PYTHONPATH=str(BENCH))
+    config = reactorkit_config(
+        "http-lite", port, "access_log = false", extra='plugins = ["rk_bench_routes"]'
+    )
+    uvicorn = [PY, "-m", "uvicorn", "asgi_app:app", "--port", str(port), "--http", "httptools"]
+    uvicorn += ["--no-access-log", "--log-level", "warning", "--backlog", "4096"]
+    servers = {"reactorkit http-lite": ([PY, "-m", "reactorkit", "run", config], env)}
+    if before:
+        # An older checkout (e.g. ``git archive REV reactorkit | tar -x -C DIR``) first
+        # on the path: the same config, served by that code.
+        old_env = dict(env, PYTHONPATH=f"{before}{os.pathsep}{BENCH}", PYTHONDONTWRITEBYTECODE="1")
+        servers["reactorkit before"] = ([PY, "-m", "reactorkit", "run", config], old_env)
+    servers["uvicorn (asyncio)"] = ([*uvicorn, "--loop", "asyncio"], env)
+    servers["uvicorn (uvloop)"] = ([*uvicorn, "--loop", "uvloop"], env)
+    return servers
+
+
+def bench_http(seconds: float, repeat: int, before: str | None = None) -> None:
+    """wrk at 50 and 500 connections; rounds interleave the servers so drift hits all alike."""
+    port = free_port()
+    servers = http_servers(port, before)
+    loads = (50, 500)
+    runs: dict[tuple[int, str], list[dict[str, float]]] = {}
+    for _ in range(repeat):
+        for conns in loads:
+            for name, (command, env) in servers.items():
                 with server(command, port, env=env) as proc:
-                    before = cpu_seconds(proc.pid)
-                    out = subprocess.run(
-                        [
-                            "taskset",
-                            "-c",
-                            LOAD_CPU,
-                            "wrk",
-                            "-t1",
-                            f"-c{conns}",
-                            f"-d{seconds:g}s",
-                            "--latency",
-                            f"http://127.0.0.1:{port}/",
-                        ],
-                        capture_output=True,
-                        text=True,
-                        timeout=seconds + 60,
-                        check=True,
-                    ).stdout
-                    total = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-                    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-                    scale = {"us": 1, "ms": 1e3, "s": 1e6}[p99.group(2)]  # type: ignore[union-attr]
-                    runs.append(
-                        {
-                            "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
-                            "p99_us": float(p99.group(1)) * scale,  # type: ignore[union-attr]
-                            "cpu_us": (cpu_seconds(proc.pid) - before) / total * 1e6,
-                        }
-                    )
-            rows.append((f"wrk {conns} conns", name, median_of(runs)))
-    table("HTTP: a 13-byte response from a route (wrk)", rows, "uvicorn (asyncio)")
+                    before_cpu = cpu_seconds(proc.pid)
+                    total, rps, p99 = wrk(port, conns, seconds)
+                    cpu_us = (cpu_seconds(proc.pid) - before_cpu) / total * 1e6
+                runs.setdefault((conns, name), []).append(
+                    {"rps": rps, "p99_us": p99, "cpu_us": cpu_us}
+                )
+    base = "uvicorn (uvloop)"
+    print(f"\n### HTTP: a 13-byte response from a route (wrk), {repeat} interleaved rounds\n")
+    print(
+        "| load | server | requests/s median (min-max) | p99 µs | CPU µs/request median "
+        f"(min-max) | req/s vs {base} | CPU/request vs {base} |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for conns in loads:
+        baseline = median_of(runs[conns, base])
+        for name in servers:
+            r = runs[conns, name]
+            m = median_of(r)
+            rps = [x["rps"] for x in r]
+            cpu = [x["cpu_us"] for x in r]
+            print(
+                f"| wrk {conns} conns | {name} | {m['rps']:,.0f} ({min(rps):,.0f}-{max(rps):,.0f})"
+                f" | {m['p99_us']:,.0f} | {m['cpu_us']:.1f} ({min(cpu):.1f}-{max(cpu):.1f}) | "
+                f"{m['rps'] / baseline['rps']:.2f}x | {m['cpu_us'] / baseline['cpu_us']:.2f}x |"
+            )
+    sys.stdout.flush()
 
 
 def main() -> None:
@@ -392,6 +408,11 @@ def main() -> None:
     parser.add_argument("what", choices=["echo", "memory", "line", "chat", "http", "all"])
     parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
     parser.add_argument("--repeat", type=int, default=1, help="runs per row (median)")
+    parser.add_argument(
+        "--before",
+        metavar="DIR",
+        help="http: also run the reactorkit package found in DIR (an older checkout)",
+    )
     args = parser.parse_args()
     missing = missing_tools(args.what)
     if missing:
@@ -414,7 +435,7 @@ def main() -> None:
     if what in ("chat", "all"):
         bench_chat(args.seconds, args.repeat)
     if what in ("http", "all"):
-        bench_http(args.seconds, args.repeat)
+        bench_http(args.seconds, args.repeat, args.before)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,12 @@ Handlers (built-in ones included) import nothing else from the package.
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _version
 
+from reactorkit.chatbus import BusListener
+from reactorkit.chatbus import ChatBus
+from reactorkit.chatbus import ChatEvent
+from reactorkit.chatbus import LocalBus
+from reactorkit.chatbus import LocalHub
+from reactorkit.chatbus import RedisBus
 from reactorkit.commands import CommandContext
 from reactorkit.commands import LineCommand
 from reactorkit.commands import split_args
@@ -17,7 +23,9 @@ from reactorkit.errors import BindError
 from reactorkit.errors import CommandError
 from reactorkit.errors import ConfigError
 from reactorkit.errors import ConfigErrors
+from reactorkit.errors import ConnectError
 from reactorkit.errors import HttpError
+from reactorkit.errors import HttpProtocolError
 from reactorkit.errors import PluginError
 from reactorkit.errors import PluginLoadError
 from reactorkit.errors import ReactorkitError
@@ -53,11 +61,15 @@ except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
 __all__ = [
     "DEFAULT_MAX_LINE",
     "BindError",
+    "BusListener",
+    "ChatBus",
+    "ChatEvent",
     "CommandContext",
     "CommandError",
     "Config",
     "ConfigError",
     "ConfigErrors",
+    "ConnectError",
     "Connection",
     "Contribution",
     "Future",
@@ -65,15 +77,19 @@ __all__ = [
     "HandlerType",
     "Headers",
     "HttpError",
+    "HttpProtocolError",
     "LineCommand",
     "LineHandler",
     "Listener",
+    "LocalBus",
+    "LocalHub",
     "NoOptions",
     "PluginError",
     "PluginLoadError",
     "Plugins",
     "Reactor",
     "ReactorkitError",
+    "RedisBus",
     "Request",
     "Response",
     "Route",

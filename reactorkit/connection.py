@@ -106,7 +106,10 @@ class Connection:
         listener: the listener that accepted it, or None (outbound, tests).
         peername: the peer address if already known (accept returns it).
         max_read, high_water, low_water: see the module docstring.
-        linger_timeout: the most seconds a close spends discarding input.
+        linger_timeout: the most seconds a close spends discarding input;
+            0 (the default, for outbound connections) closes at once.
+            Listeners pass :data:`DEFAULT_LINGER_TIMEOUT`: lingering
+            protects a server's last response.
         on_lost: called as ``on_lost(connection, exc)`` after the handler's
             ``connection_lost`` (the owner's bookkeeping: the listener's).
     """
@@ -153,7 +156,7 @@ class Connection:
         max_read: int = DEFAULT_MAX_READ,
         high_water: int = DEFAULT_HIGH_WATER,
         low_water: int = DEFAULT_LOW_WATER,
-        linger_timeout: float = DEFAULT_LINGER_TIMEOUT,
+        linger_timeout: float = 0.0,
         on_lost: Callable[[Connection, BaseException | None], object] | None = None,
     ) -> None:
         self.reactor = reactor

@@ -13,7 +13,9 @@ __all__ = [
     "CommandError",
     "ConfigError",
     "ConfigErrors",
+    "ConnectError",
     "HttpError",
+    "HttpProtocolError",
     "PluginError",
     "PluginLoadError",
     "ReactorStateError",
@@ -42,6 +44,27 @@ class BindError(ReactorkitError, OSError):
 
     def __str__(self) -> str:
         return self.message
+
+
+class ConnectError(ReactorkitError, OSError):
+    """An outbound connect failed: refused, timed out, unresolvable or cancelled.
+
+    Delivered to the caller of ``reactor.connect_tcp``/``connect_unix``, never
+    raised into the loop. ``errno`` is the underlying error's (``ETIMEDOUT``
+    for a timeout, ``ECANCELED`` once cancelled).
+
+    Attributes:
+        address: what was being connected to (``host:port`` or ``unix:PATH``).
+        reason: why it failed, in words.
+    """
+
+    def __init__(self, errno: int | None, address: str, reason: str) -> None:
+        super().__init__(errno, f"cannot connect to {address}: {reason}")
+        self.address = address
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot connect to {self.address}: {self.reason}"
 
 
 class ConfigError(ReactorkitError, ValueError):
@@ -156,3 +179,14 @@ class HttpError(ReactorkitError, ValueError):
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}".strip()
+
+
+class HttpProtocolError(ReactorkitError, ValueError):
+    """A response HTTP-lite was asked to send would break HTTP/1.1 framing.
+
+    Raised by :meth:`reactorkit.http11.ServerConnection.send` before any byte
+    is produced: a header value with CR, LF or NUL (response splitting), a
+    header name that is not a token, a streamed body longer or shorter than
+    its ``Content-Length``, or a response with no request to answer. The
+    handler logs it and answers 500 instead (or aborts a streamed body).
+    """

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
-from reactorkit.connection import Connection, format_peer
+from reactorkit.connection import DEFAULT_LINGER_TIMEOUT, Connection, format_peer
 
 if TYPE_CHECKING:
     from reactorkit.handler import HandlerType
@@ -205,7 +205,10 @@ class Listener:
         self.idle_timeout = idle_timeout
         self.stats = ListenerStats()
         self.connections: set[Connection] = set()
-        self._conn_kwargs: dict[str, Any] = {"on_lost": self._connection_closed}
+        self._conn_kwargs: dict[str, Any] = {
+            "on_lost": self._connection_closed,
+            "linger_timeout": DEFAULT_LINGER_TIMEOUT,
+        }
         if high_water is not None:
             self._conn_kwargs["high_water"] = high_water
         if low_water is not None:

@@ -56,10 +56,14 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar, final
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
 
 from reactorkit.errors import ReactorStateError
 from reactorkit.threadpool import ThreadPool
+
+if TYPE_CHECKING:
+    from reactorkit.connector import Connector
+    from reactorkit.handler import Handler
 
 __all__ = ["DEFAULT_THREADS", "CallbackOwner", "Future", "Reactor", "TimerHandle"]
 
@@ -505,6 +509,30 @@ class Reactor:
     def __repr__(self) -> str:
         state = "running" if self._running else ("closed" if self._closed else "idle")
         return f"<Reactor {state} timers={len(self._timers)} ready={len(self._ready)}>"
+
+    # -- outbound connections (the connector module does the work) ----------
+
+    def connect_tcp(
+        self, host: str, port: int, handler: Handler, *, timeout: float = 10.0, **limits: int
+    ) -> Connector:
+        """Connect to ``host:port``; ``handler`` gets a :class:`Connection` once up.
+
+        Failure goes to the returned connector's done-callbacks as a
+        :class:`~reactorkit.errors.ConnectError`, never into the loop. See
+        :func:`reactorkit.connector.connect_tcp` (``limits``: ``high_water``,
+        ``low_water``, ``max_read``).
+        """
+        from reactorkit.connector import connect_tcp
+
+        return connect_tcp(self, host, port, handler, timeout=timeout, **limits)
+
+    def connect_unix(
+        self, path: str, handler: Handler, *, timeout: float = 10.0, **limits: int
+    ) -> Connector:
+        """Connect to the UNIX socket ``path``; as :meth:`connect_tcp`."""
+        from reactorkit.connector import connect_unix
+
+        return connect_unix(self, path, handler, timeout=timeout, **limits)
 
 
 def _release_descriptors(

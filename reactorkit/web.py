@@ -39,37 +39,46 @@ class Headers(Mapping[str, str]):
     """Case-insensitive, multi-valued HTTP header fields.
 
     ``headers["content-type"]`` gives the first value; :meth:`get_all` gives
-    every value of a repeated field. Iteration yields lower-case names.
+    every value of a repeated field. Iteration yields lower-case names. The
+    index by name is built on first lookup, so a request nobody inspects
+    costs no more than its list of fields.
     """
 
     __slots__ = ("_items", "_map")
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[str, str]] = []
-        self._map: dict[str, list[str]] = {}
-        for name, value in items:
-            self.add(name, value)
+        self._items: list[tuple[str, str]] = list(items)
+        self._map: dict[str, list[str]] | None = None
+
+    def _index(self) -> dict[str, list[str]]:
+        index = self._map
+        if index is None:
+            index = self._map = {}
+            for name, value in self._items:
+                index.setdefault(name.lower(), []).append(value)
+        return index
 
     def add(self, name: str, value: str) -> None:
         """Append one field (a repeated name keeps every value)."""
         self._items.append((name, value))
-        self._map.setdefault(name.lower(), []).append(value)
+        if self._map is not None:
+            self._map.setdefault(name.lower(), []).append(value)
 
     def __getitem__(self, name: str) -> str:
-        return self._map[name.lower()][0]
+        return self._index()[name.lower()][0]
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() in self._map
+        return isinstance(name, str) and name.lower() in self._index()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._map)
+        return iter(self._index())
 
     def __len__(self) -> int:
-        return len(self._map)
+        return len(self._index())
 
     def get_all(self, name: str) -> list[str]:
         """Every value of ``name``, in arrival order (empty if absent)."""
-        return list(self._map.get(name.lower(), ()))
+        return list(self._index().get(name.lower(), ()))
 
     def items_raw(self) -> list[tuple[str, str]]:
         """Every field as it arrived: original case, repeats kept."""
@@ -91,6 +100,10 @@ class Request:
         query_string: the query string as sent.
         headers: case-insensitive :class:`Headers`.
         body: the whole request body (Content-Length or chunked).
+        trailers: the trailer fields of a chunked body, kept apart from
+            ``headers`` (RFC 9110 section 6.5: never merged into them).
+        host: the authority the request is for: the absolute-form target's
+            if one was sent (RFC 9112 section 3.2.2), else the Host field.
         http_version: ``"1.1"`` or ``"1.0"``.
         peer: the client's address.
         captures: the values of the route pattern's ``{name}`` captures.
@@ -105,6 +118,8 @@ class Request:
     query_string: str = ""
     headers: Headers = attrs.field(factory=Headers)
     body: bytes = b""
+    trailers: Headers = attrs.field(factory=Headers)
+    host: str = ""
     http_version: str = "1.1"
     peer: Any = None
     captures: dict[str, str] = attrs.field(factory=dict)
@@ -132,9 +147,13 @@ class Response:
 
     Attributes:
         status: the status code.
-        headers: extra header fields, ``(name, value)`` pairs; ``Date``,
-            ``Server``, ``Content-Length`` and ``Connection`` are set by the
-            server.
+        headers: extra header fields, ``(name, value)`` pairs. ``Date``,
+            ``Server``, ``Content-Length``, ``Transfer-Encoding`` and
+            ``Connection`` are the server's: a route's own are dropped,
+            except a ``Content-Length`` beside an iterable body, which is
+            then sent as is instead of chunked. A name that is not a token
+            or a value with CR, LF, NUL or another control character is
+            refused: the client gets a 500 and the log says why.
         body: ``bytes``, ``str`` (sent as UTF-8) or an iterable of ``bytes``
             chunks, which is streamed (chunked transfer coding on HTTP/1.1)
             as fast as the client reads it.

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import DistMaker, ServerProcess, write_distribution
+from tests.redis_server import own_redis_server, redis_server  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

@@ -262,7 +262,7 @@ def test_connection_lost_is_delivered_on_the_next_pass_not_inside_close(reactor,
 def test_close_lingers_shutting_the_write_side_until_the_peer_closes(reactor, pair) -> None:
     a, b = pair
     handler = Recorder()
-    conn = make(reactor, a, handler)
+    conn = make(reactor, a, handler, linger_timeout=2)
     b.sendall(b"unread input")  # closing over unread input would send RST
     conn.write(b"goodbye")
     conn.close()
@@ -281,7 +281,7 @@ def test_lingering_ends_at_the_timeout_when_the_peer_never_closes(pair) -> None:
     clock = FakeClock()
     reactor = Reactor(clock=clock)
     try:
-        conn = make(reactor, a, Recorder())
+        conn = make(reactor, a, Recorder(), linger_timeout=2)
         conn.close()
         assert conn.state == "lingering"
         clock.advance(conn.linger_timeout)

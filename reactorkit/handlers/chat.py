@@ -18,12 +18,19 @@ per room, rooms. A client that sends but never reads stops being read once
 its unsent output passes the high-water mark (see ``reactorkit.LineHandler``)
 and is disconnected past ``max_output_buffer``.
 Room state lives in one :class:`ChatRooms` per listener.
+
+With the ``bus`` option, rooms span every server on the same Redis: each
+message, action, join, leave and nick change is also published once on a
+:class:`reactorkit.ChatBus`, and what other servers publish is delivered to
+the local members (:meth:`ChatRooms.bus_event`).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import weakref
+from collections.abc import Iterator
 
 import attrs
 
@@ -66,6 +73,31 @@ class ChatOptions:
     max_output_buffer: int = attrs.field(default=256 * 1024, validator=attrs.validators.ge(1024))
     max_room_clients: int = attrs.field(default=100, validator=attrs.validators.ge(1))
     max_rooms: int = attrs.field(default=1000, validator=attrs.validators.ge(1))
+    bus: str = attrs.field(default="", validator=lambda _i, _a, v: _check_bus(v))
+    bus_prefix: str = attrs.field(
+        default="reactorkit:chat:", validator=lambda _i, _a, v: _check_prefix(v)
+    )
+    bus_presence_interval: float = attrs.field(default=5.0, validator=attrs.validators.ge(0.05))
+    bus_reconnect_max: float = attrs.field(default=5.0, validator=attrs.validators.ge(0.05))
+
+
+def _check_bus(url: str) -> None:
+    if url:
+        try:
+            reactorkit.RedisBus.check_url(url)
+        except ValueError as exc:
+            raise ValueError(f"'bus' {exc}") from None
+
+
+def _check_prefix(prefix: str) -> None:
+    try:
+        reactorkit.RedisBus.check_prefix(prefix)
+    except ValueError as exc:
+        raise ValueError(f"'bus_prefix' {exc}") from None
+
+
+# Rooms with a bus, so the reactor_stopping hook can close their buses.
+_BUSSED: weakref.WeakSet[ChatRooms] = weakref.WeakSet()
 
 
 @attrs.define(eq=False)
@@ -88,17 +120,40 @@ class ChatRooms:
     rooms: dict[str, Room] = attrs.field(factory=dict)
     nicks: dict[str, ChatHandler] = attrs.field(factory=dict)
     guests: int = 0
+    bus: reactorkit.ChatBus | None = None
+    _bus_reactor: reactorkit.Reactor | None = attrs.field(default=None, init=False)
+    _bus_was_up: bool = attrs.field(default=False, init=False)
 
     @classmethod
     def from_listener(cls, listener: reactorkit.Listener) -> ChatRooms:
-        return cls(options=listener.options)
+        rooms = cls(options=listener.options)
+        options: ChatOptions = listener.options
+        if options.bus:
+            bus = reactorkit.RedisBus(
+                listener.reactor,
+                options.bus,
+                name=listener.name,
+                prefix=options.bus_prefix,
+                presence_interval=options.bus_presence_interval,
+                reconnect_max=options.bus_reconnect_max,
+            )
+            rooms.attach_bus(bus, listener.reactor)
+        return rooms
 
     def guest_nick(self) -> str:
+        # With a bus, a suffix of this server's id keeps guests of two servers apart.
+        suffix = f"-{self.bus.origin[:4]}" if self.bus is not None else ""
         while True:
             self.guests += 1
-            nick = f"guest{self.guests}"
-            if nick.lower() not in self.nicks:
+            nick = f"guest{self.guests}{suffix}"
+            if not self.is_taken(nick):
                 return nick
+
+    def is_taken(self, nick: str) -> bool:
+        """True when ``nick`` is in use here or (with a bus) on another server."""
+        return nick.lower() in self.nicks or (
+            self.bus is not None and self.bus.has_remote_nick(nick)
+        )
 
     def room(self, name: str) -> Room | None:
         """The room called ``name`` (lowercase, no ``#``), created if there is space."""
@@ -120,6 +175,69 @@ class ChatRooms:
         for member in list(room.members):
             if member is not exclude:
                 member.send_bytes(data)
+
+    # -- the bus (reactorkit.BusListener) ----------------------------------
+
+    def attach_bus(self, bus: reactorkit.ChatBus, reactor: reactorkit.Reactor) -> None:
+        """Share these rooms with other servers through ``bus``; closed on shutdown."""
+        self.bus = bus
+        self._bus_reactor = reactor
+        self._bus_was_up = False
+        _BUSSED.add(self)
+        bus.start(self)
+
+    def publish(self, kind: str, room: str, nick: str, text: str = "", target: str = "") -> bool:
+        """Tell the other servers; False when there is no bus or it dropped the event."""
+        if self.bus is None:
+            return False
+        event = reactorkit.ChatEvent(kind=kind, room=room, nick=nick, text=text, target=target)
+        return self.bus.publish(event)
+
+    def bus_event(self, event: reactorkit.ChatEvent) -> None:
+        if event.kind == "msg":
+            target = self.nicks.get(event.target.lower())
+            if target is not None:
+                target.say(f"*{event.nick}* {event.text}")
+            return
+        room = self.rooms.get(event.room)
+        if room is None:
+            return  # nobody here is in that room
+        kind = event.kind
+        if kind == "say":
+            line = f"<{event.nick}> {event.text}"
+        elif kind == "me":
+            line = f"* {event.nick} {event.text}"
+        elif kind == "join":
+            line = f"* {event.nick} joined #{event.room}"
+        elif kind == "leave":
+            line = f"* {event.nick} left {event.text}"
+        elif kind == "nick":
+            line = f"* {event.nick} is now {event.text}"
+        else:
+            return  # a kind a newer server knows
+        self.broadcast(room, line)
+
+    def bus_state_changed(self, up: bool, reason: str) -> None:
+        if up and not self._bus_was_up:
+            self._bus_was_up = True
+            return  # the first connect is not news
+        notice = (
+            "* other servers are reachable again"
+            if up
+            else "! other servers are unreachable: only people on this server see messages now"
+        )
+        for room in list(self.rooms.values()):
+            self.broadcast(room, notice)
+
+    def bus_members(self) -> Iterator[tuple[str, str]]:
+        for room in self.rooms.values():
+            for member in room.members:
+                yield room.name, member.nick
+
+    def close_bus(self) -> None:
+        """Say goodbye to the other servers and disconnect (at shutdown)."""
+        if self.bus is not None:
+            self.bus.close()
 
 
 class ChatHandler(reactorkit.LineHandler):
@@ -164,6 +282,7 @@ class ChatHandler(reactorkit.LineHandler):
             room, self.room = self.room, None
             self.rooms.leave(self, room)
             self.rooms.broadcast(room, f"* {self.nick} left ({self.quit_reason})")
+            self.rooms.publish("leave", room.name, self.nick, f"({self.quit_reason})")
         if self.rooms.nicks.get(self.nick.lower()) is self:
             del self.rooms.nicks[self.nick.lower()]
 
@@ -224,6 +343,7 @@ class ChatHandler(reactorkit.LineHandler):
             text = text[1:]  # "//x" sends a message starting with "/x"
         if self.room is not None:
             self.rooms.broadcast(self.room, f"<{self.nick}> {text}", exclude=self)
+            self.rooms.publish("say", self.room.name, self.nick, text)
 
     def _admit(self) -> bool:
         # `rate` lines per second with bursts of `burst`; over it, dropped.
@@ -258,7 +378,9 @@ class ChatHandler(reactorkit.LineHandler):
             self.say(
                 f"! invalid nick {new!r}: 1-{limit} letters, digits, _ or -, starting with a letter"
             )
-        elif new.lower() in self.rooms.nicks and self.rooms.nicks[new.lower()] is not self:
+        elif (new.lower() in self.rooms.nicks and self.rooms.nicks[new.lower()] is not self) or (
+            self.rooms.bus is not None and self.rooms.bus.has_remote_nick(new)
+        ):
             self.say(f"! nick {new} is taken")
         elif new != self.nick:
             old = self.nick
@@ -268,6 +390,7 @@ class ChatHandler(reactorkit.LineHandler):
             self.say(f"* you are now {new}")
             if self.room is not None:
                 self.rooms.broadcast(self.room, f"* {old} is now {new}", exclude=self)
+                self.rooms.publish("nick", self.room.name, old, new)
 
     def cmd_join(self, args: str) -> None:
         match = ROOM_RE.match(args.strip())
@@ -295,12 +418,16 @@ class ChatHandler(reactorkit.LineHandler):
             self.rooms.leave(self, old)
             self.rooms.broadcast(old, f"* {self.nick} left for #{name}")
         self._enter(room)
+        if old is not None:
+            # After the join: a server that shows "left for #x" knows who is in #x.
+            self.rooms.publish("leave", old.name, self.nick, f"for #{name}")
 
     def _enter(self, room: Room) -> None:
         self.rooms.broadcast(room, f"* {self.nick} joined {room.label}")
+        self.rooms.publish("join", room.name, self.nick)
         room.members[self] = None
         self.room = room
-        others = len(room.members) - 1
+        others = len(room.members) - 1 + len(self._remote_members())
         self.say(f"* you are now in {room.label} ({others} other{'s' * (others != 1)} here)")
 
     def cmd_rooms(self, args: str) -> None:
@@ -309,8 +436,13 @@ class ChatHandler(reactorkit.LineHandler):
 
     def cmd_who(self, args: str) -> None:
         if self.room is not None:
-            names = ", ".join(member.nick for member in self.room.members)
+            names = ", ".join([m.nick for m in self.room.members] + self._remote_members())
             self.say(f"* in {self.room.label}: {names}")
+
+    def _remote_members(self) -> list[str]:
+        if self.rooms.bus is None or self.room is None:
+            return []
+        return self.rooms.bus.remote_members(self.room.name)
 
     def cmd_msg(self, args: str) -> None:
         nick, _, text = args.partition(" ")
@@ -319,6 +451,12 @@ class ChatHandler(reactorkit.LineHandler):
             self.say("! usage: /msg NICK text")
             return
         target = self.rooms.nicks.get(nick.lower())
+        if target is None and self.rooms.bus is not None and self.rooms.bus.has_remote_nick(nick):
+            if self.rooms.publish("msg", "", self.nick, text, target=nick):
+                self.say(f"-> *{nick}* {text}")
+            else:
+                self.say(f"! cannot reach {nick}: other servers are unreachable")
+            return
         if target is None:
             self.say(f"! no such nick: {nick}")
             return
@@ -330,6 +468,7 @@ class ChatHandler(reactorkit.LineHandler):
             self.say("! usage: /me action")
         elif self.room is not None:
             self.rooms.broadcast(self.room, f"* {self.nick} {args}", exclude=self)
+            self.rooms.publish("me", self.room.name, self.nick, args)
 
     def cmd_quit(self, args: str) -> None:
         self.quit_reason = f"quit: {args}" if args else "quit"
@@ -349,3 +488,13 @@ def reactorkit_handler_types() -> list[reactorkit.HandlerType]:
             default_port=7070,
         )
     ]
+
+
+@reactorkit.hookimpl
+def reactorkit_reactor_stopping(reactor: reactorkit.Reactor) -> None:
+    # Before the connections drain: the peers hear one "bye" and let this
+    # server's members leave, instead of a leave line per closing client.
+    for rooms in list(_BUSSED):
+        if rooms._bus_reactor is reactor:
+            rooms.close_bus()
+            _BUSSED.discard(rooms)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import threading
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reactorkit
-from reactorkit.handlers.http_lite import HttpHandler, HttpOptions, RouteTable
+from reactorkit.handlers.http_lite import HttpHandler, HttpOptions, HttpSite
 from reactorkit.handlers.http_static import _parse_range
-from reactorkit.testing import FakeConnection
+from reactorkit.routes import RouteTable
+from reactorkit.testing import FakeConnection, run_until
 
 
 def echo_body(request: reactorkit.Request) -> reactorkit.Response:
@@ -29,11 +31,11 @@ ROUTES = [
 
 
 def handler(**options: object) -> tuple[HttpHandler, FakeConnection]:
-    table = RouteTable.build(
+    site = HttpSite.build(
         HttpOptions(**options),  # type: ignore[arg-type]
         [reactorkit.Contribution(r, "test", None) for r in ROUTES],
     )
-    h = HttpHandler(table)
+    h = HttpHandler(site)
     return h, FakeConnection(h)
 
 
@@ -59,7 +61,7 @@ def test_pipelined_requests_split_anywhere_give_the_same_responses(cuts: list[in
     for start, stop in itertools.pairwise(points):
         conn.feed(PIPELINE[start:stop])
     assert bodies(conn.take()) == EXPECTED
-    assert not conn.closed
+    assert not conn.is_closing()
 
 
 def test_every_single_byte_boundary() -> None:
@@ -77,24 +79,35 @@ def test_header_timer_is_armed_per_request_not_per_read() -> None:
     assert timers <= 2  # the idle timer (cancelled) and one header timer
     conn.advance(1.5)
     assert conn.value().startswith(b"HTTP/1.1 408 ")
-    assert conn.closed
+    assert conn.is_closing()
 
 
 def test_keepalive_timer_closes_an_idle_connection() -> None:
     _, conn = handler(keepalive_timeout=2.0)
-    conn.feed(b"GET /echo HTTP/1.1\r\n\r\n")
+    conn.feed(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
     conn.advance(1.0)
-    assert not conn.closed
+    assert not conn.is_closing()
     conn.advance(1.5)
-    assert conn.closed
+    assert conn.is_closing()
+
+
+def test_keepalive_timer_restarts_after_each_request() -> None:
+    _, conn = handler(keepalive_timeout=2.0)
+    for _ in range(4):  # 6 s of a busy connection, never 2 s idle
+        conn.advance(1.5)
+        conn.feed(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert not conn.is_closing()
+    assert len(bodies(conn.value())) == 4
+    conn.advance(2.5)
+    assert conn.is_closing()
 
 
 def test_eof_after_a_request_answers_then_closes() -> None:
     _, conn = handler()
-    conn.feed(b"GET /echo HTTP/1.1\r\n\r\n")
+    conn.feed(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
     conn.feed_eof()
     assert bodies(conn.value()) == [b"GET "]
-    assert conn.closed
+    assert conn.is_closing()
 
 
 def test_route_conflict_names_both_plugins() -> None:
@@ -102,7 +115,6 @@ def test_route_conflict_names_both_plugins() -> None:
     two = reactorkit.Route(method=("PUT", "GET"), path="/a/{y}", function=item)
     with pytest.raises(reactorkit.PluginError) as info:
         RouteTable.build(
-            HttpOptions(),
             [
                 reactorkit.Contribution(one, "p1", "d1 1"),
                 reactorkit.Contribution(two, "p2", "d2 2"),
@@ -120,7 +132,6 @@ def test_same_path_different_methods_from_two_plugins_is_fine() -> None:
     one = reactorkit.Route(method="GET", path="/a", function=item)
     two = reactorkit.Route(method="POST", path="/a", function=item)
     table = RouteTable.build(
-        HttpOptions(),
         [reactorkit.Contribution(one, "p1", None), reactorkit.Contribution(two, "p2", None)],
     )
     methods, _ = table.match("/a")
@@ -168,3 +179,134 @@ def test_headers_are_case_insensitive_and_multi_valued() -> None:
 )
 def test_range_parsing(value: str, expected: object) -> None:
     assert _parse_range(value, 100) == expected
+
+
+# -- requests in flight: EOF, shutdown, timers, bounds (issues 9 and 10) -------
+
+GATE = threading.Event()
+
+
+def slow(request: reactorkit.Request) -> str:
+    assert GATE.wait(5)
+    return "slow"
+
+
+def blocking_handler(**options: object) -> tuple[HttpHandler, FakeConnection]:
+    GATE.clear()
+    routes = [*ROUTES, reactorkit.Route(method="GET", path="/slow", function=slow, blocking=True)]
+    site = HttpSite.build(
+        HttpOptions(**options),  # type: ignore[arg-type]
+        [reactorkit.Contribution(r, "test", None) for r in routes],
+    )
+    h = HttpHandler(site)
+    return h, FakeConnection(h)
+
+
+THREE = (
+    b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n"
+    b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+    b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+)
+
+
+def test_eof_behind_a_blocking_request_answers_all_three_in_order_then_closes() -> None:
+    _, conn = blocking_handler()
+    conn.feed(THREE)
+    conn.feed_eof()
+    assert not conn.is_closing()
+    GATE.set()
+    run_until(conn.reactor, conn.is_closing)
+    assert bodies(conn.value()) == [b"slow", b"GET ", b"POST hi"]
+
+
+def test_shutdown_behind_a_blocking_request_answers_all_three_the_last_with_close() -> None:
+    h, conn = blocking_handler()
+    conn.feed(THREE)
+    h.shutdown_requested()
+    assert not conn.is_closing()
+    assert not conn.is_reading  # nothing new is read once shutdown began
+    GATE.set()
+    run_until(conn.reactor, conn.is_closing)
+    out = conn.value()
+    assert bodies(out) == [b"slow", b"GET ", b"POST hi"]
+    assert out.count(b"connection: close") == 1
+    assert out.rindex(b"connection: close") > out.rindex(b"GET ")
+
+
+def test_shutdown_finishes_a_request_still_arriving() -> None:
+    h, conn = blocking_handler()
+    conn.feed(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+    h.shutdown_requested()
+    assert conn.is_reading
+    conn.feed(b"cd")
+    assert bodies(conn.value()) == [b"POST abcd"]
+    assert b"connection: close" in conn.value()
+    assert conn.is_closing()
+
+
+def test_keepalive_timer_spares_a_body_arriving_behind_a_blocking_request() -> None:
+    _, conn = blocking_handler(keepalive_timeout=1.0, header_timeout=1.0)
+    conn.feed(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.feed(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+    conn.advance(5.0)  # both deadlines long past, the body half-sent
+    assert not conn.is_closing()
+    conn.feed(b"cd")
+    GATE.set()
+    run_until(conn.reactor, lambda: b"POST abcd" in conn.value())
+    assert bodies(conn.value()) == [b"slow", b"POST abcd"]
+    assert not conn.is_closing()
+    conn.advance(1.5)  # now idle: the keep-alive timer applies
+    assert conn.is_closing()
+
+
+def test_max_pending_pauses_reading_and_answering_resumes_it() -> None:
+    _, conn = blocking_handler(max_pending=2)
+    conn.feed(
+        b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n" + b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n" * 5
+    )
+    assert not conn.is_reading
+    GATE.set()
+    run_until(conn.reactor, lambda: len(bodies(conn.value())) == 6)
+    assert conn.is_reading
+
+
+def test_a_client_that_does_not_read_gets_one_response_past_high_water() -> None:
+    h, conn = handler()
+    conn.block_writes()
+    request = b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+    for _ in range(20_000):
+        if not conn.is_reading:
+            break
+        conn.feed(request * 50)
+    assert not conn.is_reading
+    one_response = len(_one_response())
+    assert conn.get_write_buffer_size() <= conn.high_water + one_response
+    assert h._core.buffered <= len(request) * 50  # at most the last read, unparsed
+    assert len(h._queue) <= h.options.max_pending
+    conn.drain()
+    answered = len(bodies(conn.value()))
+    assert answered > 0
+    assert conn.is_reading
+
+
+def _one_response() -> bytes:
+    _, conn = handler()
+    conn.feed(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    return conn.value()
+
+
+def test_expect_100_continue_waits_for_the_requests_turn() -> None:
+    _, conn = blocking_handler()
+    conn.feed(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.feed(
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+    )
+    assert b"100 Continue" not in conn.value()
+    GATE.set()
+    run_until(conn.reactor, lambda: b"100 Continue" in conn.value())
+    assert conn.value().index(b"slow") < conn.value().index(b"100 Continue")
+    conn.feed(b"ok")
+    assert bodies(conn.value().replace(b"HTTP/1.1 100 Continue\r\n\r\n", b"")) == [
+        b"slow",
+        b"POST ok",
+    ]

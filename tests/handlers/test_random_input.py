@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import reactorkit
 from reactorkit.handlers.chat import ChatHandler, ChatOptions, ChatRooms
 from reactorkit.handlers.echo import EchoHandler
-from reactorkit.handlers.http_lite import HttpHandler, HttpOptions, RouteTable
+from reactorkit.handlers.http_lite import HttpHandler, HttpOptions, HttpSite
 from reactorkit.handlers.line_command import (
     BUILTINS,
     CommandTable,
@@ -26,7 +26,7 @@ def make_handlers() -> list[reactorkit.Handler]:
         LineCommandOptions(max_line_length=64),
         [reactorkit.Contribution(c, "line-command", None) for c in BUILTINS],
     )
-    routes = RouteTable.build(HttpOptions(max_request_line=128, max_header_size=256), [])
+    routes = HttpSite.build(HttpOptions(max_request_line=128, max_header_size=256), [])
     return [EchoHandler(), ChatHandler(rooms), LineCommandHandler(commands), HttpHandler(routes)]
 
 

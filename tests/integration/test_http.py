@@ -263,11 +263,16 @@ def test_connection_close_is_honoured(web: RunningServer) -> None:
     ("request_bytes", "status"),
     [
         (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 414),
-        (b"GET / HTTP/1.1\r\n" + b"X-Big: " + b"b" * 20000 + b"\r\n\r\n", 431),
-        (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n", 431),
-        (b"POST /echo HTTP/1.1\r\nContent-Length: 200000\r\n\r\n", 413),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"b" * 20000 + b"\r\n\r\n", 431),
         (
-            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"GET / HTTP/1.1\r\nHost: x\r\n"
+            + b"".join(b"X-%d: y\r\n" % i for i in range(150))
+            + b"\r\n",
+            431,
+        ),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n", 413),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
             + b"ffff\r\n"
             + b"z" * 0xFFFF
             + b"\r\n"
@@ -277,17 +282,20 @@ def test_connection_close_is_honoured(web: RunningServer) -> None:
             413,
         ),
         (b"GARBAGE\r\n\r\n", 400),
-        (b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", 400),
         (b"GET / HTTP/2.0\r\n\r\n", 505),
         (b"GET / HTTP/1.2\r\n\r\n", 505),
         (
-            b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"0\r\n\r\n",
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             400,
         ),
-        (b"POST /echo HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400),
-        (b"POST /echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n", 400),
-        (b"GET / HTTP/1.1\r\nExpect: magic\r\n\r\n", 417),
+        (
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+            400,
+        ),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nExpect: magic\r\n\r\n", 417),
         (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400),  # a TLS hello
     ],
     ids=[
@@ -318,7 +326,7 @@ def test_bad_input_gets_an_error_and_a_closed_connection(
 def test_smuggled_request_after_a_bad_one_is_never_served(web: RunningServer) -> None:
     reply = raw(
         web,
-        b"POST /echo HTTP/1.1\r\nContent-Length: 6\r\nTransfer-Encoding: chunked"
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked"
         b"\r\n\r\n0\r\n\r\nGET /hello HTTP/1.1\r\nHost: x\r\n\r\n",
     )
     assert reply.startswith(b"HTTP/1.1 400 ")
@@ -349,7 +357,7 @@ def test_keep_alive_idle_timeout_closes() -> None:
 
 def test_max_requests_per_connection() -> None:
     with serve(handler="http-lite", options={"max_requests": 2}) as srv:
-        reply = raw(srv, b"GET /healthz HTTP/1.1\r\n\r\n" * 3)
+        reply = raw(srv, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
     assert reply.count(b"HTTP/1.1 200 OK") == 2
     assert b"connection: close" in reply.lower()
 
@@ -369,7 +377,7 @@ def test_access_log(web: RunningServer, caplog: Any) -> None:
 def test_access_log_can_be_switched_off(caplog: Any) -> None:
     caplog.set_level("INFO", logger="reactorkit.access")
     with serve(handler="http-lite", options={"access_log": False}) as srv:
-        raw(srv, b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        raw(srv, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert not [r for r in caplog.records if r.name == "reactorkit.access"]
 
 

@@ -1,0 +1,88 @@
+"""HTTP-lite's handler cost in CPU instructions per request, counted by valgrind.
+
+    python bench/http_instructions.py [--before DIR]
+
+Feeds the HTTP benchmark's request (``GET /`` answered by
+``rk_bench_routes``) to an ``HttpHandler`` on a ``FakeConnection``: no
+socket, no reactor pass, only the handler's own work. ``valgrind
+--tool=callgrind`` counts the instructions of two runs (1000 and 3000
+requests, a reactor pass every 100 as a server's loop would run); the
+difference over 2000 is the cost of one request, start-up excluded.
+Unlike time, the count does not move with the machine's load, so it
+compares two versions on a busy machine. With ``--before DIR`` the
+reactorkit package in DIR (an older checkout) is counted too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+
+FEED = """
+import sys
+import reactorkit
+import reactorkit.handlers.http_lite as http_lite
+import rk_bench_routes
+from reactorkit.testing import FakeConnection, run_once
+
+found = rk_bench_routes.reactorkit_http_routes()
+routes = [reactorkit.Contribution(r, "bench", None) for r in found]
+options = http_lite.HttpOptions(access_log=False)
+if hasattr(http_lite, "HttpSite"):
+    state = http_lite.HttpSite.build(options, routes)
+else:  # before issue 10
+    state = http_lite.RouteTable.build(options, routes)
+handler = http_lite.HttpHandler(state)
+connection = FakeConnection(handler)
+request = b"GET / HTTP/1.1\\r\\nHost: 127.0.0.1:8080\\r\\n\\r\\n"
+for n in range(int(sys.argv[1])):
+    handler.data_received(request)
+    connection.written.clear()
+    if n % 100 == 99:
+        run_once(connection.reactor)  # as a server's loop would: timers, callbacks
+"""
+
+
+def instructions(count: int, env: dict[str, str]) -> int:
+    valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+    out = subprocess.run(
+        [*valgrind, sys.executable, "-c", FEED, str(count)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=True,
+    ).stderr
+    found = re.search(r"Collected : (\d+)", out)
+    if found is None:
+        raise RuntimeError(f"no count in valgrind's output:\n{out}")
+    return int(found.group(1))
+
+
+def per_request(env: dict[str, str]) -> float:
+    return (instructions(3000, env) - instructions(1000, env)) / 2000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--before", metavar="DIR", help="also count the reactorkit in DIR")
+    args = parser.parse_args()
+    env = dict(os.environ, PYTHONPATH=str(BENCH), PYTHONDONTWRITEBYTECODE="1")
+    now = per_request(env)
+    print(f"reactorkit http-lite: {now:,.0f} instructions per request")
+    if args.before:
+        old_env = dict(env, PYTHONPATH=f"{args.before}{os.pathsep}{BENCH}")
+        old = per_request(old_env)
+        print(f"reactorkit before:    {old:,.0f} instructions per request ({now / old:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,543 @@
+"""ServerConnection: the server side of one HTTP/1.1 connection, sans-IO.
+
+See :mod:`reactorkit.http11` for the theory of operation.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import final
+
+import httptools
+
+from reactorkit.errors import HttpProtocolError
+from reactorkit.http11.events import (
+    CLOSED,
+    END,
+    NEED_DATA,
+    Data,
+    EndOfMessage,
+    Error,
+    Event,
+    NeedData,
+    Request,
+)
+from reactorkit.http11.framing import (
+    VERSIONS,
+    ChunkedReader,
+    Limits,
+    Refused,
+    check_request_line,
+    split_target,
+    valid_authority,
+)
+from reactorkit.http11.responses import (
+    CONTINUE,
+    NO_BODY_STATUS,
+    content_type_line,
+    encode_fields,
+    status_line,
+)
+from reactorkit.http11.state import CLIENT_TRANSITIONS, SERVER_TRANSITIONS, State
+from reactorkit.web import Response
+
+__all__ = ["ServerConnection"]
+
+_IDLE = State.IDLE
+_HEAD = State.HEAD
+_BODY = State.BODY
+
+
+@final
+class ServerConnection:
+    """The server side of one HTTP/1.x connection.
+
+    Args:
+        limits: the input bounds.
+    """
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits if limits is not None else Limits()
+        self.their_state = State.IDLE
+        self.our_state = State.IDLE
+        self._buffer: bytes | bytearray = b""
+        self._pos = 0
+        self._eof = False
+        self._events: collections.deque[Event] = collections.deque()
+        # Per request not yet answered: (is HEAD, HTTP/1.0, keep-alive); an
+        # Error is answered too, with keep-alive off.
+        self._unanswered: collections.deque[tuple[bool, bool, bool]] = collections.deque()
+        self._parser = httptools.HttpRequestParser(self)
+        # The head being read.
+        self._line_end = 0
+        self._version = ""
+        self._fed = 0  # bytes of the buffer already given to llhttp
+        self._scanned = 0  # where the search for the blank line resumes
+        self._url = b""
+        self._fields: list[tuple[bytes, bytes]] = []
+        self._head_done = False
+        self._valid_host = ""
+        # The body being read.
+        self._remaining = 0  # Content-Length still to come
+        self._chunked: ChunkedReader | None = None
+        self._close_after = False
+        self._continue_owed = False
+        # The response being streamed.
+        self._stream_chunked = False
+        self._stream_left: int | None = None
+        self._close_after_response = False
+
+    # -- input --------------------------------------------------------------
+
+    def feed(self, data: bytes) -> None:
+        """Add bytes read from the client (nothing is parsed until :meth:`next_event`)."""
+        if not data or self.their_state in (State.ERROR, State.CLOSED, State.MUST_CLOSE):
+            return  # after the last request, bytes are read and dropped
+        if self._pos >= len(self._buffer):
+            self._buffer = data
+            self._pos = 0
+            self._fed = self._scanned = 0
+            return
+        if isinstance(self._buffer, bytes) or self._pos:
+            self._buffer = bytearray(memoryview(self._buffer)[self._pos :])
+            self._fed -= self._pos
+            self._scanned -= self._pos
+            if self._line_end:
+                self._line_end -= self._pos
+            self._pos = 0
+        self._buffer += data
+
+    def feed_eof(self) -> None:
+        """The client shut down its sending side."""
+        self._eof = True
+
+    @property
+    def buffered(self) -> int:
+        """Bytes fed and not yet turned into events."""
+        return len(self._buffer) - self._pos
+
+    @property
+    def pending(self) -> int:
+        """Requests (and errors) pulled with :meth:`next_event` and not yet answered."""
+        return len(self._unanswered)
+
+    def next_event(self) -> Event | NeedData:
+        """The next event, or :data:`NEED_DATA` when more bytes are needed."""
+        if self._events:
+            return self._events.popleft()
+        buffer = self._buffer
+        if self._pos >= len(buffer) and not self._eof:
+            return NEED_DATA
+        state = self.their_state
+        if (
+            state is _IDLE
+            and not self._pos
+            and type(buffer) is bytes
+            and buffer.endswith(b"\r\n\r\n")
+            and buffer.find(b"\r\n\r\n") == len(buffer) - 4
+            and buffer[0] != 13
+        ):
+            self._read_whole_head(buffer, len(buffer))  # a read holding one head: most
+        elif state is _IDLE or state is _HEAD:
+            self._read_head()
+        elif state is _BODY:
+            self._read_body()
+        if self._events:
+            return self._events.popleft()
+        if self._eof:
+            state = self.their_state
+            if state is State.MUST_CLOSE or (state is _IDLE and not self.buffered):
+                self.their_state = CLIENT_TRANSITIONS[state, "eof"]
+                return CLOSED
+            if state is _HEAD or state is _BODY:
+                return self._fail(400, "the connection closed in the middle of a request")
+        return NEED_DATA
+
+    def fail(self, status: int, reason: str) -> Error:
+        """Give up on the client's side (e.g. a timeout): the :class:`Error` to answer."""
+        return self._fail(status, reason)
+
+    def _fail(self, status: int, reason: str) -> Error:
+        if self.their_state is State.BODY:
+            self._unanswered.pop()  # the request being received is answered by the error
+        self.their_state = State.ERROR
+        self._buffer = b""
+        self._pos = 0
+        self._unanswered.append((False, False, False))
+        return Error(status, reason)
+
+    # -- the head -----------------------------------------------------------
+
+    def _read_head(self) -> None:
+        buffer = self._buffer
+        pos = self._pos
+        end = len(buffer)
+        if self.their_state is State.IDLE:
+            # RFC 9112 section 2.2: ignore empty lines before a request line.
+            while buffer[pos : pos + 2] == b"\r\n":
+                pos += 2
+            self._pos = pos
+            if pos >= end or (pos + 1 == end and buffer[pos] == 13):  # none, or a lone CR
+                return
+            self.their_state = CLIENT_TRANSITIONS[State.IDLE, "bytes"]
+            self._line_end = 0
+            self._fed = self._scanned = pos
+            self._url = b""
+            self._fields = []
+            self._head_done = False
+        limits = self.limits
+        blank = -1
+        if not self._line_end:
+            newline = buffer.find(b"\n", max(self._scanned, pos))
+            if newline >= 0:
+                self._line_end = newline + 1
+                self._scanned = max(pos, newline - 1)
+            else:
+                self._scanned = end
+        if self._line_end:  # a blank line can only follow the request line
+            blank = buffer.find(b"\r\n\r\n", max(self._scanned, pos))
+        stop = end if blank < 0 else blank + 4
+        renew = False
+        if self._fed == 0 and stop == end and isinstance(buffer, bytes):
+            view: bytes | memoryview = buffer  # the common case: one whole head per read
+        else:
+            view = memoryview(buffer)[self._fed : stop]
+        try:
+            self._parser.feed_data(view)
+        except httptools.HttpParserUpgrade:
+            renew = True  # the head is complete; Upgrade is ignored (RFC 9110 section 7.8)
+        except httptools.HttpParserError as exc:
+            if str(exc) == "Invalid HTTP version":
+                self._events.append(self._fail(505, VERSIONS))
+            else:
+                self._events.append(self._fail(400, f"malformed request: {exc}"))
+            return
+        finally:
+            if isinstance(view, memoryview):
+                view.release()
+        self._fed = stop
+        if len(self._url) > limits.max_request_line:
+            self._events.append(self._fail(414, "request target too long"))
+            return
+        if len(self._fields) > limits.max_headers:
+            self._events.append(self._fail(431, "too many header fields"))
+            return
+        if blank < 0:
+            self._scanned = max(pos, end - 3)
+            if not self._line_end and end - pos > limits.max_request_line + 32:
+                self._events.append(self._fail(414, "request line too long"))
+            elif self._line_end and end - self._line_end > limits.max_header_size:
+                self._events.append(self._fail(431, "request header fields too large"))
+            return
+        self._head_read(pos, stop, renew)
+
+    def _read_whole_head(self, buffer: bytes, end: int) -> None:
+        # The common case: a read that holds exactly one request head.
+        self.their_state = State.HEAD
+        self._line_end = buffer.find(b"\n") + 1
+        self._url = b""
+        self._fields = []
+        self._head_done = False
+        renew = False
+        try:
+            self._parser.feed_data(buffer)
+        except httptools.HttpParserUpgrade:
+            renew = True
+        except httptools.HttpParserError as exc:
+            if str(exc) == "Invalid HTTP version":
+                self._events.append(self._fail(505, VERSIONS))
+            else:
+                self._events.append(self._fail(400, f"malformed request: {exc}"))
+            return
+        limits = self.limits
+        if len(self._url) > limits.max_request_line:
+            self._events.append(self._fail(414, "request target too long"))
+        elif len(self._fields) > limits.max_headers:
+            self._events.append(self._fail(431, "too many header fields"))
+        else:
+            self._head_read(0, end, renew)
+
+    def _head_read(self, pos: int, stop: int, renew: bool) -> None:
+        """The head ``buffer[pos:stop]`` went through llhttp: check it, emit the request."""
+        buffer = self._buffer
+        limits = self.limits
+        if not self._head_done:  # llhttp agrees the head ended, or it is a bug
+            self._events.append(self._fail(400, "malformed request head"))
+            return
+        self._pos = stop
+        if stop - self._line_end > limits.max_header_size:
+            self._events.append(self._fail(431, "request header fields too large"))
+            return
+        try:
+            line = buffer[pos : self._line_end - 1]
+            self._version = "1.1" if line.endswith(b" HTTP/1.1\r") else check_request_line(line)
+            request, body = self._check_head()
+        except Refused as refused:
+            self._events.append(self._fail(refused.status, refused.reason))
+            return
+        if renew:
+            self._parser = httptools.HttpRequestParser(self)
+        self._unanswered.append(
+            (request.method == "HEAD", request.http_version == "1.0", request.keep_alive)
+        )
+        self._events.append(request)
+        self._close_after = not request.keep_alive
+        if body is None:
+            self._end_message()
+        else:
+            self.their_state = CLIENT_TRANSITIONS[State.HEAD, "head, body"]
+            self._parser = httptools.HttpRequestParser(self)  # llhttp never sees bodies
+            self._continue_owed = request.expects_continue
+            if body < 0:
+                self._chunked = ChunkedReader(self.limits)
+            else:
+                self._remaining = body
+                self._chunked = None
+        if self._pos >= len(self._buffer):
+            self._buffer = b""
+            self._pos = 0
+
+    # llhttp callbacks: they only record; checks run once the head is complete.
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._fields.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._head_done = True
+
+    def _check_head(self) -> tuple[Request, int | None]:
+        """The request and its body length (-1: chunked, None: no body)."""
+        method = self._parser.get_method().decode("ascii")
+        if method == "CONNECT":
+            raise Refused(501, "CONNECT is not supported: this server is not a proxy")
+        version = self._version
+        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self._fields]
+        hosts: list[str] = []
+        length: int | None = None
+        chunked = False
+        keep_alive = version == "1.1"
+        expects_continue = False
+        for name, value in headers:
+            lower = name.lower()
+            if lower == "host":
+                hosts.append(value)
+            elif lower == "content-length":
+                length = int(value)  # llhttp checked: digits, not repeated
+            elif lower == "transfer-encoding":
+                if version == "1.0":  # RFC 9112 section 6.1: faulty framing
+                    raise Refused(400, "Transfer-Encoding in an HTTP/1.0 request")
+                if value.strip().lower() != "chunked" or chunked:
+                    raise Refused(501, f"unsupported transfer coding: {value}")
+                chunked = True
+            elif lower == "connection":
+                tokens = {t.strip().lower() for t in value.split(",")}
+                if "close" in tokens:
+                    keep_alive = False
+                elif "keep-alive" in tokens and version == "1.0":
+                    keep_alive = True
+            elif lower == "expect":
+                if value.strip().lower() != "100-continue":
+                    raise Refused(417, f"unsupported expectation: {value}")
+                # RFC 9110 section 10.1.1: ignore it from an HTTP/1.0 client.
+                expects_continue = version == "1.1"
+        # RFC 9112 section 3.2: exactly one valid Host on HTTP/1.1.
+        if len(hosts) > 1:
+            raise Refused(400, "more than one Host header field")
+        if not hosts and version == "1.1":
+            raise Refused(400, "an HTTP/1.1 request needs a Host header field")
+        if hosts and hosts[0] != self._valid_host:
+            if not valid_authority(hosts[0]):
+                raise Refused(400, f"invalid Host: {hosts[0]!r}")
+            self._valid_host = hosts[0]  # a keep-alive client sends the same one each time
+        target = self._url.decode("latin-1")
+        if target[:1] == "/" and "?" not in target and "#" not in target:
+            path, query, authority = target, "", None  # origin-form without a query
+        else:
+            path, query, authority = split_target(method, target)
+        limit = self.limits.max_body_size
+        if length is not None and length > limit:
+            raise Refused(413, f"request body too large (limit {limit} bytes)")
+        request = Request(
+            method,
+            target,
+            path,
+            query,
+            authority if authority is not None else (hosts[0] if hosts else ""),
+            headers,
+            version,
+            keep_alive,
+            expects_continue,
+        )
+        if chunked:
+            return request, -1
+        return request, length or None
+
+    # -- the body -----------------------------------------------------------
+
+    def _read_body(self) -> None:
+        buffer = self._buffer
+        pos = self._pos
+        available = len(buffer) - pos
+        if not available:
+            return
+        chunked = self._chunked
+        if chunked is None:
+            take = min(available, self._remaining)
+            self._remaining -= take
+            self._pos = pos + take
+            self._events.append(Data(bytes(buffer[pos : pos + take])))
+            if not self._remaining:
+                self._end_message()
+        else:
+            try:
+                used, done = chunked.read(buffer, pos, self._events)
+            except Refused as refused:
+                self._events.append(self._fail(refused.status, refused.reason))
+                return
+            self._pos = pos + used
+            if done:
+                self._end_message(tuple(chunked.trailers))
+        self._continue_owed = False
+        if self._pos >= len(self._buffer):
+            self._buffer = b""
+            self._pos = 0
+
+    def _end_message(self, trailers: tuple[tuple[str, str], ...] = ()) -> None:
+        self._events.append(EndOfMessage(trailers) if trailers else END)
+        state = self.their_state
+        if state is State.HEAD:
+            what = "head, no body, close" if self._close_after else "head, no body"
+        else:
+            what = "end, close" if self._close_after else "end"
+        self.their_state = CLIENT_TRANSITIONS[state, what]
+        self._chunked = None
+        self._continue_owed = False
+        if self.their_state is State.MUST_CLOSE:
+            self._buffer = b""  # a pipelined request after "close" is never read
+            self._pos = 0
+
+    def send_continue(self) -> bytes:
+        """``100 Continue`` if the request being received waits for it and is next to answer.
+
+        It is sent at most once, never to HTTP/1.0, and never once the body
+        started or an earlier request is still unanswered. Else ``b""``.
+        """
+        if self._continue_owed and len(self._unanswered) == 1 and self.our_state is State.IDLE:
+            self._continue_owed = False
+            return CONTINUE
+        return b""
+
+    # -- output -------------------------------------------------------------
+
+    def send(self, response: Response, *, date: bytes = b"", close: bool = False) -> bytes:
+        """The bytes of ``response`` to the oldest unanswered request.
+
+        A ``bytes``/``str`` body is included; an iterable body is not: send
+        its chunks with :meth:`send_data` and finish with :meth:`send_end`.
+
+        Args:
+            response: what to answer.
+            date: the ``Date``/``Server`` field lines to include, CRLF-ended.
+            close: end the connection after this response.
+
+        Raises:
+            HttpProtocolError: no request is waiting for an answer, a body is
+                still being streamed, or a header field is not valid (CR, LF,
+                NUL, a bad name): nothing was sent, answer something else.
+        """
+        if not self._unanswered or self.our_state is not State.IDLE:
+            raise HttpProtocolError(f"no request to answer (server state {self.our_state.value})")
+        is_head, old, keep_alive = self._unanswered[0]
+        status = response.status
+        body = response.body
+        parts = [status_line(status), date]
+        declared: bytes | None = None
+        if response.headers:
+            declared = encode_fields(response.headers, parts)
+        content_type = response.content_type
+        if isinstance(body, str):
+            body = body.encode()
+            content_type = content_type or "text/plain; charset=utf-8"
+        streamed = not isinstance(body, (bytes, bytearray, memoryview))
+        self._stream_chunked = False
+        self._stream_left = None
+        if status in NO_BODY_STATUS or status < 200:
+            streamed = False
+            body = b""
+        else:
+            parts.append(content_type_line(content_type or "application/octet-stream"))
+            if not streamed:
+                parts.append(b"content-length: %d\r\n" % len(body))  # type: ignore[arg-type]
+            elif declared is not None:
+                parts.append(b"content-length: %s\r\n" % declared)
+                self._stream_left = int(declared)
+            elif old:
+                keep_alive = False  # RFC 9112 section 6.3: the close ends the body
+            else:
+                parts.append(b"transfer-encoding: chunked\r\n")
+                self._stream_chunked = True
+        keep_alive = keep_alive and not close
+        if not keep_alive:
+            parts.append(b"connection: close\r\n")
+        elif old:
+            parts.append(b"connection: keep-alive\r\n")
+        parts.append(b"\r\n")
+        self._unanswered.popleft()
+        if streamed and not is_head:
+            what = "response head, body follows"
+            self._close_after_response = not keep_alive
+        else:
+            what = "response" if keep_alive else "response, close"
+            if not is_head:
+                parts.append(body)  # type: ignore[arg-type]
+        self.our_state = SERVER_TRANSITIONS[State.IDLE, what]
+        if not keep_alive:
+            self._stop_reading()
+        return b"".join(parts)
+
+    def _stop_reading(self) -> None:
+        # The response says "close": no later request will be answered, so
+        # none is read (RFC 9112 section 9.6).
+        self._unanswered.clear()
+        self._events.clear()
+        self._buffer = b""
+        self._pos = 0
+        if self.their_state not in (State.CLOSED, State.ERROR):
+            self.their_state = State.MUST_CLOSE
+
+    def send_data(self, data: bytes) -> bytes:
+        """The bytes for one chunk of a streamed body.
+
+        Raises:
+            HttpProtocolError: more than the declared ``Content-Length``.
+        """
+        if self.our_state is not State.BODY:
+            raise HttpProtocolError("no streamed body in progress")
+        if not data:
+            return b""
+        if self._stream_chunked:
+            return b"%x\r\n%s\r\n" % (len(data), data)
+        if self._stream_left is not None:
+            self._stream_left -= len(data)
+            if self._stream_left < 0:
+                raise HttpProtocolError("the body is longer than its Content-Length")
+        return data
+
+    def send_end(self) -> bytes:
+        """The bytes that end a streamed body.
+
+        Raises:
+            HttpProtocolError: fewer bytes than the declared ``Content-Length``
+                (the connection cannot be reused: abort it).
+        """
+        if self.our_state is not State.BODY:
+            raise HttpProtocolError("no streamed body in progress")
+        close = self._close_after_response
+        self.our_state = SERVER_TRANSITIONS[State.BODY, "end, close" if close else "end"]
+        if self._stream_left:
+            self.our_state = State.MUST_CLOSE
+            raise HttpProtocolError("the body is shorter than its Content-Length")
+        return b"0\r\n\r\n" if self._stream_chunked else b""

@@ -1,0 +1,333 @@
+"""http-lite against RFC 9112/9110 on real sockets: each case's status, and no smuggled canary."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import reactorkit
+from reactorkit.testing import RunningServer, serve
+from tests.helpers import connect, recv_until_closed
+
+CANARY = b"GET /canary HTTP/1.1\r\nHost: x\r\n\r\n"
+CANARY_BODY = b"CANARY-SERVED"
+
+
+def info(request: reactorkit.Request) -> reactorkit.Response:
+    return reactorkit.json_response(
+        {
+            "path": request.path,
+            "query": request.query_string,
+            "host": request.host,
+            "hosts": request.headers.get_all("host"),
+            "trailers": request.trailers.items_raw(),
+            "body": request.text(),
+        }
+    )
+
+
+def split(request: reactorkit.Request) -> reactorkit.Response:
+    return reactorkit.Response(body="x", headers=[("X-Next", "a\r\nX-Injected: 1")])
+
+
+def nul(request: reactorkit.Request) -> reactorkit.Response:
+    return reactorkit.Response(body="x", headers=[("X-Nul", "a\x00b")])
+
+
+def own_length(request: reactorkit.Request) -> reactorkit.Response:
+    return reactorkit.Response(body=b"abc", headers=[("Content-Length", "999")])
+
+
+class Routes:
+    @reactorkit.hookimpl
+    def reactorkit_http_routes(self) -> list[reactorkit.Route]:
+        return [
+            reactorkit.Route(method="GET", path="/canary", function=lambda r: CANARY_BODY),
+            reactorkit.Route(method=("GET", "POST"), path="/info", function=info),
+            reactorkit.Route(method="GET", path="/split", function=split),
+            reactorkit.Route(method="GET", path="/nul", function=nul),
+            reactorkit.Route(method="GET", path="/own-length", function=own_length),
+        ]
+
+
+@pytest.fixture
+def web() -> Iterator[RunningServer]:
+    with serve(handler="http-lite", plugins=[Routes()], options={"max_body_size": 1000}) as srv:
+        yield srv
+
+
+def exchange(srv: RunningServer, data: bytes) -> bytes:
+    """Send ``data`` then half-close; everything the server answers until it closes."""
+    with connect(srv.address()) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        return recv_until_closed(sock)
+
+
+def responses(reply: bytes) -> list[tuple[int, bytes, bytes]]:
+    """(status, head, body) of each response, framed by Content-Length."""
+    out = []
+    while reply:
+        head, _, rest = reply.partition(b"\r\n\r\n")
+        match = re.match(rb"HTTP/1\.1 (\d{3}) ", head)
+        assert match is not None, reply[:200]
+        length = re.search(rb"\r\ncontent-length: (\d+)", head)
+        size = int(length.group(1)) if length else len(rest)
+        out.append((int(match.group(1)), head, rest[:size]))
+        reply = rest[size:]
+    return out
+
+
+def statuses(reply: bytes) -> list[int]:
+    return [status for status, _, _ in responses(reply)]
+
+
+def no_errors_logged(caplog: Any) -> bool:
+    return not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# -- refused: the status, "connection: close", and the canary never served -----
+
+REFUSED = {
+    # item 2: targets that used to crash the handler (RFC 9112 section 3.2)
+    "connect-501": (b"CONNECT host:443 HTTP/1.1\r\nHost: host:443\r\n\r\n", 501),
+    "absolute-form-bad-port-400": (b"GET http://x:99999/ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "absolute-form-file-scheme-400": (b"GET file:///etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "absolute-form-userinfo-400": (b"GET http://u@x/ HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    # item 3: Host (RFC 9112 section 3.2)
+    "missing-host-400": (b"GET /info HTTP/1.1\r\n\r\n", 400),
+    "two-hosts-400": (b"GET /info HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    "invalid-host-400": (b"GET /info HTTP/1.1\r\nHost: a b\r\n\r\n", 400),
+    "invalid-host-port-400": (b"GET /info HTTP/1.1\r\nHost: a:123456\r\n\r\n", 400),
+    # item 4: HTTP/1.0 and 1.1 only (RFC 9112 section 2.3)
+    "rtsp-400": (b"GET / RTSP/1.0\r\nHost: x\r\n\r\n", 400),
+    "ice-400": (b"SOURCE / ICE/1.0\r\nHost: x\r\n\r\n", 400),
+    "http-2.0-505": (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505),
+    "http-1.2-505": (b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505),
+    "bare-lf-400": (b"GET / HTTP/1.1\nHost: x\n\n", 400),
+    "bare-cr-400": (b"GET / HTTP/1.1\r\nHost: x\rX: y\r\n\r\n", 400),
+    # item 7: the asterisk form is for OPTIONS only (RFC 9112 section 3.2.4)
+    "get-asterisk-400": (b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    # smuggling classes (RFC 9112 sections 6.1, 6.3, 5.2)
+    "cl-and-te-400": (
+        b"POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "te-and-cl-400": (
+        b"POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Length: 4\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "duplicate-cl-400": (
+        b"POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\na",
+        400,
+    ),
+    "differing-cl-400": (
+        b"POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+        400,
+    ),
+    "signed-cl-400": (b"POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\na", 400),
+    "negative-cl-400": (b"POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+    "te-chunked-identity-400": (
+        b"POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "te-xchunked-400": (
+        b"POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "te-space-before-colon-400": (
+        b"POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "te-twice-400": (
+        b"POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "te-gzip-chunked-501": (
+        b"POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        501,
+    ),
+    "te-on-http-1.0-400": (
+        b"POST /info HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    ),
+    "obs-fold-400": (b"GET /info HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400),
+    "nul-in-name-400": (b"GET /info HTTP/1.1\r\nHost: x\r\nX\x00Y: a\r\n\r\n", 400),
+    "nul-in-value-400": (b"GET /info HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", 400),
+    "chunk-without-crlf-400": (
+        b"POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n0\r\n\r\n",
+        400,
+    ),
+    "chunk-bare-lf-400": (
+        b"POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\na\r\n0\r\n\r\n",
+        400,
+    ),
+    "chunk-size-not-hex-400": (
+        b"POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        400,
+    ),
+    # limits
+    "expect-magic-417": (b"GET /info HTTP/1.1\r\nHost: x\r\nExpect: magic\r\n\r\n", 417),
+    "body-over-limit-413": (b"POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n", 413),
+}
+
+
+@pytest.mark.parametrize("name", REFUSED)
+def test_refused_request_gets_its_status_and_the_canary_behind_it_is_never_served(
+    web: RunningServer, name: str, caplog: Any
+) -> None:
+    data, status = REFUSED[name]
+    reply = exchange(web, data + CANARY)
+    assert statuses(reply) == [status], reply[:300]
+    assert b"connection: close\r\n" in reply
+    assert CANARY_BODY not in reply
+    assert no_errors_logged(caplog)  # nothing a client sends makes a traceback
+
+
+# -- accepted: how each is understood --------------------------------------
+
+
+def answer(srv: RunningServer, data: bytes) -> tuple[list[int], Any]:
+    """Statuses and the /info JSON of the first response, canary pipelined behind."""
+    reply = exchange(srv, data + CANARY)
+    first = responses(reply)[0][2]
+    body = json.loads(first) if first.startswith(b"{") else None
+    assert reply.endswith(CANARY_BODY), reply[-300:]  # a valid request leaves the stream in sync
+    return statuses(reply), body
+
+
+def test_upgrade_is_ignored_and_answered_once_rfc9110_7_8(web: RunningServer) -> None:
+    codes, body = answer(
+        web,
+        b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+    )
+    assert codes == [200, 200]  # /info, then the canary: no second answer to the upgrade
+    assert body["path"] == "/info"
+
+
+def test_upgrade_with_a_body_keeps_it_a_body(web: RunningServer) -> None:
+    codes, body = answer(
+        web,
+        b"POST /info HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\nUpgrade: h2c\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(CANARY), CANARY),
+    )
+    assert codes == [200, 200]
+    assert body["body"] == CANARY.decode()
+
+
+@pytest.mark.parametrize(
+    ("target", "path", "query", "host"),
+    [
+        (b"http://example.org?x=1", "/", "x=1", "example.org"),
+        (b"https://x", "/", "", "x"),
+        (b"HTTP://example.org:8080/info?a=b", "/info", "a=b", "example.org:8080"),
+    ],
+)
+def test_absolute_form_uses_its_path_and_authority_rfc9112_3_2_2(
+    web: RunningServer, target: bytes, path: str, query: str, host: str
+) -> None:
+    reply = exchange(web, b"GET " + target + b" HTTP/1.1\r\nHost: ignored\r\n\r\n" + CANARY)
+    assert statuses(reply)[-1] == 200
+    assert reply.endswith(CANARY_BODY)
+    if path == "/info":
+        body = json.loads(responses(reply)[0][2])
+        assert (body["path"], body["query"], body["host"]) == (path, query, host)
+    else:
+        assert statuses(reply) == [404, 200]  # no route for "/", and no crash
+
+
+def test_trailer_fields_are_never_merged_into_headers_rfc9110_6_5(web: RunningServer) -> None:
+    codes, body = answer(
+        web,
+        b"POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nhi\r\n0\r\nHost: evil\r\nX-Sum: 1\r\n\r\n",
+    )
+    assert codes == [200, 200]
+    assert body["hosts"] == ["x"]
+    assert body["trailers"] == [["Host", "evil"], ["X-Sum", "1"]]
+    assert body["body"] == "hi"
+
+
+def test_chunk_extensions_with_spaces_are_accepted_rfc9112_7_1_1(web: RunningServer) -> None:
+    codes, body = answer(
+        web,
+        b"POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5; a=b\r\nhello\r\n1 ; c\r\n!\r\n0; end=1\r\n\r\n",
+    )
+    assert codes == [200, 200]
+    assert body["body"] == "hello!"
+
+
+def test_options_asterisk_is_not_refused(web: RunningServer) -> None:
+    reply = exchange(web, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n" + CANARY)
+    assert statuses(reply) == [404, 200]
+
+
+def test_http_10_without_host_is_served(web: RunningServer) -> None:
+    reply = exchange(web, b"GET /canary HTTP/1.0\r\n\r\n")
+    assert statuses(reply) == [200]
+    assert reply.endswith(CANARY_BODY)
+
+
+# -- Expect: 100-continue (RFC 9110 section 10.1.1) ---------------------------
+
+
+def test_no_100_continue_for_http_10(web: RunningServer) -> None:
+    with connect(web.address()) as sock:
+        sock.sendall(b"POST /info HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+        sock.sendall(b"ok")
+        reply = recv_until_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert b"100 Continue" not in reply
+
+
+@pytest.mark.parametrize("order", ["expect-first", "length-first"])
+def test_too_large_body_gets_413_without_100_continue(web: RunningServer, order: str) -> None:
+    fields = [b"Expect: 100-continue\r\n", b"Content-Length: 5000\r\n"]
+    if order == "length-first":
+        fields.reverse()
+    with connect(web.address()) as sock:
+        sock.sendall(b"POST /info HTTP/1.1\r\nHost: x\r\n" + b"".join(fields) + b"\r\n")
+        reply = recv_until_closed(sock)  # no body sent: the answer must come anyway
+    assert statuses(reply) == [413]
+    assert b"100 Continue" not in reply
+
+
+def test_chunk_size_over_the_limit_is_refused_at_its_line(web: RunningServer) -> None:
+    with connect(web.address()) as sock:
+        sock.sendall(
+            b"POST /info HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nfffffff\r\n"
+        )
+        reply = recv_until_closed(sock)  # not one byte of chunk data was sent
+    assert statuses(reply) == [413]
+
+
+# -- responses: no splitting, one Content-Length -------------------------------
+
+
+@pytest.mark.parametrize("path", [b"/split", b"/nul"])
+def test_header_injection_from_a_route_is_a_500_never_written(
+    web: RunningServer, path: bytes, caplog: Any
+) -> None:
+    reply = exchange(web, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n" + CANARY)
+    assert statuses(reply) == [500, 200]
+    assert b"X-Injected" not in reply
+    assert b"a\x00b" not in reply
+    assert "refused to send the response" in caplog.text
+
+
+def test_a_routes_content_length_is_not_sent_beside_the_servers(web: RunningServer) -> None:
+    reply = exchange(web, b"GET /own-length HTTP/1.1\r\nHost: x\r\n\r\n" + CANARY)
+    head = reply.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.count(b"content-length") == 1
+    assert b"content-length: 3" in head
+    assert statuses(reply) == [200, 200]
