@@ -24,7 +24,7 @@ from reactorkit.config import Config, ListenConfig, ListenerPlan
 from reactorkit.errors import BindError
 from reactorkit.listener import bind_socket, format_address
 
-__all__ = ["SocketGroup", "bind_groups", "has_reuse_port"]
+__all__ = ["SocketGroup", "bind_groups", "has_reuse_port", "stop_listening"]
 
 log = logging.getLogger("reactorkit.supervisor")
 
@@ -76,13 +76,34 @@ class SocketGroup:
             )
 
     def close(self) -> None:
-        """Close every socket (and unlink an owned UNIX socket's path)."""
+        """Stop listening, close every socket, unlink an owned UNIX socket's path.
+
+        An owned socket is shut down first: a worker that is still exiting
+        may hold a copy, and until the last copy closed the socket would go
+        on listening (and, for ``SO_REUSEPORT``, receiving its share of new
+        connections) with nobody to accept them. Systemd's sockets are only
+        closed: systemd keeps listening on them.
+        """
         path = self.key[1] if self.key[0] == "unix" and self.owned else None
         for sock in self.socks:
+            if self.owned:
+                stop_listening(sock)
             sock.close()
         if path:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+
+
+def stop_listening(sock: socket.socket) -> None:
+    """Take a listening socket out of service for every process holding it.
+
+    ``shutdown()`` on a listening socket moves it out of the LISTEN state
+    (and out of its ``SO_REUSEPORT`` group) at once, whoever else holds a
+    descriptor for it; new clients go to the group's other sockets, or are
+    refused. Clients already queued on it are reset, as a close would.
+    """
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def bind_groups(

@@ -69,7 +69,7 @@ from reactorkit.errors import ConfigErrors, PluginError
 from reactorkit.plugins import load_plugins
 from reactorkit.reactor import Reactor, TimerHandle
 from reactorkit.server import Server
-from reactorkit.socket_groups import SocketGroup, bind_groups
+from reactorkit.socket_groups import SocketGroup, bind_groups, stop_listening
 from reactorkit.worker import RETIRE_SIGNAL, WORKER_ENV, run_single, worker_spec
 
 __all__ = [
@@ -403,10 +403,12 @@ class Supervisor:
     def _shrink(self) -> None:
         # An abandoned roll may have grown SO_REUSEPORT groups for workers
         # that never came: no one would accept from those sockets, and the
-        # kernel would keep hashing connections to them. Close them.
+        # kernel would keep hashing connections to them. Take them out of
+        # the group now (a failed worker may still hold a copy), then close.
         for group in self.groups.values():
             size = self._sizes.get(group.key, len(group.socks))
             for sock in group.socks[size:]:
+                stop_listening(sock)
                 sock.close()
             del group.socks[size:]
         self._sizes = {}

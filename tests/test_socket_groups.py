@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sys
 import tomllib
@@ -105,3 +106,30 @@ def test_a_systemd_socket_is_shared_and_never_unlinked_or_missing_named() -> Non
             bind_groups(config, plans, {}, {"api": [inherited]})
     finally:
         inherited.close()
+
+
+def test_closing_a_group_stops_it_listening_though_a_worker_still_holds_a_copy() -> None:
+    config, plans = plan('[reactor]\nworkers=2\n[[listen]]\nhandler="echo"\nport=0')
+    groups = bind_groups(config, plans, {}, {})
+    group = groups["echo"]
+    port = group.socks[0].getsockname()[1]
+    # Another member of the port's SO_REUSEPORT group, and an exiting worker's copy.
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", port))
+        other.listen(128)
+        copies = [socket.socket(fileno=os.dup(s.fileno())) for s in group.socks]
+        try:
+            group.close()
+            for _ in range(60):  # none is hashed to the closed group's sockets
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
+            other.setblocking(False)
+            accepted = 0
+            for _ in range(60):
+                conn, _ = other.accept()
+                conn.close()
+                accepted += 1
+            assert accepted == 60
+        finally:
+            for copy in copies:
+                copy.close()
