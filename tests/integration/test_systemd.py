@@ -13,6 +13,7 @@ import pytest
 
 from tests.integration.test_workers import (
     Supervised,
+    closing,  # noqa: F401  (a fixture)
     round_trip,
     supervised,  # noqa: F401  (a fixture)
     write_config,
@@ -89,12 +90,14 @@ def test_workers_serve_the_activated_socket_and_notify_ready_reloading_stopping(
     supervised,  # noqa: F811
     notify,
     tmp_path,
+    closing,  # noqa: F811
 ) -> None:
     port = free_port()
     server = activate(supervised, port, echo_config(tmp_path / "c.toml", workers=2), notify)
     server.wait_for(r"Listening on 127\.0\.0\.1:\d+ as 3")
     # The connection that activates the service is answered by a worker.
     first = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    closing.append(first)
     round_trip(first, b"first")
     ready = notify.next()
     assert ready["READY"] == "1"

@@ -188,6 +188,15 @@ def supervised() -> Iterator[Callable[..., Supervised]]:
 
 
 @pytest.fixture
+def closing() -> Iterator[list[socket.socket]]:
+    """Client sockets a test opens: closed in teardown even when the test fails."""
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        sock.close()
+
+
+@pytest.fixture
 def plugin_env(tmp_path: Path) -> dict[str, str]:
     """PYTHONPATH with the test plugin modules (named in configs' [reactor] plugins)."""
     plugins = tmp_path / "plugins"
@@ -221,11 +230,15 @@ def whoami_config(path: Path, *, workers: int = 2, extra: str = "", port: int = 
 def whoami(port: int) -> tuple[socket.socket, int]:
     """Connect; returns the socket and the pid of the worker serving it."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = sock.recv(64)
-        assert chunk, "closed before saying which worker it is"
-        line += chunk
+    try:
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = sock.recv(64)
+            assert chunk, "closed before saying which worker it is"
+            line += chunk
+    except BaseException:
+        sock.close()  # not left to the garbage collector (a warning in some later test)
+        raise
     return sock, int(line)
 
 
@@ -315,7 +328,7 @@ def test_unix_socket_is_shared_and_survives_a_reload(supervised, plugin_env, tmp
 
 
 def test_sigkilled_worker_is_replaced_within_a_second_and_the_other_never_notices(
-    supervised, plugin_env, tmp_path
+    supervised, plugin_env, tmp_path, closing
 ) -> None:
     server = supervised(whoami_config(tmp_path / "c.toml"), env=plugin_env)
     victim, survivor = server.wait_generation(1)
@@ -326,6 +339,7 @@ def test_sigkilled_worker_is_replaced_within_a_second_and_the_other_never_notice
         if len(kept) == 5:
             break
         sock, pid = whoami(port)
+        closing.append(sock)
         if pid == survivor:
             kept.append(sock)
         else:
@@ -485,7 +499,7 @@ def reactorkit_handler_types():
 """
 
 
-def test_a_second_sigterm_aborts_at_once(supervised, plugin_env, tmp_path) -> None:
+def test_a_second_sigterm_aborts_at_once(supervised, plugin_env, tmp_path, closing) -> None:
     (Path(plugin_env["PYTHONPATH"]) / "rk_big_reply.py").write_text(BIG_REPLY_PLUGIN)
     config = write_config(
         tmp_path / "c.toml",
@@ -503,7 +517,7 @@ def test_a_second_sigterm_aborts_at_once(supervised, plugin_env, tmp_path) -> No
     server.wait_generation(1)
     port = server.port()
     # Clients that never read: their workers cannot finish draining.
-    clients = []
+    clients = closing
     for _ in range(4):
         sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
         sock.sendall(b"go\n")

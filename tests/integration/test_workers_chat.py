@@ -86,16 +86,17 @@ def test_chat_with_a_bus_shares_rooms_between_workers(
     # Connect until two clients sit on different workers (each lands on one
     # of two SO_REUSEPORT sockets by hash; 20 more all on one: 1 in a million).
     first = BusClient(("127.0.0.1", port))
-    home = serving_worker(port, first.sock, workers)
-    other = None
-    for _ in range(20):
-        client = BusClient(("127.0.0.1", port))
-        if serving_worker(port, client.sock, workers) != home:
-            other = client
-            break
-        client.close()
-    assert other is not None, "every client landed on one worker"
+    opened = [first]
     try:
+        home = serving_worker(port, first.sock, workers)
+        other = None
+        for _ in range(20):
+            client = BusClient(("127.0.0.1", port))
+            opened.append(client)
+            if serving_worker(port, client.sock, workers) != home:
+                other = client
+                break
+        assert other is not None, "every client landed on one worker"
         # The users of both workers meet: /who lists both, messages cross.
         for _ in range(50):
             other.send("/who")
@@ -108,5 +109,5 @@ def test_chat_with_a_bus_shares_rooms_between_workers(
         other.send("and back")
         first.expect(f"<{other.nick}> and back")
     finally:
-        first.close()
-        other.close()
+        for client in opened:
+            client.close()
