@@ -13,6 +13,7 @@ This module is sans-IO: it never touches sockets or the reactor.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,15 @@ def _check_name(instance: Any, attribute: Any, value: str) -> None:
         )
 
 
+def _check_function(instance: Any, attribute: Any, value: Any) -> None:
+    if inspect.iscoroutinefunction(value) or inspect.isasyncgenfunction(value):
+        name = getattr(value, "__qualname__", repr(value))
+        raise TypeError(
+            f"{name} is async def: line commands are called synchronously; "
+            "use def, with blocking=True for blocking work"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class LineCommand:
     """One command of the line-command protocol.
@@ -87,7 +97,7 @@ class LineCommand:
     """
 
     name: str = attrs.field(validator=_check_name, converter=_upper)
-    function: CommandFunction
+    function: CommandFunction = attrs.field(validator=_check_function)
     args: str = ""
     help: str = ""
     blocking: bool = False

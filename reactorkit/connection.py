@@ -77,6 +77,10 @@ DEFAULT_LINGER_TIMEOUT = 2.0
 _EVENT_READ = 1  # selectors.EVENT_READ
 _EVENT_WRITE = 2  # selectors.EVENT_WRITE
 _TRY_AGAIN = (BlockingIOError, InterruptedError)
+# What a handler raises that is not its own failure but the process's: every
+# other BaseException (asyncio.CancelledError, GeneratorExit, a plugin's own
+# subclass) is a handler bug like any Exception, as in the reactor's guard.
+_PROCESS_EXITS = (KeyboardInterrupt, SystemExit)
 
 # The shared, always-empty buffer of connections that never had to buffer.
 # maxlen=0 makes a stray append a no-op instead of shared state.
@@ -395,9 +399,12 @@ class Connection:
         reactor.current_owner = self
         try:
             self._handler.connection_lost(exc)
-        except Exception as error:
+        except _PROCESS_EXITS:
+            raise
+        except BaseException as error:
             self._log_handler_error("connection_lost", error)
-        reactor.current_owner = previous
+        finally:
+            reactor.current_owner = previous
 
     def _deliver_lost(self, exc: BaseException | None) -> None:
         self._tell_handler_lost(exc)
@@ -444,7 +451,10 @@ class Connection:
                     reactor.current_owner = self
                     try:
                         self._handler.data_received(data)
-                    except Exception as exc:
+                    except _PROCESS_EXITS:
+                        reactor.current_owner = None
+                        raise
+                    except BaseException as exc:
                         reactor.current_owner = None
                         self._handler_failed("data_received", exc)
                         return
@@ -477,7 +487,9 @@ class Connection:
         reactor.current_owner = self
         try:
             return getattr(self._handler, name)(*args)
-        except Exception as exc:
+        except _PROCESS_EXITS:
+            raise
+        except BaseException as exc:
             self._handler_failed(name, exc)
             return None
         finally:

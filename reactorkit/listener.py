@@ -371,8 +371,10 @@ class Listener:
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             handler = self.handler_type.handler(self.state)
-        except Exception as exc:
+        except BaseException as exc:
             sock.close()
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
             self.stats.errors += 1
             log.error(
                 "listener %r (%s): creating the handler for peer %s raised; closed that connection",

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
+import inspect
 import logging
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from typing import Any, final
 
 import attrs
@@ -29,13 +30,20 @@ import pluggy
 
 from reactorkit import hookspecs
 from reactorkit.errors import PluginError, PluginLoadError
-from reactorkit.handler import Handler, HandlerType
+from reactorkit.handler import Handler, HandlerType, LineHandler
 
 __all__ = ["ENTRY_POINT_GROUP", "Contribution", "Plugins", "load_plugins"]
 
 ENTRY_POINT_GROUP = "reactorkit"
 
 log = logging.getLogger("reactorkit.plugins")
+
+# Every callback reactorkit makes on a handler (LineHandler's include Handler's).
+_HANDLER_CALLBACKS = sorted(
+    name
+    for name, value in {**vars(Handler), **vars(LineHandler)}.items()
+    if not name.startswith("_") and callable(value)
+)
 
 
 @attrs.frozen
@@ -104,7 +112,9 @@ class Plugins:
             dist = self.distribution(impl.plugin)
             try:
                 items = impl.function()
-            except Exception as exc:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # asyncio.CancelledError too
                 where = f" ({dist})" if dist else ""
                 raise PluginError(
                     f"plugin {impl.plugin_name!r}{where}: {hook_name}() raised "
@@ -119,6 +129,34 @@ class Plugins:
                 )
             out.extend(Contribution(item, impl.plugin_name, dist) for item in items)
         return out
+
+    def configure(self, config: Any) -> None:
+        """Call ``reactorkit_configure(config)`` plugin by plugin, in pluggy's order.
+
+        Raises:
+            PluginError: an implementation raised; it names the plugin.
+        """
+        caller = self.hook.reactorkit_configure
+        impls = caller.get_hookimpls()
+        wrapped = any(impl.hookwrapper or impl.wrapper for impl in impls)
+        blame: Any = None
+        try:
+            if wrapped:
+                caller(config=config)  # a wrapper must wrap the others
+                return
+            for blame in reversed(impls):
+                blame.function(*[{"config": config}[name] for name in blame.argnames])
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            if blame is None:
+                who = "a plugin (a wrapper is among them)"
+            else:
+                dist = self.distribution(blame.plugin)
+                who = f"plugin {blame.plugin_name!r}" + (f" ({dist})" if dist else "")
+            raise PluginError(
+                f"{who}: reactorkit_configure() raised {type(exc).__name__}: {exc}"
+            ) from exc
 
     def handler_types(self) -> dict[str, Contribution]:
         """Every handler type by name, with the plugin that provides it.
@@ -145,6 +183,14 @@ class Plugins:
                     f"{contribution.source}: handler type {handler_type.name!r}: "
                     f"handler must be a reactorkit.Handler subclass, got {handler_type.handler!r}"
                 )
+            for callback in _HANDLER_CALLBACKS:
+                if _is_async(getattr(handler_type.handler, callback, None)):
+                    raise PluginError(
+                        f"{contribution.source}: handler type {handler_type.name!r}: "
+                        f"{handler_type.handler.__name__}.{callback} is async def: handler "
+                        "callbacks are called synchronously on the reactor thread; use def, "
+                        "and reactor.run_in_thread for blocking work"
+                    )
             other = found.get(handler_type.name)
             if other is not None:
                 raise PluginError(
@@ -163,30 +209,50 @@ class Plugins:
         (``reactorkit_reactor_started``, ``..._stopping``,
         ``..._connection_made``, ``..._connection_lost``): an implementation
         that raises is logged with its plugin's name and skipped; the others
-        still run, in pluggy's order, and the caller goes on. Only hooks
-        with wrapper implementations go through pluggy's own call (a wrapper
-        must wrap the others), and a failure there is logged the same way.
+        still run, in pluggy's order, and the caller goes on. Wrappers
+        (``wrapper=True`` or ``hookwrapper=True``) wrap the others as pluggy
+        would, each step guarded the same way; they see the results of the
+        implementations that did not raise.
         """
         caller = getattr(self.hook, hook_name)
-        impls = caller.get_hookimpls()
-        if any(impl.hookwrapper or impl.wrapper for impl in impls):
+        teardowns: list[tuple[Any, Generator[Any, Any, Any]]] = []
+        results: list[Any] = []
+        # pluggy's order: wrappers first, each group last-registered first.
+        for impl in reversed(caller.get_hookimpls()):
             try:
-                caller(**kwargs)
-            except Exception:
-                log.exception("%s raised (a wrapper is among its implementations)", hook_name)
-            return
-        for impl in reversed(impls):  # pluggy calls last-registered first
+                result = impl.function(*[kwargs[name] for name in impl.argnames])
+                if impl.hookwrapper or impl.wrapper:
+                    next(result)  # up to its yield
+                    teardowns.append((impl, result))
+                elif result is not None:
+                    results.append(result)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # asyncio.CancelledError too: a plugin bug
+                self._hook_failed(impl, hook_name, exc)
+        for impl, wrapper in reversed(teardowns):
             try:
-                impl.function(*[kwargs[name] for name in impl.argnames])
-            except Exception:
-                dist = self.distribution(impl.plugin)
-                where = f" ({dist})" if dist else ""
-                log.exception(
-                    "plugin %r%s: %s raised; the server goes on without it",
-                    impl.plugin_name,
-                    where,
-                    hook_name,
-                )
+                wrapper.send(pluggy.Result(results, None) if impl.hookwrapper else results)
+            except StopIteration:
+                continue
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:
+                self._hook_failed(impl, hook_name, exc)
+                continue
+            wrapper.close()
+            self._hook_failed(impl, hook_name, RuntimeError("the wrapper yielded more than once"))
+
+    def _hook_failed(self, impl: Any, hook_name: str, exc: BaseException) -> None:
+        dist = self.distribution(impl.plugin)
+        where = f" ({dist})" if dist else ""
+        log.error(
+            "plugin %r%s: %s raised; the server goes on without it",
+            impl.plugin_name,
+            where,
+            hook_name,
+            exc_info=exc,
+        )
 
     def describe(self) -> list[dict[str, Any]]:
         """Every registered plugin: name, distribution and implemented hooks."""
@@ -229,10 +295,13 @@ def load_plugins(extra_modules: Iterable[str] = (), *, entry_points: bool = True
         try:
             module = importlib.import_module(module_name)
             pm.register(module, name=module_name)
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # asyncio.CancelledError too
             errors.append(PluginLoadError(module_name, module_name, None, exc))
             pm.set_blocked(module_name)
     _check_pending(pm, errors)
+    _check_async_hooks(pm, errors)
     return Plugins(pm, errors, conflicts)
 
 
@@ -261,7 +330,9 @@ def _load_entry_points(
         seen[ep.name] = (dist, ep.value)
         try:
             obj = ep.load()
-        except Exception as exc:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # asyncio.CancelledError too
             errors.append(PluginLoadError(ep.name, ep.value, dist, exc))
             pm.set_blocked(ep.name)
             continue
@@ -278,6 +349,30 @@ def _load_entry_points(
         except Exception as exc:  # pragma: no cover - import raced the first pass
             raise PluginError(f"loading reactorkit entry points failed: {exc}") from exc
         break
+
+
+def _check_async_hooks(pm: pluggy.PluginManager, errors: list[PluginLoadError]) -> None:
+    # pluggy calls an async def hook and drops the coroutine: it would never run.
+    for caller in list(vars(pm.hook).values()):
+        for impl in caller.get_hookimpls():
+            if _is_async(impl.function) and not pm.is_blocked(impl.plugin_name):
+                problem = TypeError(
+                    f"{impl.function.__name__} is async def: hooks are called "
+                    "synchronously; use def"
+                )
+                errors.append(
+                    PluginLoadError(
+                        impl.plugin_name,
+                        getattr(impl.plugin, "__name__", impl.plugin_name),
+                        None,
+                        problem,
+                    )
+                )
+                pm.set_blocked(impl.plugin_name)
+
+
+def _is_async(function: Any) -> bool:
+    return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
 
 
 def _check_pending(pm: pluggy.PluginManager, errors: list[PluginLoadError]) -> None:

@@ -96,7 +96,11 @@ class TimerHandle:
         self._owner = owner
 
     def cancel(self) -> None:
-        """Stop the call from running. Cancelling twice, or after it ran, is a no-op."""
+        """Stop the call from running. Cancelling twice, or after it ran, is a no-op.
+
+        Safe from any thread (a ``run_in_thread`` function may cancel): the
+        heap is only ever touched on the reactor thread.
+        """
         if not self._cancelled:
             self._cancelled = True
             # Drop the references now, as asyncio does: a cancelled timer
@@ -105,7 +109,13 @@ class TimerHandle:
             self._callback = _cancelled_callback
             self._args = ()
             self._owner = None
-            self._reactor._timer_cancelled()
+            reactor = self._reactor
+            if reactor._in_reactor_thread():
+                reactor._timer_cancelled()
+            else:
+                # Counting may rebuild the heap, which would race the loop's
+                # heappush and lose the timers pushed meanwhile.
+                reactor.call_soon_threadsafe(reactor._timer_cancelled)
 
     def cancelled(self) -> bool:
         """Return True once :meth:`cancel` was called."""
@@ -277,11 +287,15 @@ class Reactor:
         self._wake()
 
     def call_later(self, delay: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
-        """Run ``callback(*args)`` after ``delay`` seconds; returns a cancellable handle."""
+        """Run ``callback(*args)`` after ``delay`` seconds; returns a cancellable handle.
+
+        Reactor thread only (from another thread, ``call_soon_threadsafe`` it);
+        the handle's ``cancel()`` is safe from any thread.
+        """
         return self.call_at(self.clock() + max(0.0, delay), callback, *args)
 
     def call_at(self, when: float, callback: Callable[..., object], *args: Any) -> TimerHandle:
-        """Run ``callback(*args)`` once the clock reaches ``when``."""
+        """Run ``callback(*args)`` once the clock reaches ``when``. Reactor thread only."""
         handle = TimerHandle(when, callback, args, self, self.current_owner)
         heapq.heappush(self._timers, (when, next(self._sequence), handle))
         return handle
@@ -291,7 +305,10 @@ class Reactor:
 
         The pool's threads are daemon threads: work still running when the
         process exits is abandoned, so a stuck call cannot hold the process
-        past its shutdown deadline. Work waits in an unbounded queue; the
+        past its shutdown deadline. ``SystemExit`` or ``KeyboardInterrupt``
+        raised by ``fn`` (``sys.exit()``, argparse on bad input) reaches the
+        future as a ``RuntimeError`` caused by it: on a worker thread they end
+        the work, never the server. Work waits in an unbounded queue; the
         handlers bound it (each caps its requests in flight per connection).
 
         Returns:
@@ -304,6 +321,12 @@ class Reactor:
         def work() -> None:
             try:
                 result = fn(*args)
+            except (KeyboardInterrupt, SystemExit) as exc:
+                # On a worker thread they end only that thread; re-raised by
+                # result() on the reactor thread they would stop the server.
+                error = RuntimeError(f"{fn!r} raised {exc!r} on a pool thread")
+                error.__cause__ = exc
+                self.call_soon_threadsafe(future._set, None, error)
             except BaseException as exc:  # delivered to the reactor thread
                 self.call_soon_threadsafe(future._set, None, exc)
             else:

@@ -91,7 +91,6 @@ class Server:
         for error in plugins.load_errors:
             if error.name not in config.reactor.plugins:  # those are plan()'s errors
                 log.warning("%s", error)
-        plugins.hook.reactorkit_configure(config=config)
         plans = cls.plan(config, plugins)
         owns_reactor = reactor is None
         if reactor is None:
@@ -114,15 +113,16 @@ class Server:
         """Resolve the config's listeners against the plugins, binding nothing.
 
         This is everything ``run`` checks before binding, so ``check`` calls
-        it too: a module in ``[reactor] plugins`` that does not load, a
-        listener problem, a plugin conflict. The built-in default config
-        skips listeners whose handler is not installed; any other config
-        fails on them.
+        it too: a module in ``[reactor] plugins`` that does not load, the
+        plugins' ``reactorkit_configure`` hooks, a listener problem, a plugin
+        conflict. The built-in default config skips listeners whose handler
+        is not installed; any other config fails on them.
 
         Raises:
             ConfigErrors: every problem with the config found, plugin modules
                 it names first.
-            PluginError: the plugins conflict (a name claimed twice).
+            PluginError: the plugins conflict (a name claimed twice), or a
+                plugin's ``reactorkit_configure`` or collector hook raised.
         """
         problems = [
             ConfigError(
@@ -139,6 +139,8 @@ class Server:
             for error in plugins.load_errors
             if error.name in config.reactor.plugins
         ]
+        if not problems:
+            plugins.configure(config)
         try:
             plans = plan_listeners(
                 config,
@@ -203,7 +205,9 @@ class Server:
                     idle_timeout=listen.idle_timeout,
                     plugin=plan.provider.source,
                 )
-            except Exception as exc:
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # asyncio.CancelledError too
                 for _, rest in bound[index:]:
                     _unbind(rest)
                 if isinstance(exc, PluginError):

@@ -318,7 +318,9 @@ class LineCommandHandler(reactorkit.LineHandler):
             reply = command.function(context)
         except reactorkit.CommandError as exc:
             self._error(str(exc))
-        except Exception:
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException:  # asyncio.CancelledError too, as a blocking one would
             self._internal_error(command)
         else:
             self._reply(reply)

@@ -496,3 +496,139 @@ def test_output_into_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
             timeout=60,
         )
     assert (result.returncode, result.stderr) == (141, "")
+
+
+CARELESS_STARTUP_HOOKS = {
+    "import": """
+        import asyncio
+
+        raise asyncio.CancelledError("no database at startup")
+    """,
+    "handler state": """
+        import asyncio
+        import reactorkit
+
+        def state(listener):
+            raise asyncio.CancelledError("no database at startup")
+
+        @reactorkit.hookimpl
+        def reactorkit_handler_types():
+            return [reactorkit.HandlerType(name="echo2", handler=reactorkit.Handler, state=state)]
+    """,
+    "configure": """
+        import reactorkit
+
+        @reactorkit.hookimpl
+        def reactorkit_configure(config):
+            raise RuntimeError("no database at startup")
+    """,
+    "collector": """
+        import asyncio
+        import reactorkit
+
+        @reactorkit.hookimpl
+        def reactorkit_handler_types():
+            raise asyncio.CancelledError("no database at startup")
+    """,
+}
+
+
+@pytest.mark.parametrize("hook", sorted(CARELESS_STARTUP_HOOKS))
+def test_a_startup_hook_that_raises_fails_check_and_run_in_one_line(
+    tmp_path: Path, hook: str
+) -> None:
+    # hooks.md: "an exception there stops the start with an error naming the
+    # plugin (run and check exit 1)". A raising reactorkit_configure passed
+    # check and crashed run with a traceback; a collector raising a
+    # BaseException (asyncio.CancelledError) was a traceback for both.
+    (tmp_path / "careless_start.py").write_text(textwrap.dedent(CARELESS_STARTUP_HOOKS[hook]))
+    config = write_config(
+        tmp_path / "c.toml",
+        """
+        [reactor]
+        plugins = ["careless_start"]
+
+        [[listen]]
+        handler = "echo"
+        port = 0
+    """,
+    )
+    if hook == "handler state":
+        Path(config).write_text(Path(config).read_text().replace('"echo"', '"echo2"'))
+    env = child_env(PYTHONPATH=str(tmp_path))
+    # A listener's state is built when it is set up, after what check does.
+    for command in ("run",) if hook == "handler state" else ("check", "run"):
+        result = reactorkit_cli(command, config, env=env, timeout=30)
+        assert result.returncode == 1, (command, result.stderr)
+        assert "Traceback" not in result.stderr, (command, result.stderr)
+        assert "'careless_start'" in result.stderr, (command, result.stderr)
+        assert "no database at startup" in result.stderr, (command, result.stderr)
+
+
+ASYNC_BY_MISTAKE = {
+    "handler": (
+        """
+        import reactorkit
+
+        class Eager(reactorkit.Handler):
+            async def data_received(self, data):
+                self.connection.write(data)
+
+        @reactorkit.hookimpl
+        def reactorkit_handler_types():
+            return [reactorkit.HandlerType(name="eager", handler=Eager)]
+        """,
+        "Eager.data_received",
+    ),
+    "command": (
+        """
+        import reactorkit
+
+        async def fetch(ctx):
+            return "value"
+
+        @reactorkit.hookimpl
+        def reactorkit_line_commands():
+            return [reactorkit.LineCommand(name="FETCH", function=fetch)]
+        """,
+        "fetch",
+    ),
+    "hook": (
+        """
+        import reactorkit
+
+        @reactorkit.hookimpl
+        async def reactorkit_connection_made(listener, connection):
+            pass
+        """,
+        "reactorkit_connection_made",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ASYNC_BY_MISTAKE))
+def test_async_def_plugin_code_is_refused_before_serving(tmp_path: Path, kind: str) -> None:
+    # Called synchronously, an async def handler callback, line command or
+    # hook only makes a coroutine nobody awaits: the client hung, or got
+    # "+<coroutine object fetch ...>" as its reply, and check said ok.
+    source, name = ASYNC_BY_MISTAKE[kind]
+    (tmp_path / "eager_plugin.py").write_text(textwrap.dedent(source))
+    config = write_config(
+        tmp_path / "c.toml",
+        """
+        [reactor]
+        plugins = ["eager_plugin"]
+
+        [[listen]]
+        handler = "line-command"
+        port = 0
+    """,
+    )
+    env = child_env(PYTHONPATH=str(tmp_path))
+    # Line commands are collected when their listener is set up, after check.
+    for command in ("run",) if kind == "command" else ("check", "run"):
+        result = reactorkit_cli(command, config, env=env, timeout=30)
+        assert result.returncode == 1, (command, result.stderr)
+        assert "Traceback" not in result.stderr, (command, result.stderr)
+        assert "eager_plugin" in result.stderr, (command, result.stderr)
+        assert f"{name} is async def" in result.stderr, (command, result.stderr)

@@ -306,3 +306,48 @@ def test_bind_socket_closes_the_socket_when_listen_fails(monkeypatch) -> None:
         bind_socket(host="127.0.0.1", port=0, path=None, backlog=8)
     assert made
     assert all(s.fileno() == -1 for s in made)
+
+
+class TimingWrapper:
+    """A careless observer written as a pluggy wrapper around the others."""
+
+    def __init__(self) -> None:
+        self.wrapped = 0
+
+    @reactorkit.hookimpl(wrapper=True)
+    def reactorkit_connection_lost(self, listener: Any, connection: Any, reason: Any) -> Any:
+        result = yield
+        self.wrapped += 1
+        return result
+
+
+class OldStyleWrapper:
+    @reactorkit.hookimpl(hookwrapper=True)
+    def reactorkit_connection_made(self, listener: Any, connection: Any) -> Any:
+        yield
+        raise RuntimeError("wrapper bug after yield")
+
+
+def test_a_wrapper_hook_keeps_each_plugin_isolated(caplog) -> None:
+    # One plugin's wrapper made notify() hand the whole call to pluggy, so a
+    # raising implementation skipped the others and lost the plugin's name.
+    bad, good, wrapper, old = (
+        RaisingObserver(),
+        CountingObserver(),
+        TimingWrapper(),
+        OldStyleWrapper(),
+    )
+    with (
+        caplog.at_level(logging.ERROR),
+        serve(handler="echo", max_connections=1, plugins=[good, bad, wrapper, old]) as srv,
+    ):
+        for _ in range(3):
+            assert echo_round_trip(srv.address()) == b"ping\r\n"
+        srv.call(lambda: None)
+    assert (good.made, good.lost, wrapper.wrapped) == (3, 3, 3)
+    assert bad.calls.count("lost") == 3
+    assert "observer bug in connection_lost" in caplog.text
+    assert "wrapper bug after yield" in caplog.text
+    for record in caplog.records:
+        if record.exc_info and "bug" in str(record.exc_info[1]):
+            assert "plugin 'test-plugin-" in record.getMessage(), record.getMessage()

@@ -72,7 +72,8 @@ THREE = (
 
 def handler_state(srv: RunningServer) -> dict[str, Any]:
     def read() -> dict[str, Any]:
-        (connection,) = srv.listeners["http-lite"].connections
+        # An earlier helper connection may still be lingering (closing) there.
+        (connection,) = [c for c in srv.listeners["http-lite"].connections if not c.is_closing()]
         handler: Any = connection.handler
         return {
             "buffered": connection.get_write_buffer_size(),
@@ -201,9 +202,11 @@ def test_a_client_that_never_reads_keeps_the_server_bounded(web: RunningServer) 
     peak = 0
     state: dict[str, Any] = {}
     try:
-        deadline = time.monotonic() + 20
+        # The kernel's send buffer (MBs on loopback) fills before the server's
+        # own does: generous, for a loaded machine.
+        deadline = time.monotonic() + 60
         for rounds in range(200_000):
-            assert time.monotonic() < deadline, "the server kept reading for 20 s"
+            assert time.monotonic() < deadline, "the server kept reading for 60 s"
             _, writable, _ = select.select([], [sock], [], 0.5)
             if not writable:
                 break  # the server stopped reading: both windows are full
