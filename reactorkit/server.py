@@ -300,7 +300,9 @@ class Server:
                         idle_timeout=listen.idle_timeout,
                         plugin=plan.provider.source,
                     )
-                except Exception as exc:
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:  # asyncio.CancelledError too, as in bind()
                     if isinstance(exc, PluginError):
                         raise PluginError(f"{listen.label}: {exc}") from exc
                     raise PluginError(
