@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import reactorkit
-from reactorkit.config import LOG_LEVELS, Config
+from reactorkit import supervisor, worker
+from reactorkit.config import LOG_LEVELS, MAX_WORKERS, Config, cpu_count
 from reactorkit.errors import ConfigErrors, PluginError, ReactorkitError
 from reactorkit.plugins import Plugins, load_plugins
 from reactorkit.server import Server, catch_early_signals
@@ -83,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", parents=[common], help="serve the listeners a config names")
     run.add_argument("config", nargs="?", help="TOML config file (default: built-in config)")
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help='worker processes, or "auto" (CPU count); overrides [reactor] workers',
+    )
     run.set_defaults(func=_cmd_run)
 
     check = sub.add_parser(
@@ -132,11 +139,31 @@ def _load_config(path: str | None) -> Config:
     return Config.from_toml(path) if path else Config.default()
 
 
+def _workers(value: str) -> int:
+    if value == "auto":
+        return cpu_count()
+    if value.isdigit() and 1 <= int(value) <= MAX_WORKERS:
+        return int(value)
+    raise argparse.ArgumentTypeError(f'must be an integer 1-{MAX_WORKERS} or "auto", got {value!r}')
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    if worker.is_worker():
+        return worker.run_worker()
     _setup_logging(args.log_level or "info")
     early_signals = catch_early_signals()
     config = _load_config(args.config)
+    if args.workers is not None:
+        config = config.with_workers(args.workers)
     _setup_logging(args.log_level or config.reactor.log_level)
+    if supervisor.is_needed(config):
+        worker.setup_logging(args.log_level or config.reactor.log_level)  # lines carry the pid
+        return supervisor.serve(
+            config,
+            log_level=args.log_level,
+            workers_override=args.workers,
+            early_signals=early_signals,
+        )
     server = Server.from_config(config)
     count = len(server.listeners)
     log.info(
@@ -178,6 +205,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     for plan in plans:
         listen = plan.config
         where = f"unix:{listen.path}" if listen.path else f"{listen.host}:{plan.port}"
+        if listen.fd_name is not None:
+            where = f"systemd socket {listen.fd_name!r}"
         print(f"{listen.label}: handler {plan.handler_type.name!r} on {where}: ok")
     count = len(plans)
     print(f"{config.path}: ok ({count} {'listener' if count == 1 else 'listeners'})")

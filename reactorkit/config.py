@@ -34,11 +34,13 @@ __all__ = [
     "DEFAULT_HOST",
     "DEFAULT_SHUTDOWN_TIMEOUT",
     "LOG_LEVELS",
+    "MAX_WORKERS",
     "Config",
     "ListenConfig",
     "ListenerPlan",
     "ReactorConfig",
     "build_options",
+    "cpu_count",
     "plan_listeners",
 ]
 
@@ -76,13 +78,15 @@ host = "127.0.0.1"
 port = 8080
 """
 
-_REACTOR_KEYS = ("log_level", "shutdown_timeout", "threads", "plugins")
+_REACTOR_KEYS = ("log_level", "shutdown_timeout", "threads", "plugins", "workers")
+MAX_WORKERS = 1024
 _LISTEN_KEYS = (
     "name",
     "handler",
     "host",
     "port",
     "path",
+    "fd_name",
     "backlog",
     "max_connections",
     "idle_timeout",
@@ -98,6 +102,8 @@ class ReactorConfig:
     shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
     threads: int = DEFAULT_THREADS
     plugins: tuple[str, ...] = ()
+    #: Worker processes; 1 = today's single process, no supervisor.
+    workers: int = 1
 
 
 @attrs.frozen(kw_only=True)
@@ -105,7 +111,8 @@ class ListenConfig:
     """One ``[[listen]]`` entry, shape-checked but not yet resolved.
 
     ``port`` is None when the entry gave none (the handler type's default
-    port is used) or when ``path`` names a UNIX socket.
+    port is used) or when ``path`` names a UNIX socket. ``fd_name`` names a
+    socket inherited from systemd (``LISTEN_FDNAMES``) instead of an address.
     """
 
     index: int
@@ -114,6 +121,7 @@ class ListenConfig:
     host: str = DEFAULT_HOST
     port: int | None = None
     path: str | None = None
+    fd_name: str | None = None
     backlog: int = DEFAULT_BACKLOG
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
@@ -162,11 +170,28 @@ class Config:
         config = cls._from_dict(data, path, problems)
         return config, problems.errors
 
+    @classmethod
+    def from_text(cls, text: str, *, path: str) -> Config:
+        """Parse and shape-check TOML text read from ``path`` earlier.
+
+        A supervisor hands its workers the text it validated, so a worker
+        restarted later serves that config even if the file changed since.
+
+        Raises:
+            ConfigErrors: the text is not TOML, or every shape problem found.
+        """
+        return cls.from_dict(_parse(text, path), path=path)
+
     @staticmethod
-    def _read(path: str) -> dict[str, Any]:
+    def read_text(path: str) -> str:
+        """The config file's text.
+
+        Raises:
+            ConfigErrors: the file is missing or cannot be read.
+        """
         try:
             with open(path, "rb") as f:
-                data = tomllib.load(f)
+                return f.read().decode("utf-8")
         except FileNotFoundError:
             raise ConfigErrors(
                 [
@@ -191,19 +216,22 @@ class Config:
                     )
                 ]
             ) from None
-        except tomllib.TOMLDecodeError as exc:
+        except UnicodeDecodeError as exc:
             raise ConfigErrors(
                 [
                     ConfigError(
                         path=path,
                         listener=None,
                         field=None,
-                        expected=f"is not valid TOML: {exc}",
+                        expected=f"is not valid TOML: not UTF-8 ({exc})",
                         show_got=False,
                     )
                 ]
             ) from None
-        return data
+
+    @classmethod
+    def _read(cls, path: str) -> dict[str, Any]:
+        return _parse(cls.read_text(path), path)
 
     @classmethod
     def default(cls) -> Config:
@@ -222,6 +250,17 @@ class Config:
         config = cls._from_dict(data, path, problems)
         problems.raise_if_any()
         return config
+
+    def with_workers(self, workers: int) -> Config:
+        """This config with ``[reactor] workers`` overridden (``--workers``).
+
+        Raises:
+            ConfigErrors: a listener cannot run with that many workers.
+        """
+        problems = Problems(self.path)
+        _check_workers(self.listeners, workers, problems, field="--workers")
+        problems.raise_if_any()
+        return attrs.evolve(self, reactor=attrs.evolve(self.reactor, workers=workers))
 
     @classmethod
     def _from_dict(cls, data: Mapping[str, Any], path: str, problems: Problems) -> Config:
@@ -243,6 +282,7 @@ class Config:
                 if listener is not None:
                     listeners.append(listener)
         _check_duplicates(listeners, problems)
+        _check_workers(listeners, reactor.workers, problems, field="reactor.workers")
         return cls(path=path, reactor=reactor, listeners=tuple(listeners))
 
 
@@ -258,7 +298,7 @@ class ListenerPlan:
     @property
     def port(self) -> int | None:
         """The configured port, else the handler type's default port."""
-        if self.config.path is not None:
+        if self.config.path is not None or self.config.fd_name is not None:
             return None
         if self.config.port is not None:
             return self.config.port
@@ -308,7 +348,12 @@ def plan_listeners(
             continue
         handler_type = provider.item
         options = build_options(handler_type.options, listen.options, problems, listen.label)
-        if listen.path is None and listen.port is None and handler_type.default_port is None:
+        if (
+            listen.path is None
+            and listen.fd_name is None
+            and listen.port is None
+            and handler_type.default_port is None
+        ):
             problems.add(
                 listen.label,
                 "port",
@@ -354,6 +399,23 @@ def _unix_path_problem(path: str) -> str | None:
     return None
 
 
+def _parse(text: str, path: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigErrors(
+            [
+                ConfigError(
+                    path=path,
+                    listener=None,
+                    field=None,
+                    expected=f"is not valid TOML: {exc}",
+                    show_got=False,
+                )
+            ]
+        ) from None
+
+
 def _reactor_config(table: Any, problems: Problems) -> ReactorConfig:
     if not isinstance(table, dict):
         problems.add(None, "reactor", "must be a table", table)
@@ -384,6 +446,15 @@ def _reactor_config(table: Any, problems: Problems) -> ReactorConfig:
                 values[key] = value
             else:
                 problems.add(None, field, "must be an integer 1-1024", value)
+        elif key == "workers":
+            if value == "auto":
+                values[key] = cpu_count()
+            elif is_int(value) and 1 <= value <= MAX_WORKERS:
+                values[key] = value
+            else:
+                problems.add(
+                    None, field, f'must be an integer 1-{MAX_WORKERS} or "auto" (CPU count)', value
+                )
         elif key == "plugins":
             if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
                 values[key] = tuple(value)
@@ -415,6 +486,24 @@ def _listen_config(index: int, table: Any, problems: Problems) -> ListenConfig |
         problems.add(label, "name", "must be a non-empty string", table["name"])
     values: dict[str, Any] = {}
     host, port, path = table.get("host"), table.get("port"), table.get("path")
+    fd_name = table.get("fd_name")
+    if fd_name is not None:
+        if not isinstance(fd_name, str) or not fd_name or ":" in fd_name:
+            problems.add(
+                label,
+                "fd_name",
+                "must be the name of a socket systemd passes (FileDescriptorName=, no ':')",
+                fd_name,
+            )
+        elif "host" in table or "port" in table or "path" in table:
+            problems.add(
+                label,
+                "fd_name",
+                "cannot be combined with host/port/path: the inherited socket is already bound",
+                fd_name,
+            )
+        else:
+            values["fd_name"] = fd_name
     if path is not None:
         if not isinstance(path, str) or not path:
             problems.add(label, "path", "must be a filesystem path (string)", path)
@@ -483,8 +572,10 @@ def _check_duplicates(listeners: Sequence[ListenConfig], problems: Problems) -> 
                 listen.name,
             )
         names[listen.name] = listen
-        if listen.path is not None:
-            key: Any = ("unix", listen.path)
+        if listen.fd_name is not None:
+            key: Any = ("fd", listen.fd_name)
+        elif listen.path is not None:
+            key = ("unix", listen.path)
         elif listen.port:  # port 0 (or default) never collides
             key = ("tcp", listen.host, listen.port)
         else:
@@ -494,11 +585,14 @@ def _check_duplicates(listeners: Sequence[ListenConfig], problems: Problems) -> 
                 host = other.host
                 where = f"[{host}]:{other.port}" if ":" in host else f"{host}:{other.port}"
                 shown = other.path if other.path is not None else where
+                if other.fd_name is not None:
+                    shown = f"systemd socket {other.fd_name!r}"
+                field = "fd_name" if listen.fd_name else "path" if listen.path else "port"
                 problems.add(
                     listen.label,
-                    "path" if listen.path else "port",
+                    field,
                     f"must be a free address: {other.label} already listens on {shown}",
-                    listen.path or listen.port,
+                    listen.fd_name or listen.path or listen.port,
                 )
                 break
         addresses.append((listen, key))
@@ -507,7 +601,7 @@ def _check_duplicates(listeners: Sequence[ListenConfig], problems: Problems) -> 
 def _same_address(a: Any, b: Any) -> bool:
     if a[0] != b[0]:
         return False
-    if a[0] == "unix":
+    if a[0] in ("unix", "fd"):
         return bool(a[1] == b[1])
     if a[2] != b[2]:
         return False
@@ -519,6 +613,32 @@ def _same_address(a: Any, b: Any) -> bool:
         if wildcard.is_unspecified and wildcard.version == other.version:
             return True
     return False
+
+
+def _check_workers(
+    listeners: Sequence[ListenConfig], workers: int, problems: Problems, *, field: str
+) -> None:
+    # Chat rooms live in one process: with several workers each would hold
+    # its own rooms and users on different workers would never meet.
+    if workers <= 1:
+        return
+    for listen in listeners:
+        if listen.handler == "chat" and not listen.options.get("bus"):
+            problems.add(
+                listen.label,
+                "handler",
+                f"cannot run with {field} = {workers}: chat rooms live in one process "
+                "and would split between the workers (users on different workers "
+                "would never meet); use workers = 1, or set options.bus",
+                listen.handler,
+            )
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (``workers = "auto"``)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1  # pragma: no cover - platforms without affinity
 
 
 def _normal_host(host: str) -> Any:

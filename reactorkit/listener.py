@@ -76,9 +76,21 @@ class ListenerStats:
 
 
 def bind_socket(
-    *, host: str | None, port: int | None, path: str | None, backlog: int
+    *,
+    host: str | None,
+    port: int | None,
+    path: str | None,
+    backlog: int,
+    reuse_port: bool = False,
 ) -> socket.socket:
     """Create, bind and listen on a non-blocking socket.
+
+    Args:
+        host, port: a TCP address; port 0 picks a free port.
+        path: a UNIX socket path instead (a stale socket file is replaced).
+        backlog: the kernel's accept queue length.
+        reuse_port: set ``SO_REUSEPORT`` (TCP only), so several sockets can
+            listen on one port and the kernel spreads connections among them.
 
     Raises:
         OSError: the address cannot be bound (in use, not permitted...).
@@ -101,6 +113,8 @@ def bind_socket(
         sock = socket.socket(family, type_, proto)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(sockaddr)
@@ -206,6 +220,9 @@ class Listener:
         self._backoff: TimerHandle | None = None
         self._sweeper: TimerHandle | None = None
         self._out_of_fds_logged = False
+        #: Unlink a UNIX socket's path on close; False for a socket inherited
+        #: from a supervisor or systemd, which outlives this listener.
+        self.owns_path = True
         self._observe = self.hook is not None and bool(
             self.hook.reactorkit_connection_made.get_hookimpls()
             or self.hook.reactorkit_connection_lost.get_hookimpls()
@@ -263,7 +280,7 @@ class Listener:
                 timer.cancel()
         if self.idle_timeout > 0 and self.connections:
             self._schedule_sweep()  # connections still draining keep their timeout
-        path = self.address if isinstance(self.address, str) else None
+        path = self.address if isinstance(self.address, str) and self.owns_path else None
         self.sock.close()
         if path:
             with contextlib.suppress(OSError):

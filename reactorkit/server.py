@@ -18,6 +18,11 @@ SIGINT routed to :meth:`Server.shutdown`:
    exits by the deadline.
 
 A second signal during the drain aborts everything at once.
+
+Workers (see :mod:`reactorkit.supervisor`) build their server with
+:meth:`Server.from_sockets` from sockets the supervisor (or systemd) bound,
+and retire with :meth:`Server.drain`: stop accepting, let each connection
+finish what it started.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, final
 
 from reactorkit.config import Config, ListenerPlan, plan_listeners
@@ -67,6 +72,8 @@ class Server:
         self.listeners: list[Listener] = []
         self._shutting_down = False
         self._deadline: Any = None
+        self._asked: set[Connection] = set()
+        self._silent_until = 0.0
 
     @classmethod
     def from_config(
@@ -217,6 +224,145 @@ class Server:
                 plan.handler_type.name,
                 format_address(listener.address),
             )
+
+    @classmethod
+    def from_sockets(
+        cls,
+        config: Config,
+        sockets: Mapping[str, Sequence[socket.socket]],
+        *,
+        plugins: Plugins | None = None,
+        reactor: Reactor | None = None,
+    ) -> Server:
+        """Like :meth:`from_config`, but serve sockets bound by someone else.
+
+        Args:
+            config: the config; every listener must have sockets.
+            sockets: listening sockets by listener name (a supervisor's or
+                systemd's); each becomes a :class:`Listener` that does not
+                unlink a UNIX socket's path when it closes.
+
+        Raises:
+            ConfigErrors, PluginError: as :meth:`from_config`.
+            BindError: a listener has no socket.
+        """
+        if plugins is None:
+            plugins = load_plugins(config.reactor.plugins)
+        for error in plugins.load_errors:
+            if error.name not in config.reactor.plugins:  # those are plan()'s errors
+                log.warning("%s", error)
+        plugins.hook.reactorkit_configure(config=config)
+        plans = cls.plan(config, plugins)
+        owns_reactor = reactor is None
+        if reactor is None:
+            reactor = Reactor(threads=config.reactor.threads)
+        server = cls(
+            reactor,
+            plugins,
+            shutdown_timeout=config.reactor.shutdown_timeout,
+            owns_reactor=owns_reactor,
+        )
+        try:
+            server.adopt(plans, sockets, source=config.path)
+        except BaseException:
+            server.close()
+            raise
+        return server
+
+    def adopt(
+        self,
+        plans: Iterable[ListenerPlan],
+        sockets: Mapping[str, Sequence[socket.socket]],
+        *,
+        source: str | None = None,
+    ) -> None:
+        """Start a listener on each already listening socket of each plan.
+
+        Raises:
+            BindError: a plan has no socket in ``sockets``.
+        """
+        for plan in plans:
+            listen = plan.config
+            socks = sockets.get(listen.name)
+            if not socks:
+                prefix = f"{source}: " if source else ""
+                raise BindError(None, f"{prefix}{listen.label}: no listening socket was passed")
+            for sock in socks:
+                try:
+                    listener = Listener(
+                        self.reactor,
+                        name=listen.name,
+                        handler_type=plan.handler_type,
+                        options=plan.options,
+                        sock=sock,
+                        plugins=self.plugins,
+                        max_connections=listen.max_connections,
+                        idle_timeout=listen.idle_timeout,
+                        plugin=plan.provider.source,
+                    )
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:  # asyncio.CancelledError too, as in bind()
+                    if isinstance(exc, PluginError):
+                        raise PluginError(f"{listen.label}: {exc}") from exc
+                    raise PluginError(
+                        f"{listen.label}: handler type {plan.handler_type.name!r} "
+                        f"({plan.provider.source}) failed to set up: {type(exc).__name__}: {exc}"
+                    ) from exc
+                listener.owns_path = False
+                self.listeners.append(listener)
+                listener.start()
+                log.info(
+                    "listening: %s handler=%s on %s",
+                    listener.name,
+                    plan.handler_type.name,
+                    format_address(listener.address),
+                )
+
+    def drain(self, *, silent_grace: float = 1.0) -> None:
+        """Stop accepting and let every connection finish what it started.
+
+        Unlike :meth:`shutdown`, a connection that has not sent anything yet
+        (just accepted; its request is probably in flight) is not asked to
+        finish until it has sent something or ``silent_grace`` seconds pass,
+        so a reload never closes a connection whose first request is on its
+        way. The others get ``shutdown_requested()`` at once. The reactor
+        stops when the last connection is gone; at ``shutdown_timeout`` the
+        rest are aborted. A signal during the drain aborts everything.
+
+        The listeners stop accepting but stay open (``is_closed`` is False)
+        until the end: the service is not going away, only this process, so
+        ``/healthz`` keeps answering 200 to the requests still in hand.
+        """
+        if self._shutting_down:
+            return
+        self._shutting_down = True
+        for listener in self.listeners:
+            # At the next readiness event the listener unregisters its
+            # socket without accepting, and never resumes.
+            listener.max_connections = 0
+        self.plugins.notify("reactorkit_reactor_stopping", reactor=self.reactor)
+        self._silent_until = self.reactor.clock() + min(silent_grace, self.shutdown_timeout)
+        self._deadline = self.reactor.call_later(self.shutdown_timeout, self._drain_timed_out)
+        self._drain_step()
+
+    def _drain_step(self) -> None:
+        connections = self.connections
+        if not connections:
+            if self._deadline is not None:
+                self._deadline.cancel()
+            log.info("all connections closed; stopping")
+            self.reactor.stop()
+            return
+        quiet_over = self.reactor.clock() >= self._silent_until
+        for connection in connections:
+            if connection in self._asked or (connection.bytes_received == 0 and not quiet_over):
+                continue
+            self._asked.add(connection)
+            connection.request_shutdown()
+        self._asked.intersection_update(connections)
+        # Polled, like _check_drained: a drain is rare.
+        self.reactor.call_later(0.02, self._drain_step)
 
     @property
     def is_shutting_down(self) -> bool:

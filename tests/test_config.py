@@ -40,7 +40,7 @@ BAD_CONFIGS = [
         '[[listen]]\nhandler="echo"\nprot=1',
         [
             f"{P}: listen[0] 'echo': prot is not a known listener key (known: name, handler, "
-            "host, port, path, backlog, max_connections, idle_timeout, options) "
+            "host, port, path, fd_name, backlog, max_connections, idle_timeout, options) "
             "(did you mean 'port'?)"
         ],
         id="unknown-key-did-you-mean",
@@ -62,7 +62,7 @@ BAD_CONFIGS = [
         '[reactor]\nplugin=["x"]\n[[listen]]\nhandler="echo"',
         [
             f"{P}: reactor.plugin is not a known [reactor] key (known: log_level, "
-            "shutdown_timeout, threads, plugins) (did you mean 'plugins'?)"
+            "shutdown_timeout, threads, plugins, workers) (did you mean 'plugins'?)"
         ],
         id="reactor-unknown-key",
     ),
