@@ -61,6 +61,7 @@ class HttpOptions:
     max_pending: int = attrs.field(default=32, validator=attrs.validators.ge(1))
     header_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     keepalive_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
+    drain_grace: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     max_requests: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     access_log: bool = True
 
@@ -145,6 +146,11 @@ class HttpHandler(reactorkit.Handler):
         self._busy = False  # a blocking route runs or a body streams
         self._closing = False  # EOF or shutdown: answer what came, then close
         self._shutdown = False
+        # Shutdown or reload began while idle: a request may be on its way.
+        # (A busy connection's last answer already says Connection: close.)
+        # Read on until drain_grace passes; one that comes is answered with
+        # Connection: close (an idle close races the client's next request).
+        self._grace = False
         self._write_paused = False
         self._reading = True
         self._want_continue = False
@@ -171,12 +177,31 @@ class HttpHandler(reactorkit.Handler):
     def eof_received(self) -> bool:
         self._core.feed_eof()
         self._closing = True
+        self._grace = False
         self._advance()
         return True  # answer what was received, then close (in _settle)
 
     def shutdown_requested(self) -> None:
         self._closing = self._shutdown = True
+        grace = self.options.drain_grace
+        core = self._core
+        idle = (
+            not self._queue
+            and not self._busy
+            and self._request is None
+            and not core.buffered
+            and core.their_state is _IDLE
+        )
+        if grace > 0 and idle:
+            self._grace = True
+            self.connection.reactor.call_later(grace, self._grace_over)
         self._advance()
+
+    def _grace_over(self) -> None:
+        if self._grace:
+            self._grace = False
+            if not self.connection.is_closing():
+                self._advance()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         if self._timer is not None:
@@ -450,13 +475,19 @@ class HttpHandler(reactorkit.Handler):
             connection.close()
             return
         mid_request = state is _HEAD or state is _BODY
-        if finished and self._closing and not mid_request and not (self._shutdown and buffered):
+        if (
+            finished
+            and self._closing
+            and not mid_request
+            and not (self._shutdown and buffered)
+            and not self._grace
+        ):
             connection.close()
             return
         reading = (
             not self._write_paused
             and len(self._queue) < self.options.max_pending
-            and (mid_request or not self._shutdown)
+            and (mid_request or not self._shutdown or self._grace)
         )
         if reading is not self._reading:
             self._reading = reading

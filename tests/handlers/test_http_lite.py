@@ -310,3 +310,36 @@ def test_expect_100_continue_waits_for_the_requests_turn() -> None:
         b"slow",
         b"POST ok",
     ]
+
+
+def test_shutdown_of_an_idle_connection_answers_a_request_arriving_in_the_grace() -> None:
+    # An idle keep-alive connection closed at once would race the client's
+    # next request (issue 12: reload under keep-alive load lost requests).
+    h, conn = handler(drain_grace=1.0)
+    conn.feed(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.take()
+    h.shutdown_requested()
+    assert not conn.is_closing()
+    assert conn.is_reading
+    conn.advance(0.5)
+    conn.feed(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    out = conn.take()
+    assert out.startswith(b"HTTP/1.1 200")
+    assert b"connection: close" in out.lower()
+    assert conn.is_closing()
+
+
+def test_shutdown_closes_an_idle_connection_when_the_grace_ends() -> None:
+    h, conn = handler(drain_grace=1.0)
+    h.shutdown_requested()
+    conn.advance(0.9)
+    assert not conn.is_closing()
+    conn.advance(0.2)
+    assert conn.is_closing()
+    assert conn.take() == b""
+
+
+def test_drain_grace_zero_closes_an_idle_connection_at_shutdown() -> None:
+    h, conn = handler(drain_grace=0)
+    h.shutdown_requested()
+    assert conn.is_closing()

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -254,3 +255,43 @@ def test_sighups_during_a_reload_coalesce_into_one_more(supervised, plugin_env, 
     log = "".join(server.log)
     assert "generation 4" not in log
     assert log.count("reload requested during a roll; it follows") == 1
+
+
+class KeepAliveLoop(LoadLoop):
+    """HTTP only, each thread on one keep-alive connection (reopened after Connection: close)."""
+
+    def __init__(self, http_port: int, threads: int = 4) -> None:
+        super().__init__(http_port, 0, threads)
+        self._local = threading.local()
+
+    def _run(self, index: int) -> None:
+        self._local.conn = http.client.HTTPConnection("127.0.0.1", self.http_port, timeout=TIMEOUT)
+        try:
+            super()._run(index * 2 + 1)  # odd: every request is an HTTP one
+        finally:
+            self._local.conn.close()
+
+    def _echo(self, count: int) -> None:
+        self._http()
+
+    def _http(self) -> None:
+        conn = self._local.conn
+        conn.request("GET", "/healthz")  # reconnects by itself after a Connection: close
+        response = conn.getresponse()
+        response.read()
+        assert response.status == 200, response.status
+
+
+def test_sighup_under_keepalive_load_fails_no_request(supervised, tmp_path) -> None:
+    # An old worker closing an idle keep-alive connection at once raced the
+    # client's next request; the drain grace answers it with Connection: close.
+    server = supervised(http_echo_config(tmp_path / "c.toml"))
+    server.wait_generation(1)
+    http_port, _ = server.ports()
+    with KeepAliveLoop(http_port) as load:
+        for generation in (2, 3):
+            load.wait_total(300 * (generation - 1))
+            server.signal(signal.SIGHUP)
+            server.wait_generation(generation)
+        load.wait_total(sum(load.done.values()) + 300)
+    assert load.errors == [], load.errors[:10]
