@@ -163,6 +163,11 @@ class Supervisor:
 
     # -- life --------------------------------------------------------------
 
+    def _replay_early_signals(self, signals: list[int]) -> None:
+        for signum in signals:
+            self._stop_signal(signum)
+        signals.clear()
+
     def run(self, *, early_signals: list[int] | None = None) -> int:
         """Bind, start the workers, serve signals until the last worker exits.
 
@@ -185,8 +190,11 @@ class Supervisor:
         self.reactor.add_signal_handler(signal.SIGTTIN, lambda s: self._request("add"))
         self.reactor.add_signal_handler(signal.SIGTTOU, lambda s: self._request("remove"))
         self.reactor.add_signal_handler(signal.SIGCHLD, lambda s: self._reap())
-        for early in early_signals or ():  # first: then no worker is started at all
-            self.reactor.call_soon(self._stop_signal, early)
+        if early_signals is not None:
+            # Read on the first pass, once the loop's own handlers are in
+            # place (a signal landing between here and run() would otherwise
+            # be recorded and never seen), and first: then no worker starts.
+            self.reactor.call_soon(self._replay_early_signals, early_signals)
         self.reactor.call_soon(self._start_roll, self.config, self.config_text, self.groups)
         self._poll_children()
         log.info("supervisor pid %d: starting %d workers", os.getpid(), self.config.reactor.workers)

@@ -71,20 +71,27 @@ THREE = (
 
 
 def handler_state(srv: RunningServer) -> dict[str, Any]:
-    def read() -> dict[str, Any]:
-        # An earlier helper connection may still be lingering (closing) there.
-        (connection,) = [c for c in srv.listeners["http-lite"].connections if not c.is_closing()]
-        handler: Any = connection.handler
-        return {
-            "buffered": connection.get_write_buffer_size(),
-            "high_water": connection.high_water,
-            "max_read": connection.max_read,
-            "reading": connection.is_reading,
-            "queued": len(handler._queue),
-            "unparsed": handler._core.buffered,
-        }
+    deadline = time.monotonic() + 5
+    while (state := srv.call(_read_state, srv)) is None:
+        # Not accepted yet, or an earlier helper connection still lingering.
+        assert time.monotonic() < deadline, "no single open http-lite connection"
+    return state
 
-    return srv.call(read)
+
+def _read_state(srv: RunningServer) -> dict[str, Any] | None:
+    open_ = [c for c in srv.listeners["http-lite"].connections if not c.is_closing()]
+    if len(open_) != 1:
+        return None
+    (connection,) = open_
+    handler: Any = connection.handler
+    return {
+        "buffered": connection.get_write_buffer_size(),
+        "high_water": connection.high_water,
+        "max_read": connection.max_read,
+        "reading": connection.is_reading,
+        "queued": len(handler._queue),
+        "unparsed": handler._core.buffered,
+    }
 
 
 def wait_for(srv: RunningServer, predicate: Any, timeout: float = 5.0) -> dict[str, Any]:
