@@ -16,6 +16,7 @@ __all__ = [
     "HttpError",
     "PluginError",
     "PluginLoadError",
+    "ProxyProtocolError",
     "ReactorStateError",
     "ReactorkitError",
 ]
@@ -156,3 +157,10 @@ class HttpError(ReactorkitError, ValueError):
 
     def __str__(self) -> str:
         return f"{self.status} {self.message}".strip()
+
+
+class ProxyProtocolError(ReactorkitError, ValueError):
+    """A PROXY protocol header is malformed, truncated or of a version not accepted.
+
+    The connection that sent it is closed; the message says what was wrong.
+    """

@@ -195,6 +195,7 @@ class Server:
                     max_connections=listen.max_connections,
                     idle_timeout=listen.idle_timeout,
                     plugin=plan.provider.source,
+                    **listen.edge_options(),
                 )
             except Exception as exc:
                 for _, rest in bound[index:]:
