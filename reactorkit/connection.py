@@ -532,9 +532,11 @@ class Connection:
 
     def _log_handler_error(self, callback: str, exc: BaseException) -> None:
         listener = self.listener
+        # A TLS layer names the handler it drives.
+        handler = getattr(self._handler, "inner_handler", None) or self._handler
         log.error(
             "handler %s.%s raised on listener %r (%s), peer %s; closing the connection",
-            type(self._handler).__name__,
+            type(handler).__name__,
             callback,
             listener.name if listener is not None else None,
             listener.plugin if listener is not None else type(self._handler).__module__,

@@ -101,6 +101,10 @@ def make_server_context(config: TLSConfig) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = TLS_VERSIONS[config.min_version]
     context.options |= ssl.OP_NO_RENEGOTIATION | ssl.OP_NO_COMPRESSION
+    # A TCP EOF without close_notify ends the client's data like close_notify
+    # does, instead of poisoning the TLS session: what the client sent is
+    # still answered (framed protocols such as HTTP detect truncation).
+    context.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
     context.load_cert_chain(config.cert, config.key)
     if config.ca is not None:
         context.load_verify_locations(cafile=config.ca)
@@ -180,6 +184,7 @@ class TLSLayer:
         self._timer: TimerHandle | None = None
         self._reading = True
         self._eof_told = False
+        self._keep_open: bool | None = None
         self._closing = False
         self._failed = False
         self.bytes_received = 0
@@ -190,6 +195,11 @@ class TLSLayer:
         self.listener: Any = None
         self.peername: Any = None
         self.sockname: Any = None
+
+    @property
+    def inner_handler(self) -> Handler | None:
+        """The real handler, once the handshake made it (log lines name it)."""
+        return self._inner
 
     # -- the raw connection's handler ----------------------------------------
 
@@ -307,7 +317,9 @@ class TLSLayer:
                 chunk = sslobj.read(_READ_SIZE)
             except ssl.SSLWantReadError:
                 break
-            except ssl.SSLZeroReturnError:
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                # close_notify, or a TCP EOF without one: either way the end of
+                # the client's data, and what it sent is still answered.
                 if not self._tell_eof():
                     self.close()
                 break
@@ -328,10 +340,14 @@ class TLSLayer:
         self._flush()  # session tickets, key updates, alerts
 
     def _tell_eof(self) -> bool | None:
-        if self._eof_told or self._inner is None:
+        # Once only: a close_notify and the TCP EOF after it are one EOF, and
+        # a handler that kept its side open (half-close) keeps it open.
+        if self._inner is None:
             return None
-        self._eof_told = True
-        return self._inner.eof_received()
+        if not self._eof_told:
+            self._eof_told = True
+            self._keep_open = self._inner.eof_received()
+        return self._keep_open
 
     def _flush(self) -> None:
         data = self._outgoing.read()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -136,6 +137,64 @@ def test_pause_reading_holds_plaintext_until_resumed(certs: Certs) -> None:
                 break
             received += chunk
     assert bytes(received) == payload
+
+
+class AnswerAtEof(reactorkit.Handler):
+    """Keeps what it reads and answers only at EOF (promise 3 across TLS)."""
+
+    def __init__(self, state: Any = None) -> None:
+        super().__init__(state)
+        self.got = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.got += data
+
+    def eof_received(self) -> bool | None:
+        self.connection.write(b"got " + self.got)
+        return False
+
+
+@pytest.mark.parametrize("close_notify", [True, False])
+def test_request_answered_at_eof_with_or_without_close_notify(
+    certs: Certs, close_notify: bool
+) -> None:
+    handler_type = reactorkit.HandlerType(name="at-eof", handler=AnswerAtEof)
+    with serve(handler=handler_type, tls=certs.tls_table()) as srv:
+        raw = socket.create_connection(srv.address()[:2], timeout=TIMEOUT)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = certs.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+
+        def pump() -> bool:
+            data = outgoing.read()
+            if data:
+                raw.sendall(data)
+            chunk = raw.recv(65536)
+            incoming.write(chunk) if chunk else incoming.write_eof()
+            return bool(chunk)
+
+        while True:
+            try:
+                client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                assert pump()
+        client.write(b"the whole request")
+        if close_notify:
+            with contextlib.suppress(ssl.SSLWantReadError):
+                client.unwrap()
+        raw.sendall(outgoing.read())
+        raw.shutdown(socket.SHUT_WR)  # then TCP EOF
+        answer = b""
+        while True:
+            try:
+                answer += client.read(65536)
+            except ssl.SSLWantReadError:
+                if not pump():
+                    break
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                break
+        raw.close()
+    assert answer == b"got the whole request"
 
 
 def test_stalled_handshake_is_closed_at_handshake_timeout(
