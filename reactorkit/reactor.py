@@ -54,6 +54,7 @@ import signal
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar, final
 
@@ -233,6 +234,11 @@ class Reactor:
         # would wait for the cycle collector to free its descriptors.
         self.selector.register(
             self._wake_r, selectors.EVENT_READ, functools.partial(_drain_wakeups, self._wake_r)
+        )
+        # A reactor dropped without close() still releases its descriptors
+        # when it is freed; the finalizer holds them, never the reactor.
+        self._release = weakref.finalize(
+            self, _release_descriptors, self.selector, self._wake_r, self._wake_w
         )
 
     # -- registration ------------------------------------------------------
@@ -494,14 +500,19 @@ class Reactor:
         self._closed = True
         if self._pool is not None:
             self._pool.shutdown()
-        self.selector.unregister(self._wake_r)
-        self.selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        self._release()
 
     def __repr__(self) -> str:
         state = "running" if self._running else ("closed" if self._closed else "idle")
         return f"<Reactor {state} timers={len(self._timers)} ready={len(self._ready)}>"
+
+
+def _release_descriptors(
+    selector: selectors.BaseSelector, wake_r: socket.socket, wake_w: socket.socket
+) -> None:
+    selector.close()
+    wake_r.close()
+    wake_w.close()
 
 
 def _cancelled_callback() -> None:

@@ -11,7 +11,6 @@ nothing more is read.
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -23,11 +22,6 @@ if TYPE_CHECKING:
     from reactorkit.transport import Transport
 
 __all__ = ["FakeClock", "FakeConnection", "run_once", "run_until"]
-
-
-def _close_quietly(reactor: Reactor) -> None:
-    if not reactor.is_running:
-        reactor.close()
 
 
 class FakeClock:
@@ -108,8 +102,9 @@ class FakeConnection:
         if reactor is None:
             self.clock: FakeClock | None = FakeClock()
             reactor = Reactor(clock=self.clock, threads=2)
-            # Our own reactor: release its wake-up sockets with us.
-            weakref.finalize(self, _close_quietly, reactor)
+            # Our own reactor: nothing else holds it, so it is freed (and
+            # its descriptors closed, see Reactor) with us, or with the
+            # cycle our handler's pending callbacks make with it.
         else:
             self.clock = None
         self.reactor = reactor
