@@ -318,11 +318,8 @@ class TLSLayer:
             except ssl.SSLWantReadError:
                 break
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                # close_notify, or a TCP EOF without one: either way the end of
-                # the client's data, and what it sent is still answered.
-                if not self._tell_eof():
-                    self.close()
-                break
+                chunk = b""
+
             except ssl.SSLError as exc:
                 self._flush()
                 log.info(
@@ -334,6 +331,11 @@ class TLSLayer:
                 conn.abort()
                 return
             if not chunk:
+                # close_notify (read() returns b""), or a TCP EOF without one:
+                # either way the end of the client's data; what it sent is
+                # still answered.
+                if not self._tell_eof():
+                    self.close()
                 break
             self.bytes_received += len(chunk)
             inner.data_received(chunk)

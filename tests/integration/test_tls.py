@@ -7,11 +7,11 @@ import datetime
 import logging
 import os
 import select
+import selectors
 import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -82,35 +82,50 @@ def test_python_ssl_echo_and_alpn(certs: Certs) -> None:
             assert sock.version() in ("TLSv1.2", "TLSv1.3")
 
 
+def tls_roundtrip(sock: ssl.SSLSocket, payload: bytes, timeout: float = 60) -> bytes:
+    """Send ``payload`` while reading the echo, from one thread.
+
+    One thread only: an SSLSocket must not be read and written from two
+    threads at once (OpenSSL's SSL object is not thread-safe).
+    """
+    sock.setblocking(False)
+    received = bytearray()
+    sent = 0
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
+        while len(received) < len(payload) and time.monotonic() < deadline:
+            events = 0
+            for _, mask in selector.select(0 if sock.pending() else 0.5):
+                events |= mask
+            if events & selectors.EVENT_READ or sock.pending():
+                try:
+                    chunk = sock.recv(1 << 16)
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    chunk = None
+                if chunk == b"":
+                    break
+                if chunk:
+                    received += chunk
+            if events & selectors.EVENT_WRITE and sent < len(payload):
+                with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    sent += sock.send(payload[sent : sent + (1 << 16)])
+                if sent == len(payload):
+                    selector.modify(sock, selectors.EVENT_READ)
+    return bytes(received)
+
+
 def test_four_mib_echo_intact_under_flow_control(certs: Certs) -> None:
+    # The client sends everything while reading: the server's echo fills its
+    # write buffer, pauses reading, resumes.
     payload = os.urandom(4 * 1024 * 1024)
-    with serve(handler="echo", tls=certs.tls_table()) as srv:
-        sock = tls_connect(certs, srv.address())
-        sock.settimeout(30)
-        received = bytearray()
-        errors: list[BaseException] = []
-
-        def writer() -> None:
-            try:
-                for start in range(0, len(payload), 256 * 1024):
-                    sock.sendall(payload[start : start + 256 * 1024])
-            except BaseException as exc:  # reported by the main thread
-                errors.append(exc)
-
-        # The client writes from one thread and reads from this one: the
-        # server's echo fills its write buffer, pauses reading, resumes.
-        thread = threading.Thread(target=writer)
-        thread.start()
-        while len(received) < len(payload):
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                break
-            received += chunk
-        thread.join(30)
-        sock.close()
-        assert not errors
-        assert len(received) == len(payload)
-        assert bytes(received) == payload
+    with (
+        serve(handler="echo", tls=certs.tls_table()) as srv,
+        tls_connect(certs, srv.address()) as sock,
+    ):
+        received = tls_roundtrip(sock, payload)
+    assert len(received) == len(payload)
+    assert received == payload
 
 
 def test_pause_reading_holds_plaintext_until_resumed(certs: Certs) -> None:
@@ -128,14 +143,7 @@ def test_pause_reading_holds_plaintext_until_resumed(certs: Certs) -> None:
         serve(handler=handler_type, tls=certs.tls_table()) as srv,
         tls_connect(certs, srv.address()) as sock,
     ):
-        sock.settimeout(30)
-        threading.Thread(target=sock.sendall, args=(payload,), daemon=True).start()
-        received = bytearray()
-        while len(received) < len(payload):
-            chunk = sock.recv(1 << 16)
-            if not chunk:
-                break
-            received += chunk
+        received = tls_roundtrip(sock, payload)
     assert bytes(received) == payload
 
 
@@ -187,12 +195,16 @@ def test_request_answered_at_eof_with_or_without_close_notify(
         answer = b""
         while True:
             try:
-                answer += client.read(65536)
+                chunk = client.read(65536)
             except ssl.SSLWantReadError:
                 if not pump():
                     break
+                continue
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 break
+            if not chunk:
+                break  # the server's close_notify
+            answer += chunk
         raw.close()
     assert answer == b"got the whole request"
 
