@@ -319,7 +319,6 @@ class TLSLayer:
                 break
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
                 chunk = b""
-
             except ssl.SSLError as exc:
                 self._flush()
                 log.info(
