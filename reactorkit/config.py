@@ -22,11 +22,19 @@ from typing import Any
 
 import attrs
 
+from reactorkit.access import parse_networks
+from reactorkit.edge import DEFAULT_PROXY_TIMEOUT
 from reactorkit.errors import ConfigError, ConfigErrors
 from reactorkit.listener import DEFAULT_BACKLOG, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
 from reactorkit.options import Problems, build_options, did_you_mean, is_int, is_number
 from reactorkit.plugins import Contribution
 from reactorkit.reactor import DEFAULT_THREADS
+from reactorkit.tls import (
+    CLIENT_AUTH,
+    TLS_VERSIONS,
+    TLSConfig,
+    check_tls_files,
+)
 
 __all__ = [
     "DEFAULT_CONFIG_NAME",
@@ -91,7 +99,15 @@ _LISTEN_KEYS = (
     "max_connections",
     "idle_timeout",
     "options",
+    "allow",
+    "deny",
+    "proxy_protocol",
+    "proxy_from",
+    "proxy_timeout",
+    "tls",
 )
+_TLS_KEYS = ("cert", "key", "ca", "client_auth", "min_version", "alpn", "handshake_timeout")
+_PROXY_MODES = ("v1", "v2", "any")
 
 
 @attrs.frozen(kw_only=True)
@@ -126,11 +142,28 @@ class ListenConfig:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
     options: Mapping[str, Any] = attrs.field(factory=dict, eq=False, hash=False)
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    proxy_protocol: str | None = None
+    proxy_from: tuple[str, ...] = ()
+    proxy_timeout: float = DEFAULT_PROXY_TIMEOUT
+    tls: TLSConfig | None = None
 
     @property
     def label(self) -> str:
         """``listen[0] 'echo'``: how messages name this entry."""
         return f"listen[{self.index}] {self.name!r}"
+
+    def edge_options(self) -> dict[str, Any]:
+        """The :class:`~reactorkit.Listener` keywords for ACL, PROXY and TLS."""
+        return {
+            "allow": self.allow,
+            "deny": self.deny,
+            "proxy_protocol": self.proxy_protocol,
+            "proxy_from": self.proxy_from,
+            "proxy_timeout": self.proxy_timeout,
+            "tls": self.tls,
+        }
 
 
 @attrs.frozen(kw_only=True)
@@ -365,6 +398,8 @@ def plan_listeners(
         unix_problem = _unix_path_problem(listen.path) if listen.path is not None else None
         if unix_problem is not None:
             problems.add(listen.label, "path", unix_problem, listen.path)
+        elif listen.tls is not None and not _tls_files_ok(listen, problems):
+            continue
         elif options is not None:
             plans.append(
                 ListenerPlan(
@@ -545,6 +580,7 @@ def _listen_config(index: int, table: Any, problems: Problems) -> ListenConfig |
             problems.add(
                 label, "idle_timeout", "must be a number of seconds >= 0 (0 = never)", value
             )
+    values.update(_edge_values(label, table, problems))
     options = table.get("options", {})
     if not isinstance(options, dict):
         problems.add(label, "options", "must be a table ([listen.options])", options)
@@ -558,6 +594,121 @@ def _listen_config(index: int, table: Any, problems: Problems) -> ListenConfig |
         options=options,
         **values,
     )
+
+
+def _edge_values(label: str, table: Mapping[str, Any], problems: Problems) -> dict[str, Any]:
+    """Validate allow/deny, the PROXY keys and ``[listen.tls]``."""
+    values: dict[str, Any] = {}
+    for key in ("allow", "deny", "proxy_from"):
+        if key not in table:
+            continue
+        value = table[key]
+        if not isinstance(value, list):
+            problems.add(label, key, "must be a list of CIDRs (e.g. ['10.0.0.0/8', '::1'])", value)
+            continue
+        try:
+            parse_networks(value)
+        except ValueError as exc:
+            problems.add(label, key, f"must be a list of CIDRs: {exc}", value)
+            continue
+        values[key] = tuple(value)
+    if "proxy_protocol" in table:
+        mode = table["proxy_protocol"]
+        if mode not in _PROXY_MODES:
+            problems.add(label, "proxy_protocol", "must be 'v1', 'v2' or 'any'", mode)
+        elif not table.get("proxy_from"):
+            problems.add(
+                label,
+                "proxy_from",
+                "is required with proxy_protocol: the addresses of the trusted proxies",
+                None,
+                hint="e.g. proxy_from = ['127.0.0.1/32'] for a local HAProxy",
+                show_got=False,
+            )
+        else:
+            values["proxy_protocol"] = mode
+    elif "proxy_from" in table:
+        problems.add(
+            label, "proxy_from", "only makes sense with proxy_protocol", table["proxy_from"]
+        )
+    if "proxy_timeout" in table:
+        value = table["proxy_timeout"]
+        if is_number(value) and value > 0:
+            values["proxy_timeout"] = float(value)
+        else:
+            problems.add(label, "proxy_timeout", "must be a number of seconds > 0", value)
+    if "tls" in table:
+        tls = _tls_config(label, table["tls"], problems)
+        if tls is not None:
+            values["tls"] = tls
+    return values
+
+
+def _tls_config(label: str, table: Any, problems: Problems) -> TLSConfig | None:
+    if not isinstance(table, dict):
+        problems.add(label, "tls", "must be a table ([listen.tls])", table)
+        return None
+    count = len(problems.errors)
+    for key in table:
+        if key not in _TLS_KEYS:
+            problems.unknown(label, f"tls.{key}", _TLS_KEYS, what="[listen.tls] key")
+    values: dict[str, Any] = {}
+    if not isinstance(table.get("cert"), str) or not table["cert"]:
+        problems.add(
+            label,
+            "tls.cert",
+            "is required: a PEM certificate file",
+            table.get("cert"),
+            show_got="cert" in table,
+        )
+    for key in ("cert", "key", "ca"):
+        if key in table:
+            if isinstance(table[key], str) and table[key]:
+                values[key] = table[key]
+            elif key != "cert":
+                problems.add(label, f"tls.{key}", "must be a PEM file path (string)", table[key])
+    for key, choices in (("client_auth", CLIENT_AUTH), ("min_version", TLS_VERSIONS)):
+        if key in table:
+            if table[key] in choices:
+                values[key] = table[key]
+            else:
+                names = ", ".join(repr(c) for c in choices)
+                problems.add(label, f"tls.{key}", f"must be one of {names}", table[key])
+    if values.get("client_auth", "none") != "none" and "ca" not in values:
+        problems.add(
+            label,
+            "tls.ca",
+            "is required with client_auth: the CA that signs client certs",
+            None,
+            show_got=False,
+        )
+    if "alpn" in table:
+        alpn = table["alpn"]
+        if isinstance(alpn, list) and all(isinstance(p, str) and 0 < len(p) < 256 for p in alpn):
+            values["alpn"] = tuple(alpn)
+        else:
+            problems.add(label, "tls.alpn", "must be a list of protocol names", alpn)
+    if "handshake_timeout" in table:
+        value = table["handshake_timeout"]
+        if is_number(value) and value > 0:
+            values["handshake_timeout"] = float(value)
+        else:
+            problems.add(label, "tls.handshake_timeout", "must be a number of seconds > 0", value)
+    if len(problems.errors) > count:
+        return None
+    return TLSConfig(**values)
+
+
+def _tls_files_ok(listen: ListenConfig, problems: Problems) -> bool:
+    assert listen.tls is not None
+    try:
+        warnings = check_tls_files(listen.tls)
+    except ValueError as exc:
+        problems.add(listen.label, "tls", str(exc), None, show_got=False)
+        return False
+    for warning in warnings:
+        log.warning("%s: %s", listen.label, warning)
+    return True
 
 
 def _check_duplicates(listeners: Sequence[ListenConfig], problems: Problems) -> None:

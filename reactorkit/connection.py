@@ -206,6 +206,28 @@ class Connection:
         """The protocol handler this connection feeds."""
         return self._handler
 
+    def replace_handler(self, handler: Handler) -> None:
+        """Drive ``handler`` from now on (a PROXY layer steps aside this way).
+
+        The caller calls the new handler's ``connection_made`` itself.
+        """
+        self._handler = handler
+
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """None: a plain connection has no peer certificate (see :mod:`reactorkit.tls`)."""
+        return None
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        """None: no ALPN on a plain connection."""
+        return None
+
+    @property
+    def is_tls(self) -> bool:
+        """False: a plain connection is not encrypted."""
+        return False
+
     def request_shutdown(self) -> None:
         """Tell the handler a graceful shutdown began (its ``shutdown_requested``).
 
@@ -525,9 +547,11 @@ class Connection:
 
     def _log_handler_error(self, callback: str, exc: BaseException) -> None:
         listener = self.listener
+        # A TLS layer names the handler it drives.
+        handler = getattr(self._handler, "inner_handler", None) or self._handler
         log.error(
             "handler %s.%s raised on listener %r (%s), peer %s; closing the connection",
-            type(self._handler).__name__,
+            type(handler).__name__,
             callback,
             listener.name if listener is not None else None,
             listener.plugin if listener is not None else type(self._handler).__module__,

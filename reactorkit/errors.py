@@ -18,6 +18,7 @@ __all__ = [
     "HttpProtocolError",
     "PluginError",
     "PluginLoadError",
+    "ProxyProtocolError",
     "ReactorStateError",
     "ReactorkitError",
 ]
@@ -189,4 +190,11 @@ class HttpProtocolError(ReactorkitError, ValueError):
     header name that is not a token, a streamed body longer or shorter than
     its ``Content-Length``, or a response with no request to answer. The
     handler logs it and answers 500 instead (or aborts a streamed body).
+    """
+
+
+class ProxyProtocolError(ReactorkitError, ValueError):
+    """A PROXY protocol header is malformed, truncated or of a version not accepted.
+
+    The connection that sent it is closed; the message says what was wrong.
     """

@@ -31,16 +31,21 @@ import logging
 import os
 import socket
 import stat
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, final
 
 import attrs
 
+from reactorkit.access import AccessList, parse_networks
 from reactorkit.connection import DEFAULT_LINGER_TIMEOUT, Connection, format_peer
+from reactorkit.edge import DEFAULT_PROXY_TIMEOUT, Edge
+from reactorkit.tls import make_server_context
 
 if TYPE_CHECKING:
-    from reactorkit.handler import HandlerType
+    from reactorkit.handler import Handler, HandlerType
     from reactorkit.plugins import Plugins
     from reactorkit.reactor import Reactor, TimerHandle
+    from reactorkit.tls import TLSConfig
 
 __all__ = [
     "ACCEPT_BATCH",
@@ -71,6 +76,12 @@ class ListenerStats:
 
     total_connections: int = 0
     errors: int = 0
+    #: Connections closed at accept by allow/deny or proxy_from.
+    refused: int = 0
+    #: TLS handshakes that failed or timed out.
+    tls_failures: int = 0
+    #: Connections closed for a missing, late or malformed PROXY header.
+    proxy_failures: int = 0
     closed_bytes_received: int = 0
     closed_bytes_sent: int = 0
 
@@ -173,6 +184,11 @@ class Listener:
         high_water, low_water, max_read: passed to each :class:`Connection`.
         plugin: who provides the handler type, for log lines
             (``"plugin 'echo' (reactorkit 0.1.0)"``).
+        allow, deny: CIDR strings; see :mod:`reactorkit.access`.
+        proxy_protocol: ``"v1"``, ``"v2"``, ``"any"`` or None (off).
+        proxy_from: CIDR strings of who may send a PROXY header.
+        proxy_timeout: seconds a connection has to send the header.
+        tls: a :class:`~reactorkit.tls.TLSConfig`, or None (plain TCP).
     """
 
     def __init__(
@@ -190,6 +206,12 @@ class Listener:
         low_water: int | None = None,
         max_read: int | None = None,
         plugin: str | None = None,
+        allow: Sequence[str] = (),
+        deny: Sequence[str] = (),
+        proxy_protocol: str | None = None,
+        proxy_from: Sequence[str] = (),
+        proxy_timeout: float | None = None,
+        tls: TLSConfig | None = None,
     ) -> None:
         self.reactor = reactor
         self.name = name
@@ -227,6 +249,12 @@ class Listener:
             self.hook.reactorkit_connection_made.get_hookimpls()
             or self.hook.reactorkit_connection_lost.get_hookimpls()
         )
+        #: ACL, PROXY protocol and TLS, or None when the listener uses none.
+        self.edge: Edge | None = None
+        if allow or deny or proxy_protocol or tls is not None:
+            self.edge = _make_edge(
+                self, allow, deny, proxy_protocol, proxy_from, proxy_timeout, tls
+            )
         #: The shared state every handler of this listener receives.
         self.state = handler_type.state(self)
 
@@ -366,11 +394,18 @@ class Listener:
             self._resume_accepting()
 
     def _connection_accepted(self, sock: socket.socket, peer: Any) -> Connection | None:
+        edge = self.edge
+        if edge is not None and not edge.admit(peer):
+            sock.close()  # before any handler code runs
+            return None
         try:
             sock.setblocking(False)
             if sock.family != socket.AF_UNIX:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            handler = self.handler_type.handler(self.state)
+            if edge is None:
+                handler = self.handler_type.handler(self.state)
+            else:
+                handler = edge.wrap(self._make_handler)
         except BaseException as exc:
             sock.close()
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
@@ -394,6 +429,9 @@ class Listener:
             self.plugins.notify("reactorkit_connection_made", listener=self, connection=connection)
         connection.start()
         return connection
+
+    def _make_handler(self) -> Handler:
+        return self.handler_type.handler(self.state)
 
     def _connection_closed(self, connection: Connection, exc: BaseException | None) -> None:
         # The connection's on_lost: its socket is closed and its handler told.
@@ -437,3 +475,26 @@ class Listener:
             f"<Listener {self.name!r} {self.handler_type.name} on "
             f"{format_address(self.address)} open={len(self.connections)}>"
         )
+
+
+def _make_edge(
+    listener: Listener,
+    allow: Sequence[str],
+    deny: Sequence[str],
+    proxy_protocol: str | None,
+    proxy_from: Sequence[str],
+    proxy_timeout: float | None,
+    tls: TLSConfig | None,
+) -> Edge:
+    access = AccessList(parse_networks(allow), parse_networks(deny)) if allow or deny else None
+    if proxy_protocol is not None and not proxy_from:
+        raise ValueError("proxy_protocol needs proxy_from: the addresses trusted to send it")
+    return Edge(
+        listener,
+        access=access,
+        proxy_protocol=proxy_protocol,
+        proxy_from=AccessList(parse_networks(proxy_from)) if proxy_protocol else None,
+        proxy_timeout=DEFAULT_PROXY_TIMEOUT if proxy_timeout is None else proxy_timeout,
+        tls_context=make_server_context(tls) if tls is not None else None,
+        handshake_timeout=tls.handshake_timeout if tls is not None else 10.0,
+    )

@@ -192,38 +192,12 @@ class Server:
                 _unbind(sock)
             raise BindError(failures[0][0], "\n".join(message for _, message in failures))
         for index, (plan, sock) in enumerate(bound):
-            listen = plan.config
             try:
-                listener = Listener(
-                    self.reactor,
-                    name=listen.name,
-                    handler_type=plan.handler_type,
-                    options=plan.options,
-                    sock=sock,
-                    plugins=self.plugins,
-                    max_connections=listen.max_connections,
-                    idle_timeout=listen.idle_timeout,
-                    plugin=plan.provider.source,
-                )
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except BaseException as exc:  # asyncio.CancelledError too
+                self._start_listener(plan, sock)
+            except BaseException:
                 for _, rest in bound[index:]:
                     _unbind(rest)
-                if isinstance(exc, PluginError):
-                    raise PluginError(f"{listen.label}: {exc}") from exc
-                raise PluginError(
-                    f"{listen.label}: handler type {plan.handler_type.name!r} "
-                    f"({plan.provider.source}) failed to set up: {type(exc).__name__}: {exc}"
-                ) from exc
-            self.listeners.append(listener)
-            listener.start()
-            log.info(
-                "listening: %s handler=%s on %s",
-                listener.name,
-                plan.handler_type.name,
-                format_address(listener.address),
-            )
+                raise
 
     @classmethod
     def from_sockets(
@@ -288,36 +262,46 @@ class Server:
                 prefix = f"{source}: " if source else ""
                 raise BindError(None, f"{prefix}{listen.label}: no listening socket was passed")
             for sock in socks:
-                try:
-                    listener = Listener(
-                        self.reactor,
-                        name=listen.name,
-                        handler_type=plan.handler_type,
-                        options=plan.options,
-                        sock=sock,
-                        plugins=self.plugins,
-                        max_connections=listen.max_connections,
-                        idle_timeout=listen.idle_timeout,
-                        plugin=plan.provider.source,
-                    )
-                except (KeyboardInterrupt, SystemExit):
-                    raise
-                except BaseException as exc:  # asyncio.CancelledError too, as in bind()
-                    if isinstance(exc, PluginError):
-                        raise PluginError(f"{listen.label}: {exc}") from exc
-                    raise PluginError(
-                        f"{listen.label}: handler type {plan.handler_type.name!r} "
-                        f"({plan.provider.source}) failed to set up: {type(exc).__name__}: {exc}"
-                    ) from exc
-                listener.owns_path = False
-                self.listeners.append(listener)
-                listener.start()
-                log.info(
-                    "listening: %s handler=%s on %s",
-                    listener.name,
-                    plan.handler_type.name,
-                    format_address(listener.address),
-                )
+                self._start_listener(plan, sock, owns_path=False)
+
+    def _start_listener(
+        self, plan: ListenerPlan, sock: socket.socket, *, owns_path: bool = True
+    ) -> Listener:
+        # One path for bind() and adopt(): every listener option (limits,
+        # ACL, PROXY, TLS) reaches bound and inherited sockets alike.
+        listen = plan.config
+        try:
+            listener = Listener(
+                self.reactor,
+                name=listen.name,
+                handler_type=plan.handler_type,
+                options=plan.options,
+                sock=sock,
+                plugins=self.plugins,
+                max_connections=listen.max_connections,
+                idle_timeout=listen.idle_timeout,
+                plugin=plan.provider.source,
+                **listen.edge_options(),
+            )
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # asyncio.CancelledError too
+            if isinstance(exc, PluginError):
+                raise PluginError(f"{listen.label}: {exc}") from exc
+            raise PluginError(
+                f"{listen.label}: handler type {plan.handler_type.name!r} "
+                f"({plan.provider.source}) failed to set up: {type(exc).__name__}: {exc}"
+            ) from exc
+        listener.owns_path = owns_path
+        self.listeners.append(listener)
+        listener.start()
+        log.info(
+            "listening: %s handler=%s on %s",
+            listener.name,
+            plan.handler_type.name,
+            format_address(listener.address),
+        )
+        return listener
 
     def drain(self, *, silent_grace: float = 1.0) -> None:
         """Stop accepting and let every connection finish what it started.

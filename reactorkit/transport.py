@@ -41,6 +41,19 @@ class Transport(Protocol):
     high_water: int
     low_water: int
 
+    @property
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The client's verified certificate (``SSLObject.getpeercert()``) with
+        mutual TLS; None on plain connections or when the client sent none."""
+
+    @property
+    def alpn_protocol(self) -> str | None:
+        """The protocol ALPN negotiated (``"http/1.1"``), or None."""
+
+    @property
+    def is_tls(self) -> bool:
+        """True if the connection is TLS (``https`` rather than ``http``)."""
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data`` (buffered when the peer is slow); ignored once closing."""
 

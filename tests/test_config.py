@@ -40,7 +40,8 @@ BAD_CONFIGS = [
         '[[listen]]\nhandler="echo"\nprot=1',
         [
             f"{P}: listen[0] 'echo': prot is not a known listener key (known: name, handler, "
-            "host, port, path, fd_name, backlog, max_connections, idle_timeout, options) "
+            "host, port, path, fd_name, backlog, max_connections, idle_timeout, options, allow, "
+            "deny, proxy_protocol, proxy_from, proxy_timeout, tls) "
             "(did you mean 'port'?)"
         ],
         id="unknown-key-did-you-mean",

@@ -82,6 +82,8 @@ class FakeConnection:
             (``self.clock``).
         listener: what ``connection.listener`` returns (None by default).
         peername: the fake peer address.
+        peer_certificate, alpn_protocol, is_tls: what a TLS connection
+            would report (``getpeercert()`` dict, negotiated protocol).
     """
 
     def __init__(
@@ -93,6 +95,9 @@ class FakeConnection:
         peername: Any = ("127.0.0.1", 54321),
         sockname: Any = ("127.0.0.1", 7007),
         start: bool = True,
+        peer_certificate: dict[str, Any] | None = None,
+        alpn_protocol: str | None = None,
+        is_tls: bool = False,
     ) -> None:
         if reactor is None:
             self.clock: FakeClock | None = FakeClock()
@@ -107,6 +112,9 @@ class FakeConnection:
         self.listener = listener
         self.peername = peername
         self.sockname = sockname
+        self.peer_certificate = peer_certificate
+        self.alpn_protocol = alpn_protocol
+        self.is_tls = is_tls
         self.fileno = -1
         self.high_water = DEFAULT_HIGH_WATER
         self.low_water = DEFAULT_LOW_WATER
