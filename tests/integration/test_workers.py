@@ -581,3 +581,31 @@ def test_workers_option_rejects_nonsense() -> None:
     result = reactorkit_cli("run", "--workers", "many")
     assert result.returncode == 2
     assert 'must be an integer 1-1024 or "auto"' in result.stderr
+
+
+def test_workers_apply_the_listeners_access_control(supervised, tmp_path) -> None:
+    # Workers start listeners on inherited sockets (Server.adopt): the
+    # listener's allow/deny must reach them as it does a bound socket.
+    config = write_config(
+        tmp_path / "c.toml",
+        """
+        [reactor]
+        workers = 2
+        [[listen]]
+        handler = "echo"
+        port = 0
+        deny = ["127.0.0.1/32"]
+        """,
+    )
+    server = supervised(config)
+    server.wait_generation(1)
+    port = server.port()
+    for _ in range(10):  # connections land on both workers: each refuses
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+            with contextlib.suppress(ConnectionResetError):
+                sock.sendall(b"hello")
+            try:
+                reply = sock.recv(10)
+            except ConnectionResetError:
+                reply = b""
+            assert reply == b"", "a denied client was served"
