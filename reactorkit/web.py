@@ -105,6 +105,8 @@ class Request:
         host: the authority the request is for: the absolute-form target's
             if one was sent (RFC 9112 section 3.2.2), else the Host field.
         http_version: ``"1.1"`` or ``"1.0"``.
+        scheme: ``"https"`` when the connection is TLS (``[listen.tls]``),
+            else ``"http"``.
         peer: the client's address.
         captures: the values of the route pattern's ``{name}`` captures.
         listener: the listener that accepted the connection (its name,
@@ -121,6 +123,7 @@ class Request:
     trailers: Headers = attrs.field(factory=Headers)
     host: str = ""
     http_version: str = "1.1"
+    scheme: str = "http"
     peer: Any = None
     captures: dict[str, str] = attrs.field(factory=dict)
     listener: Listener | None = None

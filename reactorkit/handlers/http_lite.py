@@ -269,6 +269,7 @@ class HttpHandler(reactorkit.Handler):
             headers=reactorkit.Headers(event.headers),
             host=event.host,
             http_version=event.http_version,
+            scheme="https" if self.connection.is_tls else "http",
             peer=self.connection.peername,
             listener=self.site.listener,
         )
@@ -563,7 +564,10 @@ class HttpHandler(reactorkit.Handler):
         )
         elapsed = (self.connection.reactor.clock() - started) * 1000
         stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
-        access_log.info('%s - - [%s] "%s" %d %d %.3fms', host, stamp, line, status, size, elapsed)
+        scheme = "https" if self.connection.is_tls else "http"
+        access_log.info(
+            '%s - - [%s] "%s" %d %d %.3fms %s', host, stamp, line, status, size, elapsed, scheme
+        )
 
 
 def _size(body: Any) -> int:

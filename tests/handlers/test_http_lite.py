@@ -343,3 +343,16 @@ def test_drain_grace_zero_closes_an_idle_connection_at_shutdown() -> None:
     h, conn = handler(drain_grace=0)
     h.shutdown_requested()
     assert conn.is_closing()
+
+
+def test_request_scheme_follows_the_connection() -> None:
+    seen: list[str] = []
+    routes = [reactorkit.Route(method="GET", path="/s", function=lambda r: seen.append(r.scheme))]
+    for is_tls in (False, True):
+        site = HttpSite.build(
+            HttpOptions(), [reactorkit.Contribution(r, "t", None) for r in routes]
+        )
+        h = HttpHandler(site)
+        conn = FakeConnection(h, is_tls=is_tls)
+        conn.feed(b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert seen == ["http", "https"]

@@ -371,7 +371,7 @@ def test_access_log(web: RunningServer, caplog: Any) -> None:
     line = next(r.getMessage() for r in caplog.records if r.name == "reactorkit.access")
     assert line.startswith("127.0.0.1 - - [")
     assert '"GET /hello?name=log HTTP/1.1" 200 9 ' in line
-    assert line.endswith("ms")
+    assert line.endswith("ms http")
 
 
 def test_access_log_can_be_switched_off(caplog: Any) -> None:

@@ -312,6 +312,8 @@ def test_curl_over_tls_to_http_lite(certs: Certs, run_server: Any, tmp_path: Pat
     assert code == 0
     assert "TLS handshake failed on listener 'web', peer 127.0.0.1:" in log
     assert '"GET /healthz HTTP/1.1" 200' in log
+    access = next(line for line in log.splitlines() if '"GET /healthz HTTP/1.1" 200' in line)
+    assert access.endswith("ms https")  # the access log shows the scheme
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
