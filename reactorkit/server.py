@@ -86,6 +86,20 @@ class Server:
             PluginError: the plugins conflict.
             BindError: an address cannot be bound (already bound ones are closed).
         """
+        server, plans = cls._prepare(config, plugins, reactor)
+        try:
+            server.bind(plans, source=config.path)
+        except BaseException:
+            server.close()
+            raise
+        return server
+
+    @classmethod
+    def _prepare(
+        cls, config: Config, plugins: Plugins | None, reactor: Reactor | None
+    ) -> tuple[Server, list[ListenerPlan]]:
+        # What from_config and from_sockets share: plugins, plans (which run
+        # the configure hooks once), and the server that will start them.
         if plugins is None:
             plugins = load_plugins(config.reactor.plugins)
         for error in plugins.load_errors:
@@ -101,12 +115,7 @@ class Server:
             shutdown_timeout=config.reactor.shutdown_timeout,
             owns_reactor=owns_reactor,
         )
-        try:
-            server.bind(plans, source=config.path)
-        except BaseException:
-            server.close()
-            raise
-        return server
+        return server, plans
 
     @staticmethod
     def plan(config: Config, plugins: Plugins) -> list[ListenerPlan]:
@@ -220,22 +229,7 @@ class Server:
             ConfigErrors, PluginError: as :meth:`from_config`.
             BindError: a listener has no socket.
         """
-        if plugins is None:
-            plugins = load_plugins(config.reactor.plugins)
-        for error in plugins.load_errors:
-            if error.name not in config.reactor.plugins:  # those are plan()'s errors
-                log.warning("%s", error)
-        plugins.hook.reactorkit_configure(config=config)
-        plans = cls.plan(config, plugins)
-        owns_reactor = reactor is None
-        if reactor is None:
-            reactor = Reactor(threads=config.reactor.threads)
-        server = cls(
-            reactor,
-            plugins,
-            shutdown_timeout=config.reactor.shutdown_timeout,
-            owns_reactor=owns_reactor,
-        )
+        server, plans = cls._prepare(config, plugins, reactor)
         try:
             server.adopt(plans, sockets, source=config.path)
         except BaseException:

@@ -609,3 +609,35 @@ def test_workers_apply_the_listeners_access_control(supervised, tmp_path) -> Non
             except ConnectionResetError:
                 reply = b""
             assert reply == b"", "a denied client was served"
+
+
+CONFIGURE_COUNTER = """
+import os
+import reactorkit
+
+@reactorkit.hookimpl
+def reactorkit_configure(config):
+    with open(os.environ["RK_CONFIGURE_LOG"], "a") as f:
+        f.write(f"{os.getpid()}\\n")
+"""
+
+
+def test_each_process_runs_the_configure_hooks_once(supervised, plugin_env, tmp_path) -> None:
+    (Path(plugin_env["PYTHONPATH"]) / "rk_configure.py").write_text(CONFIGURE_COUNTER)
+    record = tmp_path / "configured"
+    config = write_config(
+        tmp_path / "c.toml",
+        """
+        [reactor]
+        workers = 2
+        plugins = ["rk_configure"]
+        [[listen]]
+        handler = "echo"
+        port = 0
+        """,
+    )
+    server = supervised(config, env={**plugin_env, "RK_CONFIGURE_LOG": str(record)})
+    pids = server.wait_generation(1)
+    calls = Counter(record.read_text().split())
+    for pid in pids:
+        assert calls[str(pid)] == 1, calls
