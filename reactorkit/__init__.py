@@ -13,6 +13,7 @@ from reactorkit.chatbus import ChatEvent
 from reactorkit.chatbus import LocalBus
 from reactorkit.chatbus import LocalHub
 from reactorkit.chatbus import RedisBus
+from reactorkit.chatbus import running_buses
 from reactorkit.commands import CommandContext
 from reactorkit.commands import LineCommand
 from reactorkit.commands import split_args
@@ -104,5 +105,6 @@ __all__ = [
     "hookspec",
     "json_response",
     "load_plugins",
+    "running_buses",
     "split_args",
 ]

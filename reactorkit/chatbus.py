@@ -39,6 +39,7 @@ import json
 import logging
 import re
 import uuid
+import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, final
 
@@ -63,6 +64,7 @@ __all__ = [
     "LocalHub",
     "RedisBus",
     "check_prefix",
+    "running_buses",
 ]
 
 log = logging.getLogger("reactorkit.chatbus")
@@ -174,6 +176,19 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
+def running_buses() -> list[tuple[str, bool]]:
+    """``(name, is_up)`` of every chat bus started in this process and not closed.
+
+    What ``GET /healthz`` reports, so an operator (or a load balancer's
+    health check) sees whether the rooms still span the other servers.
+    """
+    return sorted((bus.name, bus.is_up) for bus in _RUNNING)
+
+
+#: Buses started and not closed, in this process (weak: a dropped bus leaves).
+_RUNNING: weakref.WeakSet[_BusCore] = weakref.WeakSet()
+
+
 class _BusCore:
     """Origin ids, encoding, echo dropping, presence: everything but the transport."""
 
@@ -209,6 +224,7 @@ class _BusCore:
 
     def start(self, listener: BusListener) -> None:
         self._listener = listener
+        _RUNNING.add(self)
         self._timer = self.reactor.call_later(self.presence_interval, self._heartbeat)
         self._start_transport()
 
@@ -234,6 +250,7 @@ class _BusCore:
     def close(self) -> None:
         if self._closed:
             return
+        _RUNNING.discard(self)
         if self._up:
             self._send(self._ctl, {"k": "bye"})
         self._closed = True

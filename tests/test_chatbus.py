@@ -267,3 +267,26 @@ def test_presence_from_too_many_servers_is_bounded(
     assert len(one.bus._peers) == 3
     assert one.bus.stats.malformed == 3
     assert sorted(one.bus.remote_members("lobby")) == ["a", "a", "b", "b", "bob"]
+
+
+def test_healthz_reports_each_running_bus_and_whether_it_is_up(
+    reactor: reactorkit.Reactor, hub: reactorkit.LocalHub
+) -> None:
+    from reactorkit.handlers.healthz import healthz
+
+    def body() -> str:
+        response = healthz(reactorkit.Request(method="GET", path="/healthz"))
+        assert response.status == 200  # local chat still works: never 503 for the bus
+        assert isinstance(response.body, str)
+        return response.body
+
+    before = body()
+    one = Server(reactor, hub)
+    settle(reactor)
+    name = one.bus.name
+    assert f"chat bus {name}: up\n" in body()
+    hub.set_up(False)
+    settle(reactor)
+    assert f"chat bus {name}: down\n" in body()
+    one.bus.close()
+    assert body() == before

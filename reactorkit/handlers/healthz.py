@@ -3,6 +3,9 @@
 It answers ``200 ok`` while the server is serving and ``503 shutting down``
 once a graceful shutdown has begun (the listener has stopped accepting), so
 a load balancer takes the server out of rotation while connections drain.
+When chat listeners in this process use a bus, one line per bus follows
+(``chat bus NAME: up`` or ``down``); a bus that is down keeps the status 200,
+since local chat still works.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ def healthz(request: reactorkit.Request) -> reactorkit.Response:
         return reactorkit.Response(
             status=503, body="shutting down\n", headers=[("Cache-Control", "no-store")]
         )
-    return reactorkit.Response(status=200, body="ok\n", headers=[("Cache-Control", "no-store")])
+    body = "ok\n" + "".join(
+        f"chat bus {name}: {'up' if up else 'down'}\n" for name, up in reactorkit.running_buses()
+    )
+    return reactorkit.Response(status=200, body=body, headers=[("Cache-Control", "no-store")])
 
 
 @reactorkit.hookimpl
