@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import queue
 import re
 import socket
@@ -337,3 +338,36 @@ def test_a_server_starts_and_serves_locally_while_redis_is_unreachable(
         log = server.stop()
     assert "Traceback" not in log
     assert len([line for line in log.splitlines() if "WARNING" in line]) == 1, log
+
+
+def test_healthz_shows_the_bus_going_down_and_up(
+    run_server: Any, tmp_path: Path, own_redis_server: RedisServer
+) -> None:
+    redis = own_redis_server
+    config = Path(bus_config(tmp_path, "h", redis.url, "t-health:"))
+    config.write_text(
+        config.read_text() + '\n[[listen]]\nname = "web"\nhandler = "http-lite"\nport = 0\n'
+    )
+    proc = run_server("run", str(config))
+    proc.wait_serving(2)
+    server = LoggedServer(proc)
+    server.wait_for(r"chat bus chat: up")
+    host, port = proc.tcp("web")
+
+    def healthz() -> str:
+        conn = http.client.HTTPConnection(host, port, timeout=5)
+        conn.request("GET", "/healthz")
+        response = conn.getresponse()
+        body = response.read().decode()
+        conn.close()
+        assert response.status == 200
+        return body
+
+    assert healthz() == "ok\nchat bus chat: up\n"
+    redis.kill()
+    server.wait_for(r"chat bus chat: down")
+    assert healthz() == "ok\nchat bus chat: down\n"
+    redis.start()
+    server.wait_for(r"reconnected after", timeout=RECONNECT_MAX + 5)
+    assert healthz() == "ok\nchat bus chat: up\n"
+    assert "Traceback" not in server.stop()
