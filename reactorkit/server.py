@@ -366,6 +366,9 @@ class Server:
         if install_signal_handlers:
             self.reactor.add_signal_handler(signal.SIGTERM, self._signal_received)
             self.reactor.add_signal_handler(signal.SIGINT, self._signal_received)
+            # Without a supervisor there is nothing to reload into; SIGHUP's
+            # default action would kill the process with no drain at all.
+            self.reactor.add_signal_handler(signal.SIGHUP, self._hangup)
         if early_signals is not None:
             # On the first pass, when the reactor's own handlers are in place:
             # nothing that arrived before can be missed.
@@ -375,6 +378,12 @@ class Server:
             self.reactor.run(install_signal_handlers=install_signal_handlers)
         finally:
             self.close()
+
+    def _hangup(self, signum: int) -> None:
+        log.warning(
+            "SIGHUP: this process has no supervisor to reload into (workers = 1); "
+            "still serving the old config: restart it, or run with workers >= 2 to reload"
+        )
 
     def _replay_signals(self, signals: list[int]) -> None:
         for signum in signals:

@@ -289,3 +289,22 @@ def test_sigterm_right_after_listening_is_a_graceful_shutdown(
     code, log = proc.wait_exit()
     assert code == 0, log
     assert "stopped" in log
+
+
+def test_sighup_without_workers_is_logged_and_serving_goes_on(
+    tmp_path: Path, run_server: Any
+) -> None:
+    config = tmp_path / "echo.toml"
+    config.write_text('[[listen]]\nhandler = "echo"\nport = 0\n')
+    proc: ServerProcess = run_server("run", str(config))
+    proc.wait_serving(1)
+    proc.keep_reading_log()
+    with connect(proc.tcp("echo")) as sock:  # a round trip: the loop's handlers are in
+        sock.sendall(b"a")
+        assert sock.recv(1) == b"a"
+        proc.proc.send_signal(signal.SIGHUP)
+        sock.sendall(b"b")
+        assert sock.recv(1) == b"b"  # the process and this connection live on
+    code, log = proc.terminate()
+    assert code == 0, log
+    assert "SIGHUP: this process has no supervisor" in log
