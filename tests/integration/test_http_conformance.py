@@ -44,6 +44,22 @@ def own_length(request: reactorkit.Request) -> reactorkit.Response:
     return reactorkit.Response(body=b"abc", headers=[("Content-Length", "999")])
 
 
+ODD: dict[str, Any] = {
+    "status-100": {"status": 100},  # read as interim: the next response would answer this
+    "status-101": {"status": 101},
+    "status-0": {"status": 0},
+    "status-1000": {"status": 1000},
+    "header-int": {"headers": [("X-A", 1)]},
+    "header-not-a-pair": {"headers": [("X-A",)]},
+    "content-type-int": {"content_type": 5},
+    "body-int": {"body": 123},
+}
+
+
+def odd(request: reactorkit.Request) -> reactorkit.Response:
+    return reactorkit.Response(**ODD[request.captures["kind"]])
+
+
 class Routes:
     @reactorkit.hookimpl
     def reactorkit_http_routes(self) -> list[reactorkit.Route]:
@@ -53,6 +69,10 @@ class Routes:
             reactorkit.Route(method="GET", path="/split", function=split),
             reactorkit.Route(method="GET", path="/nul", function=nul),
             reactorkit.Route(method="GET", path="/own-length", function=own_length),
+            reactorkit.Route(method="GET", path="/odd/{kind}", function=odd),
+            reactorkit.Route(
+                method="GET", path="/odd-blocking/{kind}", function=odd, blocking=True
+            ),
         ]
 
 
@@ -331,3 +351,16 @@ def test_a_routes_content_length_is_not_sent_beside_the_servers(web: RunningServ
     assert head.count(b"content-length") == 1
     assert b"content-length: 3" in head
     assert statuses(reply) == [200, 200]
+
+
+@pytest.mark.parametrize("route", ["odd", "odd-blocking"])
+@pytest.mark.parametrize("kind", sorted(ODD))
+def test_a_route_returning_an_odd_response_gets_a_500_and_the_next_request_is_answered(
+    web: RunningServer, route: str, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = b"GET /%s/%s HTTP/1.1\r\nHost: x\r\n\r\n" % (route.encode(), kind.encode())
+    reply = exchange(web, request + CANARY)
+    assert [r[0] for r in responses(reply)] == [500, 200], reply[:300]
+    assert reply.endswith(CANARY_BODY)
+    assert "refused to send the response" in caplog.text
+    assert "Traceback" not in caplog.text
