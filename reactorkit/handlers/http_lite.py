@@ -330,8 +330,10 @@ class HttpHandler(reactorkit.Handler):
                 self._flush()  # a client that does not read gets one response at a time
             if connection.is_closing():
                 return
-            if self._core.our_state is _MUST_CLOSE:
-                queue.clear()  # answered "close": what was queued behind it is dropped
+            if self._core.our_state is _MUST_CLOSE or not self._core.pending:
+                # Answered "close" (a streamed one is still in BODY but the core
+                # dropped the requests behind it): what was queued is dropped.
+                queue.clear()
                 return
 
     def _blocking_done(

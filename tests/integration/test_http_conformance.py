@@ -17,6 +17,7 @@ from tests.helpers import connect, recv_until_closed
 
 CANARY = b"GET /canary HTTP/1.1\r\nHost: x\r\n\r\n"
 CANARY_BODY = b"CANARY-SERVED"
+STREAMED_CHUNKS = 64  # of 64 KiB
 
 
 def info(request: reactorkit.Request) -> reactorkit.Response:
@@ -38,6 +39,11 @@ def split(request: reactorkit.Request) -> reactorkit.Response:
 
 def nul(request: reactorkit.Request) -> reactorkit.Response:
     return reactorkit.Response(body="x", headers=[("X-Nul", "a\x00b")])
+
+
+def streamed(request: reactorkit.Request) -> reactorkit.Response:
+    # Past the socket buffers: the stream pauses and resumes on resume_writing.
+    return reactorkit.Response(body=(b"%065535d\n" % i for i in range(STREAMED_CHUNKS)))
 
 
 def own_length(request: reactorkit.Request) -> reactorkit.Response:
@@ -69,6 +75,7 @@ class Routes:
             reactorkit.Route(method="GET", path="/split", function=split),
             reactorkit.Route(method="GET", path="/nul", function=nul),
             reactorkit.Route(method="GET", path="/own-length", function=own_length),
+            reactorkit.Route(method="GET", path="/streamed", function=streamed),
             reactorkit.Route(method="GET", path="/odd/{kind}", function=odd),
             reactorkit.Route(
                 method="GET", path="/odd-blocking/{kind}", function=odd, blocking=True
@@ -364,3 +371,20 @@ def test_a_route_returning_an_odd_response_gets_a_500_and_the_next_request_is_an
     assert reply.endswith(CANARY_BODY)
     assert "refused to send the response" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+def test_a_streamed_response_that_ends_the_connection_drops_the_pipeline_behind_it(
+    web: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # HTTP/1.0 keep-alive cannot be chunked: the close ends the body, so the
+    # canary pipelined behind it is never answered (it was, as a 500 attempt
+    # that raised out of resume_writing and was logged as a handler crash).
+    reply = exchange(
+        web, b"GET /streamed HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + CANARY + CANARY
+    )
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"connection: close" in head
+    assert body == b"".join(b"%065535d\n" % i for i in range(STREAMED_CHUNKS))
+    assert "Traceback" not in caplog.text
+    assert "refused to send" not in caplog.text
