@@ -142,7 +142,7 @@ class HttpHandler(reactorkit.Handler):
         self._queue: collections.deque[_Item] = collections.deque()
         self._request: reactorkit.Request | None = None  # its body is arriving
         self._started = 0.0
-        self._body: list[bytes] = []
+        self._body = bytearray()  # not a list: a body in many small reads stays its size
         self._busy = False  # a blocking route runs or a body streams
         self._closing = False  # EOF or shutdown: answer what came, then close
         self._shutdown = False
@@ -236,7 +236,7 @@ class HttpHandler(reactorkit.Handler):
                 elif kind is _END:
                     self._end(event)  # type: ignore[arg-type]
                 elif kind is _DATA:
-                    self._body.append(event.data)  # type: ignore[union-attr]
+                    self._body += event.data  # type: ignore[union-attr]
                 else:
                     if kind is http11.Error:
                         queue.append((event, connection.reactor.time))  # type: ignore[arg-type]
@@ -259,7 +259,7 @@ class HttpHandler(reactorkit.Handler):
         query = event.query
         self._started = self.connection.reactor.time
         self._idle_since = None  # busy: the keep-alive clock restarts when idle again
-        self._body = []
+        self._body = bytearray()
         self._request = reactorkit.Request(
             method=event.method,
             path=urllib.parse.unquote(path) if "%" in path else path,
@@ -279,8 +279,8 @@ class HttpHandler(reactorkit.Handler):
         request = self._request
         assert request is not None
         if self._body:
-            request.body = b"".join(self._body)
-            self._body = []
+            request.body = bytes(self._body)
+            self._body = bytearray()
         if event.trailers:
             request.trailers = reactorkit.Headers(event.trailers)
         self._queue.append((request, self._started))

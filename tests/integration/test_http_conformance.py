@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -388,3 +390,31 @@ def test_a_streamed_response_that_ends_the_connection_drops_the_pipeline_behind_
     assert body == b"".join(b"%065535d\n" % i for i in range(STREAMED_CHUNKS))
     assert "Traceback" not in caplog.text
     assert "refused to send" not in caplog.text
+
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(f.read().split("VmHWM:")[1].split()[0])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
+def test_a_body_in_one_byte_chunks_costs_about_its_size_in_memory(
+    run_server: Any, tmp_path: Path
+) -> None:
+    # 1 MiB (max_body_size) in 1-byte chunks was one bytes object per byte
+    # in the core's events and the handler's list: ~42 MiB per connection.
+    config = tmp_path / "c.toml"
+    config.write_text('[[listen]]\nhandler = "http-lite"\nport = 0\n')
+    server = run_server("run", str(config))
+    host, _, port = server.wait_serving(1)["http-lite"].rpartition(":")
+    size = 1024 * 1024 - 1024
+    body = b"1\r\na\r\n" * size + b"0\r\n\r\n"
+    head = b"POST /nowhere HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    before = _peak_rss_kib(server.proc.pid)
+    with connect((host, int(port)), timeout=30) as sock:
+        sock.sendall(head + body)
+        sock.shutdown(socket.SHUT_WR)
+        reply = recv_until_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 404 "), reply[:100]
+    grown = _peak_rss_kib(server.proc.pid) - before
+    assert grown < 12 * 1024, f"peak RSS grew {grown} KiB for a {size} byte body"
