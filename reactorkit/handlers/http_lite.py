@@ -60,6 +60,7 @@ class HttpOptions:
     max_body_size: int = attrs.field(default=1024 * 1024, validator=attrs.validators.ge(0))
     max_pending: int = attrs.field(default=32, validator=attrs.validators.ge(1))
     header_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    body_timeout: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
     keepalive_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     drain_grace: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     max_requests: int = attrs.field(default=0, validator=attrs.validators.ge(0))
@@ -160,6 +161,7 @@ class HttpHandler(reactorkit.Handler):
         self._stream_log: tuple[reactorkit.Request | None, int, float] | None = None
         self._served = 0
         self._head_since: float | None = None
+        self._body_since: float | None = None
         self._idle_since: float | None = None
         self._timer: reactorkit.TimerHandle | None = None
         self._timer_due = 0.0
@@ -503,6 +505,12 @@ class HttpHandler(reactorkit.Handler):
                 self._arm(now + self.options.header_timeout)
         else:
             self._head_since = None
+        if state is _BODY and self.options.body_timeout:
+            if self._body_since is None:
+                now = self._body_since = connection.reactor.time
+                self._arm(now + self.options.body_timeout)
+        else:
+            self._body_since = None
         if finished and state is _IDLE and not buffered:
             if self._idle_since is None:
                 now = self._idle_since = connection.reactor.time
@@ -540,6 +548,17 @@ class HttpHandler(reactorkit.Handler):
                 self._advance()
                 return
             self._arm(head_since + options.header_timeout)
+        body_since = self._body_since
+        if body_since is not None:
+            if now - body_since >= options.body_timeout:
+                self._body_since = None
+                error = self._core.fail(408, "request timeout: the body took too long")
+                self._queue.append((error, now))
+                self._request = None  # answered by the 408
+                self._want_continue = False
+                self._advance()
+                return
+            self._arm(body_since + options.body_timeout)
         idle_since = self._idle_since
         if idle_since is not None:
             if now - idle_since >= options.keepalive_timeout:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -418,3 +419,34 @@ def test_a_body_in_one_byte_chunks_costs_about_its_size_in_memory(
     assert reply.startswith(b"HTTP/1.1 404 "), reply[:100]
     grown = _peak_rss_kib(server.proc.pid) - before
     assert grown < 12 * 1024, f"peak RSS grew {grown} KiB for a {size} byte body"
+
+
+def test_a_body_dripped_slower_than_body_timeout_gets_408_and_a_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Slowloris on the body: each byte is activity (no idle timeout) and the
+    # head is complete (no header_timeout); it held the connection forever.
+    options = {"body_timeout": 0.5}
+    with (
+        serve(handler="http-lite", plugins=[Routes()], options=options) as srv,
+        connect(srv.address()) as sock,
+    ):
+        sock.sendall(b"POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\nab")
+        sock.settimeout(0.05)  # the drip's pace: one byte per wait for a reply
+        reply = b""
+        for _ in range(150):  # < 200 bytes: the body never completes
+            with contextlib.suppress(OSError):
+                sock.sendall(b"c")
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:100]
+    assert b"connection: close\r\n" in reply
+    assert b"the body took too long" in reply
+    assert "Traceback" not in caplog.text
