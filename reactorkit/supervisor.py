@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import importlib
 import logging
 import os
@@ -99,6 +100,13 @@ MAX_QUEUED = 16
 #: Seconds past ``shutdown_timeout`` before remaining workers are SIGKILLed
 #: (the workers abort their own connections at ``shutdown_timeout``).
 KILL_MARGIN = 1.0
+
+#: What the supervisor does on each of these signals (besides SIGTERM/SIGINT).
+_REQUESTS: dict[int, str] = {
+    signal.SIGHUP: "reload",
+    signal.SIGTTIN: "add",
+    signal.SIGTTOU: "remove",
+}
 
 
 @attrs.define(eq=False)
@@ -165,7 +173,11 @@ class Supervisor:
 
     def _replay_early_signals(self, signals: list[int]) -> None:
         for signum in signals:
-            self._stop_signal(signum)
+            action = _REQUESTS.get(signum)
+            if action is None:
+                self._stop_signal(signum)
+            else:  # once the first roll has begun (it was scheduled after this)
+                self.reactor.call_soon(self._request, action)
         signals.clear()
 
     def run(self, *, early_signals: list[int] | None = None) -> int:
@@ -186,9 +198,8 @@ class Supervisor:
         self.groups = bind_groups(self.config, plans, {}, self.inherited)
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.reactor.add_signal_handler(signum, self._stop_signal)
-        self.reactor.add_signal_handler(signal.SIGHUP, lambda s: self._request("reload"))
-        self.reactor.add_signal_handler(signal.SIGTTIN, lambda s: self._request("add"))
-        self.reactor.add_signal_handler(signal.SIGTTOU, lambda s: self._request("remove"))
+        for request, action in _REQUESTS.items():
+            self.reactor.add_signal_handler(request, functools.partial(self._on_request, action))
         self.reactor.add_signal_handler(signal.SIGCHLD, lambda s: self._reap())
         if early_signals is not None:
             # Read on the first pass, once the loop's own handlers are in
@@ -218,6 +229,9 @@ class Supervisor:
         return self.config.reactor.workers
 
     # -- signals -----------------------------------------------------------
+
+    def _on_request(self, action: str, signum: int) -> None:
+        self._request(action)
 
     def _request(self, action: str) -> None:
         if self._stopping:
@@ -574,11 +588,16 @@ def serve(
     ``workers > 1`` runs a :class:`Supervisor`; ``workers = 1`` serves in
     this process, with systemd's sockets and notifications. ``early_signals``
     (from :func:`reactorkit.server.catch_early_signals`) are acted on as soon
-    as the loop runs.
+    as the loop runs; with workers, SIGHUP/SIGTTIN/SIGTTOU are recorded in
+    it too from here on, and follow the first roll.
 
     Raises:
         ConfigErrors, PluginError, BindError: as ``reactorkit run``.
     """
+    if config.reactor.workers > 1 and early_signals is not None:
+        # From here to the loop (binding logs the ports), SIGHUP's default
+        # action would kill the supervisor and SIGTTIN/SIGTTOU's stop it.
+        _catch_early_requests(early_signals)
     text = None
     if not config.is_default:
         # Workers get the text validated here, not whatever the file says later.
@@ -598,6 +617,14 @@ def serve(
     finally:
         for group in groups.values():
             group.close()
+
+
+def _catch_early_requests(caught: list[int]) -> None:
+    def record(signum: int, frame: object) -> None:
+        caught.append(signum)
+
+    for signum in _REQUESTS:
+        signal.signal(signum, record)
 
 
 def is_needed(config: Config) -> bool:

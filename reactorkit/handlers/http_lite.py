@@ -60,6 +60,7 @@ class HttpOptions:
     max_body_size: int = attrs.field(default=1024 * 1024, validator=attrs.validators.ge(0))
     max_pending: int = attrs.field(default=32, validator=attrs.validators.ge(1))
     header_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    body_timeout: float = attrs.field(default=60.0, validator=attrs.validators.ge(0))
     keepalive_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     drain_grace: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     max_requests: int = attrs.field(default=0, validator=attrs.validators.ge(0))
@@ -142,7 +143,7 @@ class HttpHandler(reactorkit.Handler):
         self._queue: collections.deque[_Item] = collections.deque()
         self._request: reactorkit.Request | None = None  # its body is arriving
         self._started = 0.0
-        self._body: list[bytes] = []
+        self._body = bytearray()  # not a list: a body in many small reads stays its size
         self._busy = False  # a blocking route runs or a body streams
         self._closing = False  # EOF or shutdown: answer what came, then close
         self._shutdown = False
@@ -160,6 +161,7 @@ class HttpHandler(reactorkit.Handler):
         self._stream_log: tuple[reactorkit.Request | None, int, float] | None = None
         self._served = 0
         self._head_since: float | None = None
+        self._body_since: float | None = None
         self._idle_since: float | None = None
         self._timer: reactorkit.TimerHandle | None = None
         self._timer_due = 0.0
@@ -236,7 +238,7 @@ class HttpHandler(reactorkit.Handler):
                 elif kind is _END:
                     self._end(event)  # type: ignore[arg-type]
                 elif kind is _DATA:
-                    self._body.append(event.data)  # type: ignore[union-attr]
+                    self._body += event.data  # type: ignore[union-attr]
                 else:
                     if kind is http11.Error:
                         queue.append((event, connection.reactor.time))  # type: ignore[arg-type]
@@ -259,7 +261,7 @@ class HttpHandler(reactorkit.Handler):
         query = event.query
         self._started = self.connection.reactor.time
         self._idle_since = None  # busy: the keep-alive clock restarts when idle again
-        self._body = []
+        self._body = bytearray()
         self._request = reactorkit.Request(
             method=event.method,
             path=urllib.parse.unquote(path) if "%" in path else path,
@@ -280,8 +282,8 @@ class HttpHandler(reactorkit.Handler):
         request = self._request
         assert request is not None
         if self._body:
-            request.body = b"".join(self._body)
-            self._body = []
+            request.body = bytes(self._body)
+            self._body = bytearray()
         if event.trailers:
             request.trailers = reactorkit.Headers(event.trailers)
         self._queue.append((request, self._started))
@@ -331,8 +333,10 @@ class HttpHandler(reactorkit.Handler):
                 self._flush()  # a client that does not read gets one response at a time
             if connection.is_closing():
                 return
-            if self._core.our_state is _MUST_CLOSE:
-                queue.clear()  # answered "close": what was queued behind it is dropped
+            if self._core.our_state is _MUST_CLOSE or not self._core.pending:
+                # Answered "close" (a streamed one is still in BODY but the core
+                # dropped the requests behind it): what was queued is dropped.
+                queue.clear()
                 return
 
     def _blocking_done(
@@ -502,6 +506,12 @@ class HttpHandler(reactorkit.Handler):
                 self._arm(now + self.options.header_timeout)
         else:
             self._head_since = None
+        if state is _BODY and self.options.body_timeout:
+            if self._body_since is None:
+                now = self._body_since = connection.reactor.time
+                self._arm(now + self.options.body_timeout)
+        else:
+            self._body_since = None
         if finished and state is _IDLE and not buffered:
             if self._idle_since is None:
                 now = self._idle_since = connection.reactor.time
@@ -539,6 +549,17 @@ class HttpHandler(reactorkit.Handler):
                 self._advance()
                 return
             self._arm(head_since + options.header_timeout)
+        body_since = self._body_since
+        if body_since is not None:
+            if now - body_since >= options.body_timeout:
+                self._body_since = None
+                error = self._core.fail(408, "request timeout: the body took too long")
+                self._queue.append((error, now))
+                self._request = None  # answered by the 408
+                self._want_continue = False
+                self._advance()
+                return
+            self._arm(body_since + options.body_timeout)
         idle_since = self._idle_since
         if idle_since is not None:
             if now - idle_since >= options.keepalive_timeout:

@@ -6,6 +6,7 @@ See :mod:`reactorkit.http11` for the theory of operation.
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterable
 from typing import final
 
 import httptools
@@ -445,19 +446,28 @@ class ServerConnection:
 
         Raises:
             HttpProtocolError: no request is waiting for an answer, a body is
-                still being streamed, or a header field is not valid (CR, LF,
-                NUL, a bad name): nothing was sent, answer something else.
+                still being streamed, the status is not final (200-599), or
+                a field or the body has the wrong type or is not valid (CR,
+                LF, NUL, a bad name): nothing was sent, answer something else.
         """
         if not self._unanswered or self.our_state is not State.IDLE:
             raise HttpProtocolError(f"no request to answer (server state {self.our_state.value})")
         is_head, old, keep_alive = self._unanswered[0]
         status = response.status
         body = response.body
+        if type(status) is not int or not 200 <= status <= 599:
+            # RFC 9110 section 15: a final status is 2xx-5xx; a 1xx here
+            # would be read as interim and the next response taken for this one.
+            raise HttpProtocolError(f"status {status!r} is not a final status (200-599)")
+        if not isinstance(body, (str, bytes, bytearray, memoryview, Iterable)):
+            raise HttpProtocolError(f"a body of type {type(body).__name__} is not bytes")
+        content_type = response.content_type
+        if content_type is not None and not isinstance(content_type, str):
+            raise HttpProtocolError(f"content_type {content_type!r} is not a str")
         parts = [status_line(status), date]
         declared: bytes | None = None
         if response.headers:
             declared = encode_fields(response.headers, parts)
-        content_type = response.content_type
         if isinstance(body, str):
             body = body.encode()
             content_type = content_type or "text/plain; charset=utf-8"

@@ -130,33 +130,40 @@ class ChunkedReader:
         """Decode from ``buffer[pos:]``: (bytes used, the body ended)."""
         start = pos
         end = len(buffer)
-        while pos < end:
-            left = self.left_in_chunk
-            if left > 0:
-                take = min(left, end - pos)
-                events.append(Data(bytes(buffer[pos : pos + take])))
-                pos += take
-                self.left_in_chunk -= take
-                continue
-            newline = buffer.find(b"\n", pos)
-            if newline < 0:
-                if end - pos > _MAX_CHUNK_LINE:
-                    raise Refused(400, "chunk size line too long")
-                break
-            line = bytes(buffer[pos:newline])
-            if not line.endswith(b"\r"):
-                raise Refused(400, "malformed chunked body: bare LF")
-            line = line[:-1]
-            pos = newline + 1
-            if left == 0:
-                if line:
-                    raise Refused(400, "malformed chunked body: no CRLF after chunk data")
-                self.left_in_chunk = -1
-            elif left == -1:
-                size = self._size(line)
-                self.left_in_chunk = size if size else -2
-            elif self._trailer(line):
-                return pos - start, True
+        # One Data per call, not per chunk: a body of 1-byte chunks would
+        # otherwise cost an object per byte (~40x max_body_size in memory).
+        data = bytearray()
+        try:
+            while pos < end:
+                left = self.left_in_chunk
+                if left > 0:
+                    take = min(left, end - pos)
+                    data += buffer[pos : pos + take]
+                    pos += take
+                    self.left_in_chunk -= take
+                    continue
+                newline = buffer.find(b"\n", pos)
+                if newline < 0:
+                    if end - pos > _MAX_CHUNK_LINE:
+                        raise Refused(400, "chunk size line too long")
+                    break
+                line = bytes(buffer[pos:newline])
+                if not line.endswith(b"\r"):
+                    raise Refused(400, "malformed chunked body: bare LF")
+                line = line[:-1]
+                pos = newline + 1
+                if left == 0:
+                    if line:
+                        raise Refused(400, "malformed chunked body: no CRLF after chunk data")
+                    self.left_in_chunk = -1
+                elif left == -1:
+                    size = self._size(line)
+                    self.left_in_chunk = size if size else -2
+                elif self._trailer(line):
+                    return pos - start, True
+        finally:
+            if data:  # before the end or the error, as they came
+                events.append(Data(bytes(data)))
         return pos - start, False
 
     def _size(self, line: bytes) -> int:

@@ -42,6 +42,8 @@ def content_type_line(value: str) -> bytes:
 
 
 def encode_value(value: str) -> bytes:
+    if not isinstance(value, str):
+        raise HttpProtocolError(f"header value {value!r} is not a str")
     if BAD_VALUE.search(value):
         raise HttpProtocolError(f"header value {value!r} holds CR, LF, NUL or another control")
     try:
@@ -53,8 +55,12 @@ def encode_value(value: str) -> bytes:
 def encode_fields(fields: Iterable[tuple[str, str]], parts: list[bytes]) -> bytes | None:
     """Append ``fields`` to ``parts``; returns a Content-Length value given among them."""
     declared = None
-    for name, value in fields:
-        raw = name.encode("latin-1", "replace")
+    for field in fields:
+        try:
+            name, value = field
+            raw = name.encode("latin-1", "replace")
+        except (TypeError, ValueError, AttributeError):
+            raise HttpProtocolError(f"header field {field!r} is not a (name, value) pair") from None
         if not TOKEN.match(raw):
             raise HttpProtocolError(f"header name {name!r} is not a token")
         encoded = encode_value(value)

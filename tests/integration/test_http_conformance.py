@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,6 +20,7 @@ from tests.helpers import connect, recv_until_closed
 
 CANARY = b"GET /canary HTTP/1.1\r\nHost: x\r\n\r\n"
 CANARY_BODY = b"CANARY-SERVED"
+STREAMED_CHUNKS = 64  # of 64 KiB
 
 
 def info(request: reactorkit.Request) -> reactorkit.Response:
@@ -40,8 +44,29 @@ def nul(request: reactorkit.Request) -> reactorkit.Response:
     return reactorkit.Response(body="x", headers=[("X-Nul", "a\x00b")])
 
 
+def streamed(request: reactorkit.Request) -> reactorkit.Response:
+    # Past the socket buffers: the stream pauses and resumes on resume_writing.
+    return reactorkit.Response(body=(b"%065535d\n" % i for i in range(STREAMED_CHUNKS)))
+
+
 def own_length(request: reactorkit.Request) -> reactorkit.Response:
     return reactorkit.Response(body=b"abc", headers=[("Content-Length", "999")])
+
+
+ODD: dict[str, Any] = {
+    "status-100": {"status": 100},  # read as interim: the next response would answer this
+    "status-101": {"status": 101},
+    "status-0": {"status": 0},
+    "status-1000": {"status": 1000},
+    "header-int": {"headers": [("X-A", 1)]},
+    "header-not-a-pair": {"headers": [("X-A",)]},
+    "content-type-int": {"content_type": 5},
+    "body-int": {"body": 123},
+}
+
+
+def odd(request: reactorkit.Request) -> reactorkit.Response:
+    return reactorkit.Response(**ODD[request.captures["kind"]])
 
 
 class Routes:
@@ -53,6 +78,11 @@ class Routes:
             reactorkit.Route(method="GET", path="/split", function=split),
             reactorkit.Route(method="GET", path="/nul", function=nul),
             reactorkit.Route(method="GET", path="/own-length", function=own_length),
+            reactorkit.Route(method="GET", path="/streamed", function=streamed),
+            reactorkit.Route(method="GET", path="/odd/{kind}", function=odd),
+            reactorkit.Route(
+                method="GET", path="/odd-blocking/{kind}", function=odd, blocking=True
+            ),
         ]
 
 
@@ -331,3 +361,92 @@ def test_a_routes_content_length_is_not_sent_beside_the_servers(web: RunningServ
     assert head.count(b"content-length") == 1
     assert b"content-length: 3" in head
     assert statuses(reply) == [200, 200]
+
+
+@pytest.mark.parametrize("route", ["odd", "odd-blocking"])
+@pytest.mark.parametrize("kind", sorted(ODD))
+def test_a_route_returning_an_odd_response_gets_a_500_and_the_next_request_is_answered(
+    web: RunningServer, route: str, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = b"GET /%s/%s HTTP/1.1\r\nHost: x\r\n\r\n" % (route.encode(), kind.encode())
+    reply = exchange(web, request + CANARY)
+    assert [r[0] for r in responses(reply)] == [500, 200], reply[:300]
+    assert reply.endswith(CANARY_BODY)
+    assert "refused to send the response" in caplog.text
+    assert "Traceback" not in caplog.text
+
+
+def test_a_streamed_response_that_ends_the_connection_drops_the_pipeline_behind_it(
+    web: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    # HTTP/1.0 keep-alive cannot be chunked: the close ends the body, so the
+    # canary pipelined behind it is never answered (it was, as a 500 attempt
+    # that raised out of resume_writing and was logged as a handler crash).
+    reply = exchange(
+        web, b"GET /streamed HTTP/1.0\r\nConnection: keep-alive\r\n\r\n" + CANARY + CANARY
+    )
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"connection: close" in head
+    assert body == b"".join(b"%065535d\n" % i for i in range(STREAMED_CHUNKS))
+    assert "Traceback" not in caplog.text
+    assert "refused to send" not in caplog.text
+
+
+def _peak_rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(f.read().split("VmHWM:")[1].split()[0])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads /proc")
+def test_a_body_in_one_byte_chunks_costs_about_its_size_in_memory(
+    run_server: Any, tmp_path: Path
+) -> None:
+    # 1 MiB (max_body_size) in 1-byte chunks was one bytes object per byte
+    # in the core's events and the handler's list: ~42 MiB per connection.
+    config = tmp_path / "c.toml"
+    config.write_text('[[listen]]\nhandler = "http-lite"\nport = 0\n')
+    server = run_server("run", str(config))
+    host, _, port = server.wait_serving(1)["http-lite"].rpartition(":")
+    size = 1024 * 1024 - 1024
+    body = b"1\r\na\r\n" * size + b"0\r\n\r\n"
+    head = b"POST /nowhere HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    before = _peak_rss_kib(server.proc.pid)
+    with connect((host, int(port)), timeout=30) as sock:
+        sock.sendall(head + body)
+        sock.shutdown(socket.SHUT_WR)
+        reply = recv_until_closed(sock)
+    assert reply.startswith(b"HTTP/1.1 404 "), reply[:100]
+    grown = _peak_rss_kib(server.proc.pid) - before
+    assert grown < 12 * 1024, f"peak RSS grew {grown} KiB for a {size} byte body"
+
+
+def test_a_body_dripped_slower_than_body_timeout_gets_408_and_a_close(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Slowloris on the body: each byte is activity (no idle timeout) and the
+    # head is complete (no header_timeout); it held the connection forever.
+    options = {"body_timeout": 0.5}
+    with (
+        serve(handler="http-lite", plugins=[Routes()], options=options) as srv,
+        connect(srv.address()) as sock,
+    ):
+        sock.sendall(b"POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 200\r\n\r\nab")
+        sock.settimeout(0.05)  # the drip's pace: one byte per wait for a reply
+        reply = b""
+        for _ in range(150):  # < 200 bytes: the body never completes
+            with contextlib.suppress(OSError):
+                sock.sendall(b"c")
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 408 "), reply[:100]
+    assert b"connection: close\r\n" in reply
+    assert b"the body took too long" in reply
+    assert "Traceback" not in caplog.text

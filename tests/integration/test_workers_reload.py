@@ -295,3 +295,29 @@ def test_sighup_under_keepalive_load_fails_no_request(supervised, tmp_path) -> N
             server.wait_generation(generation)
         load.wait_total(sum(load.done.values()) + 300)
     assert load.errors == [], load.errors[:10]
+
+
+LISTENERS = 100
+
+
+def test_sighup_and_sigttin_as_soon_as_the_ports_are_bound_follow_the_first_roll(
+    supervised, plugin_env, tmp_path
+) -> None:
+    # Between binding (the "bound" lines) and the loop's own handlers, the
+    # default actions applied: SIGHUP killed the supervisor, SIGTTIN stopped it.
+    # Many listeners widen that window: the signals land while they bind.
+    extra = "".join(
+        f'[[listen]]\nname = "l{i}"\nhandler = "whoami"\nport = 0\n' for i in range(LISTENERS)
+    )
+    server = supervised(whoami_config(tmp_path / "c.toml", extra=extra), env=plugin_env)
+    server.wait_for(r"bound 127\.0\.0\.1:\d+")
+    server.signal(signal.SIGTTIN)
+    server.signal(signal.SIGHUP)
+    first = server.wait_generation(1)
+    assert len(first) == 2
+    server.wait_generation(2)
+    last = server.wait_generation(3)
+    assert len(last) == 3
+    assert set(spread(server.port(), 60)) == set(last)
+    server.signal(signal.SIGTERM)
+    assert server.wait_exit() == 0
