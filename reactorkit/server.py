@@ -387,7 +387,10 @@ class Server:
 
     def _replay_signals(self, signals: list[int]) -> None:
         for signum in signals:
-            self._signal_received(signum)
+            if signum == signal.SIGHUP:
+                self._hangup(signum)
+            else:
+                self._signal_received(signum)
         signals.clear()
 
     def _signal_received(self, signum: int) -> None:
@@ -451,7 +454,7 @@ class Server:
 
 
 def catch_early_signals() -> list[int]:
-    """Record SIGTERM/SIGINT from now until :meth:`Server.serve_forever` runs.
+    """Record SIGTERM/SIGINT/SIGHUP from now until :meth:`Server.serve_forever` runs.
 
     Between binding (when the "listening" lines are logged, and a supervisor
     may already signal) and the loop installing its handlers, the default
@@ -466,6 +469,7 @@ def catch_early_signals() -> list[int]:
 
     signal.signal(signal.SIGTERM, record)
     signal.signal(signal.SIGINT, record)
+    signal.signal(signal.SIGHUP, record)  # its default action would kill us too
     return caught
 
 

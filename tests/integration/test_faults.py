@@ -308,3 +308,23 @@ def test_sighup_without_workers_is_logged_and_serving_goes_on(
     code, log = proc.terminate()
     assert code == 0, log
     assert "SIGHUP: this process has no supervisor" in log
+
+
+def test_sighup_while_still_binding_is_kept_not_fatal(tmp_path: Path, run_server: Any) -> None:
+    config = tmp_path / "echo.toml"
+    config.write_text('[[listen]]\nhandler = "echo"\nport = 0\n')
+    proc: ServerProcess = run_server("run", str(config))
+    assert proc.proc.stderr is not None
+    first = proc.proc.stderr.readline()  # "listening:", logged while binding,
+    proc.log.append(first)  # before the loop's signal handlers are in place
+    listening = ServerProcess.LISTENING.search(first)
+    assert listening, first
+    proc.addresses[listening.group(1)] = listening.group(3)
+    proc.proc.send_signal(signal.SIGHUP)
+    proc.keep_reading_log()
+    with connect(proc.tcp("echo")) as sock:
+        sock.sendall(b"a")
+        assert sock.recv(1) == b"a"
+    code, log = proc.terminate()
+    assert code == 0, log
+    assert "SIGHUP: this process has no supervisor" in log
