@@ -310,13 +310,15 @@ def test_sighup_without_workers_is_logged_and_serving_goes_on(
     assert "SIGHUP: this process has no supervisor" in log
 
 
-def test_sighup_while_still_binding_is_kept_not_fatal(tmp_path: Path, run_server: Any) -> None:
+def test_sighup_right_after_listening_is_not_fatal(tmp_path: Path, run_server: Any) -> None:
     config = tmp_path / "echo.toml"
     config.write_text('[[listen]]\nhandler = "echo"\nport = 0\n')
     proc: ServerProcess = run_server("run", str(config))
     assert proc.proc.stderr is not None
-    first = proc.proc.stderr.readline()  # "listening:", logged while binding,
-    proc.log.append(first)  # before the loop's signal handlers are in place
+    # "listening:" is logged while binding, before the loop's handlers are in
+    # place; the signal may land in that window (caught early) or just after.
+    first = proc.proc.stderr.readline()
+    proc.log.append(first)
     listening = ServerProcess.LISTENING.search(first)
     assert listening, first
     proc.addresses[listening.group(1)] = listening.group(3)
