@@ -24,7 +24,8 @@ never see this module: TLS costs nothing where it is off.
   received stay in the BIO (at most one ``max_read`` of ciphertext) and are
   delivered on ``resume_reading``.
 * ``close()`` sends close_notify, then closes the connection (lingering).
-  A peer's close_notify, or a plain TCP EOF, is the handler's ``eof_received``.
+  A peer's close_notify, or a plain TCP EOF, is the handler's ``eof_received``;
+  bytes a peer sends after its close_notify are dropped, never buffered.
 """
 
 from __future__ import annotations
@@ -215,6 +216,8 @@ class TLSLayer:
 
     def data_received(self, data: bytes) -> None:
         """Ciphertext in: advance the handshake, then deliver plaintext."""
+        if self._eof_told:
+            return  # nothing follows close_notify; buffering it would be unbounded
         self._incoming.write(data)
         if self._inner is None:
             self._handshake()
