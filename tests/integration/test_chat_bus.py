@@ -381,3 +381,20 @@ def test_control_characters_from_the_bus_never_reach_a_client_raw(
     assert who == f"{alice.nick}, eve\ufffd\ufffd* forged"
     alice.close()
     assert "Traceback" not in server.stop()
+
+
+def test_a_huge_message_from_the_bus_is_clipped_to_what_a_client_may_send(
+    run_server: Any, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # One 512 KiB PUBLISH must not become a 512 KiB line to every member (past
+    # max_output_buffer, which would disconnect them all): nick and text are
+    # clipped to max_nick_length and max_line_length, as local input is.
+    (server,) = start_servers(run_server, tmp_path, redis_server.url, "t-huge:", count=1)
+    alice = BusClient(server.address)
+    event = {"o": "hostile", "q": 1, "k": "say", "r": "lobby", "n": "N" * 100, "t": "x" * (1 << 19)}
+    redis_publish(redis_server, "t-huge:room:lobby", json.dumps(event).encode())
+    assert alice.line() == f"<{'N' * 16}> {'x' * 1024}"
+    alice.send("/who")
+    assert alice.line() == f"* in #lobby: {alice.nick}"  # still connected, nothing else queued
+    alice.close()
+    assert "Traceback" not in server.stop()
