@@ -77,6 +77,8 @@ _PREFIX_RE = re.compile(r"[A-Za-z0-9:_.-]{1,64}\Z")
 #: Control characters (tab aside) a received string may not carry: CR/LF
 #: would forge lines in a client's stream. Replaced, as chat does for input.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: What a peer's origin id may look like (this module makes 12 hex digits).
+_ORIGIN_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
 _LOG_INTERVAL = 30.0
 #: Other servers one bus keeps presence for; more are ignored (and counted).
 MAX_PEERS = 1024
@@ -293,6 +295,8 @@ class _BusCore:
             kind = body["k"]
             if not (isinstance(origin, str) and isinstance(seq, int) and isinstance(kind, str)):
                 raise TypeError("bad field types")
+            if not _ORIGIN_RE.match(origin):  # it is logged: no CR/LF, no megabytes
+                raise ValueError("bad origin")
         except (ValueError, KeyError, TypeError) as exc:
             self._malformed(payload, exc)
             return
