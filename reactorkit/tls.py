@@ -188,6 +188,7 @@ class TLSLayer:
         self._keep_open: bool | None = None
         self._closing = False
         self._failed = False
+        self._handshake_done = False
         self.bytes_received = 0
         self.bytes_sent = 0
         #: Set by connection_made, from the connection (the PROXY header's
@@ -240,7 +241,7 @@ class TLSLayer:
             self._timer = None
         if self._inner is not None:
             self._inner.connection_lost(exc)
-        elif not self._failed and exc is not None:
+        elif not self._failed and not self._handshake_done and exc is not None:
             self._fail(f"the connection failed during the handshake: {exc}", close=False)
 
     def pause_writing(self) -> None:
@@ -275,6 +276,7 @@ class TLSLayer:
             self._fail(_reason(exc))
             return
         self._flush()
+        self._handshake_done = True  # a handler that fails to build is not a TLS failure
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

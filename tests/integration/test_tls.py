@@ -442,3 +442,25 @@ def read_plain(client: ssl.SSLObject, incoming: ssl.MemoryBIO, raw: socket.socke
     except ssl.SSLWantReadError:
         incoming.write(raw.recv(65536))
         return b""
+
+
+class BrokenInit(reactorkit.Handler):
+    def __init__(self, state: Any = None) -> None:
+        raise RuntimeError("handler bug")
+
+
+def test_a_handler_that_fails_to_build_is_not_a_tls_failure(certs: Certs) -> None:
+    # The handshake succeeded; the handler's bug is logged as one (errors),
+    # not also counted and logged as a failed TLS handshake.
+    handler_type = reactorkit.HandlerType(name="broken", handler=BrokenInit)
+    with serve(handler=handler_type, tls=certs.tls_table()) as srv:
+        with tls_connect(certs, srv.address()) as sock:
+            sock.sendall(b"x")
+            assert recv_until_closed(sock) == b""
+        listener = next(iter(srv.listeners.values()))
+        deadline = time.monotonic() + TIMEOUT
+        while listener.connections and time.monotonic() < deadline:
+            select.select([], [], [], 0.01)  # connection_lost comes on the next loop pass
+        assert not listener.connections
+        assert listener.stats.errors == 1
+        assert listener.stats.tls_failures == 0
