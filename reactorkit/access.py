@@ -4,7 +4,8 @@ Checked by the listener right after ``accept()`` (or, with the PROXY
 protocol on, right after the header names the real client), before any
 handler code runs. Deny wins over allow; an empty ``allow`` admits every
 address that is not denied. IPv4-mapped IPv6 addresses (``::ffff:10.0.0.1``)
-are matched as the IPv4 address they carry. UNIX-socket peers have no
+are matched as the IPv4 address they carry, and list entries written that
+way as the IPv4 network they name. UNIX-socket peers have no
 address and are always admitted: guard those with file permissions.
 
 This module is sans-IO apart from logging: the caller passes the time.
@@ -39,10 +40,23 @@ def parse_networks(values: Iterable[Any]) -> tuple[IPNetwork, ...]:
         if not isinstance(value, str):
             raise ValueError(f"{value!r} is not a string")
         try:
-            networks.append(ipaddress.ip_network(value.strip(), strict=True))
+            network = ipaddress.ip_network(value.strip(), strict=True)
         except ValueError as exc:
             raise ValueError(f"{value!r} is not an IP address or network: {exc}") from None
+        networks.append(_unmapped(network))
     return tuple(networks)
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def _unmapped(network: IPNetwork) -> IPNetwork:
+    """``::ffff:10.0.0.0/104`` -> ``10.0.0.0/8``: peers are matched as IPv4, so entries are."""
+    if isinstance(network, ipaddress.IPv6Network) and network.subnet_of(_MAPPED):
+        mapped = network.network_address.ipv4_mapped
+        assert mapped is not None
+        return ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+    return network
 
 
 def peer_ip(peer: Any) -> IPAddress | None:

@@ -24,6 +24,8 @@ Theory of operation
 * Presence is bounded: at most ``MAX_PEERS`` servers, ``MAX_PEER_ROOMS``
   rooms each and ``MAX_PEER_ROOM_MEMBERS`` members per room are kept, so a
   buggy or hostile publisher on the same Redis cannot grow it without limit.
+  Control characters in received strings (CR, LF, NUL, ESC...) are replaced
+  by U+FFFD, so a publisher cannot forge lines in a chat client's stream.
 * While the transport is down the bus knows nothing about its peers: their
   members are forgotten (``/who`` shows only local people) and publishing
   is refused, not queued.
@@ -74,6 +76,11 @@ DEFAULT_PRESENCE_INTERVAL = 5.0
 #: The event kinds chat publishes; "msg" is a private message to ``target``.
 KINDS = frozenset({"say", "me", "join", "leave", "nick", "msg"})
 _PREFIX_RE = re.compile(r"[A-Za-z0-9:_.-]{1,64}\Z")
+#: Control characters (tab aside) a received string may not carry: CR/LF
+#: would forge lines in a client's stream. Replaced, as chat does for input.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+#: What a peer's origin id may look like (this module makes 12 hex digits).
+_ORIGIN_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
 _LOG_INTERVAL = 30.0
 #: Other servers one bus keeps presence for; more are ignored (and counted).
 MAX_PEERS = 1024
@@ -305,6 +312,8 @@ class _BusCore:
             kind = body["k"]
             if not (isinstance(origin, str) and isinstance(seq, int) and isinstance(kind, str)):
                 raise TypeError("bad field types")
+            if not _ORIGIN_RE.match(origin):  # it is logged: no CR/LF, no megabytes
+                raise ValueError("bad origin")
         except (ValueError, KeyError, TypeError) as exc:
             self._malformed(payload, exc)
             return
@@ -461,7 +470,7 @@ class _BusCore:
 def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
+    return _CONTROL.sub("\ufffd", value)
 
 
 @final

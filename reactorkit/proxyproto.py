@@ -230,6 +230,8 @@ _V2_FAMILIES: dict[int, tuple[str, int]] = {
 
 def _v1_ip(text: str, version: int) -> str:
     try:
+        if "%" in text:  # ipaddress takes a zone (any text): not in the specification
+            raise ValueError
         address: Any = ipaddress.ip_address(text)
     except ValueError:
         raise ProxyProtocolError(f"v1 header has a bad address {text!r}") from None

@@ -24,7 +24,8 @@ never see this module: TLS costs nothing where it is off.
   received stay in the BIO (at most one ``max_read`` of ciphertext) and are
   delivered on ``resume_reading``.
 * ``close()`` sends close_notify, then closes the connection (lingering).
-  A peer's close_notify, or a plain TCP EOF, is the handler's ``eof_received``.
+  A peer's close_notify, or a plain TCP EOF, is the handler's ``eof_received``;
+  bytes a peer sends after its close_notify are dropped, never buffered.
 """
 
 from __future__ import annotations
@@ -187,6 +188,7 @@ class TLSLayer:
         self._keep_open: bool | None = None
         self._closing = False
         self._failed = False
+        self._handshake_done = False
         self.bytes_received = 0
         self.bytes_sent = 0
         #: Set by connection_made, from the connection (the PROXY header's
@@ -215,6 +217,8 @@ class TLSLayer:
 
     def data_received(self, data: bytes) -> None:
         """Ciphertext in: advance the handshake, then deliver plaintext."""
+        if self._eof_told:
+            return  # nothing follows close_notify; buffering it would be unbounded
         self._incoming.write(data)
         if self._inner is None:
             self._handshake()
@@ -237,7 +241,7 @@ class TLSLayer:
             self._timer = None
         if self._inner is not None:
             self._inner.connection_lost(exc)
-        elif not self._failed and exc is not None:
+        elif not self._failed and not self._handshake_done and exc is not None:
             self._fail(f"the connection failed during the handshake: {exc}", close=False)
 
     def pause_writing(self) -> None:
@@ -272,6 +276,7 @@ class TLSLayer:
             self._fail(_reason(exc))
             return
         self._flush()
+        self._handshake_done = True  # a handler that fails to build is not a TLS failure
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

@@ -65,3 +65,13 @@ def test_refusal_log_is_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
         refusals.refused(111.0, "refused %s", "c")
     lines = [r.getMessage() for r in caplog.records]
     assert lines == ["refused a", "refused c (5 more refused in the last 10s, not logged)"]
+
+
+def test_ipv4_mapped_entries_are_the_ipv4_networks_they_name() -> None:
+    assert [str(n) for n in parse_networks(["::ffff:10.0.0.0/104", "::ffff:1.2.3.4", "::1"])] == [
+        "10.0.0.0/8",
+        "1.2.3.4/32",
+        "::1/128",
+    ]
+    assert not AccessList(deny=parse_networks(["::ffff:10.0.0.1"])).admits(("::ffff:10.0.0.1", 1))
+    assert not AccessList(deny=parse_networks(["::ffff:10.0.0.1"])).admits(("10.0.0.1", 1))

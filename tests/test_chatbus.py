@@ -290,3 +290,16 @@ def test_healthz_reports_each_running_bus_and_whether_it_is_up(
     assert f"chat bus {name}: down\n" in body()
     one.bus.close()
     assert body() == before
+
+
+def test_an_origin_that_is_not_a_short_id_is_malformed(
+    reactor: reactorkit.Reactor, hub: reactorkit.LocalHub
+) -> None:
+    # The origin goes into log lines ("no word from server ..."): CR/LF there
+    # would forge log lines, and a 100 KB one would be logged every interval.
+    one, _, _, _ = two_servers(reactor, hub)
+    for origin in (b"x\\r\\nWARNING forged", b"y" * 100_000, b""):
+        hub._deliver(b'{"o": "%s", "q": 1, "k": "state", "r": "lobby", "m": ["a"]}' % origin)
+    settle(reactor)
+    assert one.bus.stats.malformed == 3
+    assert len(one.bus._peers) == 1  # only the other real server

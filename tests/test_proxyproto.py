@@ -148,6 +148,8 @@ def test_random_bytes_never_crash(data: bytes) -> None:
         (b"PROXY TCP4 1.2.3.999 1.2.3.4 1 2\r\n", "bad address"),
         (b"PROXY TCP4 ::1 1.2.3.4 1 2\r\n", "not an IPv4"),
         (b"PROXY TCP6 1.2.3.4 ::1 1 2\r\n", "not an IPv6"),
+        (b"PROXY TCP6 fe80::1%\x1b[2J\x00 ::1 1 2\r\n", "bad address"),  # a zone: log injection
+        (b"PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n", "bad address"),
         (b"PROXY TCP4 1.2.3.4 1.2.3.4 65536 2\r\n", "bad port"),
         (b"PROXY TCP4 1.2.3.4 1.2.3.4 -1 2\r\n", "bad port"),
         (b"PROXY TCP4 1.2.3.4 1.2.3.4 1 2\n", "without CRLF"),

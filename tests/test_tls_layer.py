@@ -173,3 +173,23 @@ def test_garbage_fails_the_handshake_once(certs: Certs) -> None:
     pair.raw.advance(20)  # the deadline was cancelled: no second failure
     assert pair.failures == 1
     assert pair.inner.events == []
+
+
+def test_bytes_after_close_notify_are_not_buffered(certs: Certs) -> None:
+    # A handler that keeps its side open after EOF (half-close) must not let
+    # the client grow the incoming BIO: nothing may follow close_notify, and
+    # SSLObject never reads past it, so such bytes are dropped on arrival.
+    pair = Pair(certs)
+    pair.handshake()
+    pair.inner.keep_open = True
+    with contextlib.suppress(ssl.SSLWantReadError):
+        pair.client.unwrap()
+    pair.pump()
+    assert pair.inner.events == ["made", "eof"]
+    for _ in range(64):
+        pair.raw.feed(b"\x17\x03\x03\x40\x00" + bytes(16384))
+    assert pair.layer._incoming.pending == 0
+    assert pair.inner.data == []
+    pair.layer.write(b"still answering")  # the handler's side still works
+    pair.pump()
+    assert pair.read_all() == b"still answering"

@@ -194,25 +194,29 @@ class ChatRooms:
         return self.bus.publish(event)
 
     def bus_event(self, event: reactorkit.ChatEvent) -> None:
+        # Clipped to what a local client may send: one huge PUBLISH must not
+        # become a huge line to every member.
+        nick = event.nick[: self.options.max_nick_length]
+        text = event.text[: self.options.max_line_length]
         if event.kind == "msg":
             target = self.nicks.get(event.target.lower())
             if target is not None:
-                target.say(f"*{event.nick}* {event.text}")
+                target.say(f"*{nick}* {text}")
             return
         room = self.rooms.get(event.room)
         if room is None:
             return  # nobody here is in that room
         kind = event.kind
         if kind == "say":
-            line = f"<{event.nick}> {event.text}"
+            line = f"<{nick}> {text}"
         elif kind == "me":
-            line = f"* {event.nick} {event.text}"
+            line = f"* {nick} {text}"
         elif kind == "join":
-            line = f"* {event.nick} joined #{event.room}"
+            line = f"* {nick} joined #{event.room}"
         elif kind == "leave":
-            line = f"* {event.nick} left {event.text}"
+            line = f"* {nick} left {text}"
         elif kind == "nick":
-            line = f"* {event.nick} is now {event.text}"
+            line = f"* {nick} is now {text}"
         else:
             return  # a kind a newer server knows
         self.broadcast(room, line)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import queue
 import re
 import socket
@@ -370,4 +371,63 @@ def test_healthz_shows_the_bus_going_down_and_up(
     redis.start()
     server.wait_for(r"reconnected after", timeout=RECONNECT_MAX + 5)
     assert healthz() == "ok\nchat bus chat: up\n"
+
+
+def redis_publish(redis: RedisServer, channel: str, payload: bytes) -> None:
+    """PUBLISH over a raw RESP socket: whoever can reach Redis, not a chat server."""
+    with socket.create_connection(("127.0.0.1", redis.port), timeout=5) as sock:
+        parts = [b"PUBLISH", channel.encode(), payload]
+        command = b"*%d\r\n" % len(parts)
+        command += b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+        sock.sendall(command)
+        reply = sock.makefile("rb").readline()
+        assert reply.startswith(b":"), reply  # the number of subscribers it reached
+
+
+def test_control_characters_from_the_bus_never_reach_a_client_raw(
+    run_server: Any, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # Another publisher on the same Redis sends CR/LF, NUL and an escape in a
+    # nick and a message: the client gets one line with them replaced, as it
+    # would for the same text typed by a local client, not a forged second line.
+    (server,) = start_servers(run_server, tmp_path, redis_server.url, "t-ctl:", count=1)
+    alice = BusClient(server.address)
+    event = {
+        "o": "hostile",
+        "q": 1,
+        "k": "say",
+        "r": "lobby",
+        "n": "mal\rlory",
+        "t": "hi\r\n<admin> type /quit\x00\x1b[2J",
+    }
+    redis_publish(redis_server, "t-ctl:room:lobby", json.dumps(event).encode())
+    assert alice.line() == "<mal\ufffdlory> hi\ufffd\ufffd<admin> type /quit\ufffd\ufffd[2J"
+    state = {"o": "hostile", "q": 2, "k": "state", "r": "lobby", "m": ["eve\r\n* forged"]}
+    redis_publish(redis_server, "t-ctl:ctl", json.dumps(state).encode())
+    deadline = time.monotonic() + 5
+    while True:
+        alice.send("/who")
+        who = alice.expect_prefix("* in #lobby: ").found
+        if "eve" in who:
+            break
+        assert time.monotonic() < deadline, who
+    assert who == f"{alice.nick}, eve\ufffd\ufffd* forged"
+    alice.close()
+    assert "Traceback" not in server.stop()
+
+
+def test_a_huge_message_from_the_bus_is_clipped_to_what_a_client_may_send(
+    run_server: Any, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # One 512 KiB PUBLISH must not become a 512 KiB line to every member (past
+    # max_output_buffer, which would disconnect them all): nick and text are
+    # clipped to max_nick_length and max_line_length, as local input is.
+    (server,) = start_servers(run_server, tmp_path, redis_server.url, "t-huge:", count=1)
+    alice = BusClient(server.address)
+    event = {"o": "hostile", "q": 1, "k": "say", "r": "lobby", "n": "N" * 100, "t": "x" * (1 << 19)}
+    redis_publish(redis_server, "t-huge:room:lobby", json.dumps(event).encode())
+    assert alice.line() == f"<{'N' * 16}> {'x' * 1024}"
+    alice.send("/who")
+    assert alice.line() == f"* in #lobby: {alice.nick}"  # still connected, nothing else queued
+    alice.close()
     assert "Traceback" not in server.stop()

@@ -258,3 +258,18 @@ def test_local_header_keeps_the_real_peer() -> None:
         sock.sendall(b"\r\n\r\n\x00\r\nQUIT\n\x20\x00\x00\x00")
         port = sock.getsockname()[1]
         assert read_line(sock) == f"you are 127.0.0.1:{port}\n".encode()
+
+
+def test_deny_written_as_an_ipv4_mapped_address_refuses_that_client() -> None:
+    # A balancer on IPv6 names IPv4 clients as ::ffff:a.b.c.d. The address is
+    # matched as IPv4, so a deny entry copied in that same form must match too
+    # (it used to be an IPv6 network nothing was ever compared against).
+    mapped_header = b"PROXY TCP6 ::ffff:10.9.8.7 ::1 4000 80\r\n"
+    for deny in (["::ffff:10.9.8.7"], ["::ffff:10.9.8.0/120"], ["10.9.8.7"]):
+        with serve(handler=PEER, proxy_protocol="v1", proxy_from=["127.0.0.1"], deny=deny) as srv:
+            with connect(srv.address()) as sock:
+                sock.sendall(mapped_header)
+                assert recv_until_closed(sock) == b"", deny
+            with connect(srv.address()) as sock:
+                sock.sendall(b"PROXY TCP6 ::ffff:10.9.9.7 ::1 4000 80\r\n")
+                assert read_line(sock).startswith(b"you are [::ffff:"), deny  # admitted

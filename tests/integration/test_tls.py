@@ -388,3 +388,79 @@ def test_check_validates_the_files(certs: Certs, tmp_path: Path) -> None:
     for text in ("tls.cert is required", "tls.client_auth must be one of", "tls.min_version",
                  "tls.alpn must be a list", "tls.extra is not a known"):  # fmt: skip
         assert text in bad.stderr, bad.stderr
+
+
+class HalfClose(reactorkit.Handler):
+    """Keeps its side open after the client's EOF (answers later, as http-lite may)."""
+
+    def __init__(self, state: Any = None) -> None:
+        super().__init__(state)
+        MADE.append(self)
+
+    def eof_received(self) -> bool | None:
+        self.connection.write(b"eof\n")
+        return True
+
+
+def test_bytes_after_close_notify_are_dropped_not_buffered(certs: Certs) -> None:
+    MADE.clear()
+    junk = b"\x17\x03\x03\x40\x00" + bytes(16384)
+    count = 256  # 4 MiB after close_notify
+    with serve(
+        handler=reactorkit.HandlerType(name="half", handler=HalfClose), tls=certs.tls_table()
+    ) as srv:
+        raw = socket.create_connection(srv.address()[:2], timeout=TIMEOUT)
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = certs.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+        while True:
+            try:
+                client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(outgoing.read())
+                incoming.write(raw.recv(65536))
+        with contextlib.suppress(ssl.SSLWantReadError):
+            client.unwrap()
+        raw.sendall(outgoing.read())
+        while b"eof\n" not in read_plain(client, incoming, raw):  # the server saw the EOF
+            pass
+        for _ in range(count):
+            raw.sendall(junk)
+        layer = MADE[0].connection
+        deadline = time.monotonic() + TIMEOUT
+        while layer._conn.bytes_received < count * len(junk) and time.monotonic() < deadline:
+            select.select([], [], [], 0.01)  # the server thread is still reading
+        assert layer._conn.bytes_received >= count * len(junk)
+        assert layer._incoming.pending == 0
+        raw.close()
+
+
+def read_plain(client: ssl.SSLObject, incoming: ssl.MemoryBIO, raw: socket.socket) -> bytes:
+    """Plaintext the server sent, reading the socket once if none is decrypted yet."""
+    try:
+        return client.read(65536)
+    except ssl.SSLWantReadError:
+        incoming.write(raw.recv(65536))
+        return b""
+
+
+class BrokenInit(reactorkit.Handler):
+    def __init__(self, state: Any = None) -> None:
+        raise RuntimeError("handler bug")
+
+
+def test_a_handler_that_fails_to_build_is_not_a_tls_failure(certs: Certs) -> None:
+    # The handshake succeeded; the handler's bug is logged as one (errors),
+    # not also counted and logged as a failed TLS handshake.
+    handler_type = reactorkit.HandlerType(name="broken", handler=BrokenInit)
+    with serve(handler=handler_type, tls=certs.tls_table()) as srv:
+        with tls_connect(certs, srv.address()) as sock:
+            sock.sendall(b"x")
+            assert recv_until_closed(sock) == b""
+        listener = next(iter(srv.listeners.values()))
+        deadline = time.monotonic() + TIMEOUT
+        while listener.connections and time.monotonic() < deadline:
+            select.select([], [], [], 0.01)  # connection_lost comes on the next loop pass
+        assert not listener.connections
+        assert listener.stats.errors == 1
+        assert listener.stats.tls_failures == 0
