@@ -87,12 +87,14 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
-def reactorkit_config(handler: str, port: int, options: str = "", extra: str = "") -> str:
+def reactorkit_config(
+    handler: str, port: int, options: str = "", extra: str = "", log_level: str = "warning"
+) -> str:
     fd, path = tempfile.mkstemp(suffix=".toml", prefix="rk-bench-")
     with os.fdopen(fd, "w") as f:
         f.write(f"""
 [reactor]
-log_level = "warning"
+log_level = "{log_level}"
 {extra}
 
 [[listen]]

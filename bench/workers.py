@@ -37,29 +37,25 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from run import BENCH, LOAD_CPU, LOADGEN, PY, build_loadgen, cpu_seconds, free_port
+from run import (
+    BENCH,
+    LOAD_CPU,
+    LOADGEN,
+    PY,
+    build_loadgen,
+    cpu_seconds,
+    free_port,
+    reactorkit_config,
+)
 
 SERVER_CPU = "0"
 
 
 def config(handler: str, port: int, workers: int, options: str = "", extra: str = "") -> str:
-    fd, path = tempfile.mkstemp(suffix=".toml", prefix="rk-bench-workers-")
-    with os.fdopen(fd, "w") as f:
-        f.write(f"""
-[reactor]
-log_level = "info"
-workers = {workers}
-{extra}
-
-[[listen]]
-handler = "{handler}"
-port = {port}
-backlog = 4096
-max_connections = 20000
-[listen.options]
-{options}
-""")
-    return path
+    # The supervisor logs each worker's pid at info: the runs read them there.
+    return reactorkit_config(
+        handler, port, options, extra=f"workers = {workers}\n{extra}", log_level="info"
+    )
 
 
 def children(pid: int) -> list[int]:
