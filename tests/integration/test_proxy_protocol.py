@@ -89,9 +89,11 @@ def client_from(source: str, address: Any) -> socket.socket:
 
 
 def read_line(sock: Any) -> bytes:
+    # A byte at a time: what the server sends after the line (an echo) may
+    # already be there, and must stay for the next read.
     out = b""
     while not out.endswith(b"\n"):
-        chunk = sock.recv(4096)
+        chunk = sock.recv(1)
         if not chunk:
             break
         out += chunk
@@ -238,23 +240,16 @@ def test_header_deadline_and_bad_headers_close_the_connection(
             sock.sendall(b"PROXY TCP4 1.2.3.4")  # truncated, then EOF
             sock.shutdown(socket.SHUT_WR)
             assert recv_until_closed(sock) == b""
+        # A hand-written header works as HAProxy's does, with the data after it.
+        with connect(address) as sock:
+            sock.sendall(b"PROXY TCP6 2001:db8::1 ::1 4242 80\r\nping")
+            assert read_line(sock) == b"you are [2001:db8::1]:4242\n"
+            assert sock.recv(10) == b"ping"
         listener = next(iter(srv.listeners.values()))
         assert srv.call(lambda: listener.stats.proxy_failures) == 3
-    assert MADE == []
+    assert len(MADE) == 1
     assert "no PROXY header within 0.3s" in caplog.text
     assert "bad PROXY header" in caplog.text
-    # A hand-written header works as HAProxy's does, with the data after it.
-    # (On its own server: under CPU load, this connection right after the
-    # three refused ones was once answered only when the loop was woken by
-    # something else; not root-caused yet, see the session note.)
-    with (
-        serve(handler=PEER, proxy_protocol="any", proxy_from=["127.0.0.1"]) as srv,
-        connect(srv.address()) as sock,
-    ):
-        sock.sendall(b"PROXY TCP6 2001:db8::1 ::1 4242 80\r\nping")
-        assert read_line(sock) == b"you are [2001:db8::1]:4242\n"
-        assert sock.recv(10) == b"ping"
-    assert len(MADE) == 1
 
 
 def test_local_header_keeps_the_real_peer() -> None:
