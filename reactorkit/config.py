@@ -226,41 +226,11 @@ class Config:
             with open(path, "rb") as f:
                 return f.read().decode("utf-8")
         except FileNotFoundError:
-            raise ConfigErrors(
-                [
-                    ConfigError(
-                        path=path,
-                        listener=None,
-                        field=None,
-                        expected="file not found",
-                        show_got=False,
-                    )
-                ]
-            ) from None
+            raise _file_error(path, "file not found") from None
         except OSError as exc:
-            raise ConfigErrors(
-                [
-                    ConfigError(
-                        path=path,
-                        listener=None,
-                        field=None,
-                        expected=f"cannot be read: {exc.strerror}",
-                        show_got=False,
-                    )
-                ]
-            ) from None
+            raise _file_error(path, f"cannot be read: {exc.strerror}") from None
         except UnicodeDecodeError as exc:
-            raise ConfigErrors(
-                [
-                    ConfigError(
-                        path=path,
-                        listener=None,
-                        field=None,
-                        expected=f"is not valid TOML: not UTF-8 ({exc})",
-                        show_got=False,
-                    )
-                ]
-            ) from None
+            raise _file_error(path, f"is not valid TOML: not UTF-8 ({exc})") from None
 
     @classmethod
     def _read(cls, path: str) -> dict[str, Any]:
@@ -434,21 +404,18 @@ def _unix_path_problem(path: str) -> str | None:
     return None
 
 
+def _file_error(path: str, expected: str) -> ConfigErrors:
+    """An error about the whole file (missing, unreadable, not TOML): no listener, no field."""
+    return ConfigErrors(
+        [ConfigError(path=path, listener=None, field=None, expected=expected, show_got=False)]
+    )
+
+
 def _parse(text: str, path: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigErrors(
-            [
-                ConfigError(
-                    path=path,
-                    listener=None,
-                    field=None,
-                    expected=f"is not valid TOML: {exc}",
-                    show_got=False,
-                )
-            ]
-        ) from None
+        raise _file_error(path, f"is not valid TOML: {exc}") from None
 
 
 def _reactor_config(table: Any, problems: Problems) -> ReactorConfig:
