@@ -75,21 +75,26 @@ class RedisServer:
             args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
         assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
         deadline = time.monotonic() + START_TIMEOUT
+        output = ""
+        # os.read, not readline(): a buffered readline may pull the "ready"
+        # line into Python's buffer, after which select() sees nothing more.
         with selectors.DefaultSelector() as selector:
-            selector.register(self.proc.stdout, selectors.EVENT_READ)
-            while True:
+            selector.register(fd, selectors.EVENT_READ)
+            while READY not in output:
                 left = deadline - time.monotonic()
                 if left <= 0 or not selector.select(left):
+                    self.log.append(output)
                     self.kill()
                     raise TimeoutError("redis-server did not start:\n" + "".join(self.log))
-                line = self.proc.stdout.readline()
-                if not line:
+                chunk = os.read(fd, 65536).decode(errors="replace")
+                if not chunk:
+                    self.log.append(output)
                     self.proc.wait(5)
                     raise RuntimeError("redis-server exited:\n" + "".join(self.log))
-                self.log.append(line)
-                if READY in line:
-                    break
+                output += chunk
+        self.log.append(output)
         # Keep reading its output so a full pipe can never stall it.
         os.set_blocking(self.proc.stdout.fileno(), False)
 
