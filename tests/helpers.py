@@ -63,6 +63,7 @@ class ServerProcess:
         )
         self.log: list[str] = []
         self.addresses: dict[str, str] = {}
+        self._pump: threading.Thread | None = None
 
     def wait_serving(self, count: int, timeout: float = 15.0) -> dict[str, str]:
         """Read the log until ``count`` listeners report their address."""
@@ -96,16 +97,23 @@ class ServerProcess:
         self._pump.start()
 
     def _finish(self, timeout: float) -> None:
-        pump = getattr(self, "_pump", None)
-        if pump is None:
-            _, err = self.proc.communicate(timeout=timeout)
-            self.log.append(err)
-        else:
-            self.proc.wait(timeout=timeout)
-            pump.join(timeout)
-            for stream in (self.proc.stdout, self.proc.stderr):
-                if stream is not None:
-                    stream.close()
+        # Not communicate(): it reads the pipe's fd directly, so the lines
+        # readline() had already buffered (the one after "listening", say) were lost.
+        if self._pump is None:
+            self.keep_reading_log()
+        assert self._pump is not None
+        stdout = self.proc.stdout
+        drain = None
+        if stdout is not None and not stdout.closed:
+            drain = threading.Thread(target=stdout.read, daemon=True)  # a full pipe never blocks it
+            drain.start()
+        self.proc.wait(timeout=timeout)
+        self._pump.join(timeout)
+        if drain is not None:
+            drain.join(timeout)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
 
     def tcp(self, name: str) -> tuple[str, int]:
         host, _, port = self.addresses[name].rpartition(":")

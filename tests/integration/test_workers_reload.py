@@ -311,8 +311,11 @@ def test_sighup_and_sigttin_as_soon_as_the_ports_are_bound_follow_the_first_roll
     )
     server = supervised(whoami_config(tmp_path / "c.toml", extra=extra), env=plugin_env)
     server.wait_for(r"bound 127\.0\.0\.1:\d+")
-    server.signal(signal.SIGTTIN)
+    # SIGHUP first: a reload applies the file's `workers` again, so the order
+    # matters, and whether the two land together (the kernel then delivers the
+    # lower number, SIGHUP, first) or apart, this order is the one that arrives.
     server.signal(signal.SIGHUP)
+    server.signal(signal.SIGTTIN)
     first = server.wait_generation(1)
     assert len(first) == 2
     server.wait_generation(2)
