@@ -21,7 +21,8 @@
  *   loadgen idle PORT CONNS SECONDS
  *       Opens CONNS connections, prints "ready", holds them SECONDS, exits.
  *
- * Output is one line of key=value pairs, which bench/run.py parses.
+ * rr and fanout print "go" when the timed part starts, then, at the end,
+ * one line of key=value pairs, which bench/run.py parses.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -96,6 +97,14 @@ static void send_all(int fd, const char *buf, size_t len) {
     }
 }
 
+/* "go" on a line of its own: connected (and, for fanout, the greetings
+ * skipped); the measured part starts now. bench/run.py reads the server's
+ * CPU time at this line, so connection set-up is not counted. */
+static void go(void) {
+    printf("go\n");
+    fflush(stdout);
+}
+
 typedef struct { int fd; size_t got; double sent_at; } conn_t;
 
 static int mode_rr(int port, int conns, double seconds, const char *req_arg, long reply) {
@@ -110,6 +119,7 @@ static int mode_rr(int port, int conns, double seconds, const char *req_arg, lon
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (unsigned)i};
         epoll_ctl(ep, EPOLL_CTL_ADD, c[i].fd, &ev);
     }
+    go();
     double start = now(), end = start + seconds;
     for (int i = 0; i < conns; i++) { c[i].sent_at = now(); send_all(c[i].fd, req, req_len); }
     long done = 0;
@@ -165,6 +175,7 @@ static int mode_fanout(int port, int receivers, double seconds, int port2) {
     for (int i = 0; i < receivers; i++) fds[i] = dial(port2 && i % 2 ? port2 : port);
     int sender = fds[receivers] = dial(port);
     drain_quiet(fds, receivers + 1, 0.3);
+    go();
     int ep = epoll_create1(0);
     for (int i = 0; i < receivers; i++) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (unsigned)i};

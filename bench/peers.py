@@ -9,6 +9,9 @@ KIND is one of:
                                             to every line (line-command's PING)
   asyncio-chat, uvloop-chat                 broadcast every line to every
                                             other client (chat's fan-out)
+  epoll-echo                                echo on a hand-written loop over
+                                            select.epoll, in pure Python: what
+                                            Python itself costs, no framework
 
 Each prints "ready" once listening and runs until killed.
 """
@@ -16,6 +19,8 @@ Each prints "ready" once listening and runs until killed.
 from __future__ import annotations
 
 import asyncio
+import select
+import socket
 import sys
 
 
@@ -85,9 +90,75 @@ def serve_twisted_echo(port: int) -> None:
     reactor.run()
 
 
+def serve_epoll_echo(port: int) -> None:
+    """Echo on select.epoll directly: a dict of sockets and a loop, nothing else.
+
+    Level-triggered. What send() does not take is kept and the connection
+    stops reading until it has gone (EPOLLOUT only), so memory stays bounded.
+    """
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", port))
+    listener.listen(4096)
+    listener.setblocking(False)
+    ep = select.epoll()
+    ep.register(listener.fileno(), select.EPOLLIN)
+    lfd = listener.fileno()
+    socks: dict[int, socket.socket] = {}
+    unsent: dict[int, bytes] = {}
+    print("ready", flush=True)
+
+    def close(fd: int) -> None:
+        ep.unregister(fd)
+        socks.pop(fd).close()
+        unsent.pop(fd, None)
+
+    while True:
+        for fd, _events in ep.poll():
+            if fd == lfd:
+                while True:
+                    try:
+                        sock, _ = listener.accept()
+                    except BlockingIOError:
+                        break
+                    except OSError:
+                        break  # EMFILE and the like: retried on the next event
+                    sock.setblocking(False)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    socks[sock.fileno()] = sock
+                    ep.register(sock.fileno(), select.EPOLLIN)
+                continue
+            sock = socks[fd]
+            data = unsent.get(fd, b"")
+            try:
+                if not data:
+                    data = sock.recv(65536)
+                    if not data:
+                        close(fd)
+                        continue
+                try:
+                    sent = sock.send(data)
+                except BlockingIOError:
+                    sent = 0
+            except BlockingIOError:
+                continue
+            except OSError:
+                close(fd)
+                continue
+            if sent < len(data):
+                if fd not in unsent:
+                    ep.modify(fd, select.EPOLLOUT)
+                unsent[fd] = data[sent:]
+            elif unsent.pop(fd, None) is not None:
+                ep.modify(fd, select.EPOLLIN)
+
+
 def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
     runtime, _, what = kind.partition("-")
+    if runtime == "epoll":
+        serve_epoll_echo(port)
+        return
     if runtime == "twisted":
         serve_twisted_echo(port)
         return

@@ -1,405 +1,410 @@
-"""Benchmarks: reactorkit beside its peers, in one run, as ratios.
+"""Benchmarks: reactorkit beside its peers and a C floor, in interleaved rounds.
 
-    python bench/run.py echo|memory|line|chat|http|all [--seconds S] [--repeat N] [--before DIR]
+    python bench/run.py echo|memory|line|chat|http|all [--seconds S] [--rounds N]
+                        [--seed N] [--out DIR] [--no-charts] [--before DIR]
 
 Every server runs pinned to CPU 0 and the load generator to CPU 1
-(``taskset``), so they do not compete for a core. Beside requests/s and
-latency, each row reports the server's CPU time per request: utime+stime
-from ``/proc/PID/stat`` over the run, divided by the requests served. That
-figure, and its ratio to the peer, is what tells implementations apart.
+(``taskset``). The figure to read is the server's CPU time per request:
+utime+stime from ``/proc/PID/stat`` over the timed part of the run, divided
+by the requests served (harness.py).
+
+Rounds: each round starts every server of a comparison (one process each,
+on its own port) and then, load row by load row, runs each server once in
+an order shuffled by a seeded RNG (the seed is printed; ``--seed`` replays
+it). A change in the machine's load therefore hits every server of a round
+alike, and the tables give medians of per-round ratios with their min-max,
+and each server's cost above the C floor (bench/floor.c) round by round.
+Idle memory starts a fresh process per server and round instead.
+
+Output: Markdown tables on stdout, and per comparison ``DIR/NAME.json``
+(the raw samples; ``python bench/report.py`` reprints them) and
+``DIR/NAME.svg`` (the chart; charts.py). DIR defaults to docs/perf.
+
+Time: ``all`` at the defaults (``--seconds 2 --rounds 3``) takes about
+10 minutes; each round of echo about 80 s, of line 20 s, of chat 25 s, of
+memory 30 s, of http 25 s.
 
 Load: ``bench/loadgen.c`` (built here with gcc into bench/build/) for echo,
-line-command and chat; ``wrk`` for HTTP. Only 127.0.0.1 is used; every run
-is bounded by ``--seconds``.
+line-command, chat and memory; ``wrk`` for HTTP. Only 127.0.0.1 is used;
+every run is bounded by ``--seconds``.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import datetime
+import math
 import os
-import re
-import resource
-import shutil
-import socket
-import statistics
+import random
+import shlex
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-BUILD = BENCH / "build"
-LOADGEN = BUILD / "loadgen"
-PY = sys.executable
-SERVER_CPU, LOAD_CPU = "0", "1"
+# Other bench scripts import these from here: `from run import ...`.
+from harness import (
+    BENCH,
+    FLOOR,
+    LOAD_CPU,
+    LOADGEN,
+    PY,
+    build_loadgen,
+    cpu_seconds,
+    free_port,
+    loadgen,
+    measured_load,
+    missing_modules,
+    missing_tools,
+    open_fds,
+    raise_fd_limit,
+    reactorkit_config,
+    rss_kib,
+    server,
+    start,
+    stop,
+    wrk,
+)
+from report import Sample, Section, markdown
 
+__all__ = [
+    "BENCH",
+    "LOADGEN",
+    "LOAD_CPU",
+    "PY",
+    "build_loadgen",
+    "cpu_seconds",
+    "free_port",
+    "loadgen",
+    "median_of",
+    "missing_tools",
+    "reactorkit_config",
+    "server",
+    "table",
+]
 
-#: External programs the benchmarks run, and how to get each one.
-TOOLS = {
-    "gcc": "apt-get install gcc (Debian/Ubuntu), dnf install gcc (Fedora)",
-    "wrk": "apt-get install wrk (Debian/Ubuntu), dnf install wrk (Fedora), "
-    "or build it from https://github.com/wg/wrk",
-    "taskset": "apt-get install util-linux (Debian/Ubuntu), dnf install util-linux (Fedora)",
-}
+DOCS_PERF = BENCH.parent / "docs" / "perf"
+FLOOR_NAME = "C floor"
+CPU_COLUMNS = [("rps", "requests/s"), ("p99_us", "p99 µs"), ("load_cpu_pct", "load gen CPU")]
 
-
-def missing_tools(what: str) -> list[str]:
-    """The programs ``what`` needs that are not on PATH, each with how to install it."""
-    needed = ["taskset"]
-    if what in ("echo", "memory", "line", "chat", "all"):
-        needed.append("gcc")  # builds bench/loadgen.c
-    if what in ("http", "all"):
-        needed.append("wrk")
-    return [
-        f"{tool}: not found on PATH; install it: {TOOLS[tool]}"
-        for tool in needed
-        if shutil.which(tool) is None
-    ]
-
-
-def build_loadgen() -> None:
-    source = BENCH / "loadgen.c"
-    if not LOADGEN.exists() or LOADGEN.stat().st_mtime < source.stat().st_mtime:
-        BUILD.mkdir(exist_ok=True)
-        subprocess.run(["gcc", "-O2", "-Wall", "-o", str(LOADGEN), str(source)], check=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
-
-
-def reactorkit_config(
-    handler: str, port: int, options: str = "", extra: str = "", log_level: str = "warning"
-) -> str:
-    fd, path = tempfile.mkstemp(suffix=".toml", prefix="rk-bench-")
-    with os.fdopen(fd, "w") as f:
-        f.write(f"""
-[reactor]
-log_level = "{log_level}"
-{extra}
-
-[[listen]]
-handler = "{handler}"
-port = {port}
-backlog = 4096
-max_connections = 20000
-[listen.options]
-{options}
-""")
-    return path
-
-
-@contextlib.contextmanager
-def server(
-    command: list[str], port: int, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        ["taskset", "-c", SERVER_CPU, *command],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {command}") from None
-                time.sleep(0.05)
-        time.sleep(0.3)  # let the accepted probe connection go
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
-def loadgen(*args: object, timeout: float = 120) -> dict[str, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    started = time.monotonic()
-    out = subprocess.run(
-        ["taskset", "-c", LOAD_CPU, str(LOADGEN), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=True,
-    ).stdout
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result = {k: float(v) for k, v in re.findall(r"(\w+)=([\d.]+)", out)}
-    used = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    # How busy the load generator's core was: near 100% means the req/s
-    # column is capped by the client, and CPU/request is the figure to read.
-    result["load_cpu_pct"] = 100 * used / (time.monotonic() - started)
-    return result
-
-
-def measured(
-    proc: subprocess.Popen[bytes], run: dict[str, float], before: float, count_key: str
-) -> dict[str, float]:
-    used = cpu_seconds(proc.pid) - before
-    count = run[count_key]
-    run["cpu_us"] = used / count * 1e6 if count else float("nan")
-    return run
+#: A server of a comparison: port -> (command, environment or None).
+Make = Callable[[int], tuple[list[str], dict[str, str] | None]]
+#: One measurement: (server pid, its port) -> a sample.
+Measure = Callable[[int, int], Sample]
 
 
 def median_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Median of each key over ``runs`` (used by tls.py and chat_bus.py)."""
+    import statistics
+
     return {key: statistics.median(r[key] for r in runs) for key in runs[0]}
+
+
+def table(title: str, rows: list[tuple[str, str, dict[str, float]]], base: str) -> None:
+    """A one-shot table of (load, server, sample) rows against ``base`` (tls.py uses it)."""
+    section = Section(
+        name="table",
+        title=title,
+        metric="cpu_us",
+        metric_label="CPU µs/request",
+        floor=None,
+        baselines=[base],
+        columns=CPU_COLUMNS,
+    )
+    for load, name, sample in rows:
+        section.add(load, name, sample)
+    print("\n" + markdown(section))
+    sys.stdout.flush()
+
+
+def peer(kind: str) -> Make:
+    return lambda port: ([PY, str(BENCH / "peers.py"), kind, str(port)], None)
+
+
+def floor(mode: str) -> Make:
+    return lambda port: ([str(FLOOR), mode, str(port)], None)
+
+
+def reactorkit(
+    handler: str, options: str = "", extra: str = "", env: dict[str, str] | None = None
+) -> Make:
+    def make(port: int) -> tuple[list[str], dict[str, str] | None]:
+        config = reactorkit_config(handler, port, options, extra=extra)
+        return [PY, "-m", "reactorkit", "run", config], env
+
+    return make
+
+
+def rounds_of(
+    section: Section,
+    servers: dict[str, Make],
+    loads: list[tuple[str, Callable[[int, int], Sample]]],
+    rounds: int,
+    rng: random.Random,
+) -> None:
+    """Run ``rounds`` rounds: all servers up, then each load row with the servers shuffled."""
+    for row, _ in loads:
+        section.runs.setdefault(row, {name: [] for name in servers})
+    for number in range(1, rounds + 1):
+        ports = {name: free_port() for name in servers}
+        procs: dict[str, subprocess.Popen[bytes]] = {}
+        started = time.monotonic()
+        try:
+            for name, make in servers.items():
+                command, env = make(ports[name])
+                procs[name] = start(command, ports[name], env)
+            time.sleep(0.2)  # the readiness probes' connections close
+            for row, measure in loads:
+                order = list(servers)
+                rng.shuffle(order)
+                for name in order:
+                    section.add(row, name, attempt(section, measure, procs[name].pid, ports[name]))
+        finally:
+            for proc in procs.values():
+                stop(proc)
+        progress(f"{section.name}: round {number}/{rounds} took {time.monotonic() - started:.0f}s")
+
+
+def attempt(section: Section, measure: Measure, pid: int, port: int) -> Sample:
+    """One measurement; a failed one is reported and kept as a gap (NaN), not fatal."""
+    try:
+        return measure(pid, port)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        progress(f"{section.name}: a run of server {pid} failed, left out: {exc}")
+        return {section.metric: math.nan}
+
+
+def progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def rr(conns: int, seconds: float, request: str, reply: int) -> Measure:
+    def measure(pid: int, port: int) -> Sample:
+        return measured_load(pid, "requests", "rr", port, conns, seconds, request, reply)
+
+    return measure
+
+
+def cpu_section(name: str, title: str, baselines: list[str], note: str = "") -> Section:
+    return Section(
+        name=name,
+        title=title,
+        metric="cpu_us",
+        metric_label="CPU µs/request",
+        floor=FLOOR_NAME,
+        baselines=baselines,
+        columns=CPU_COLUMNS,
+        note=note,
+    )
 
 
 # -- what is measured ----------------------------------------------------------
 
 
-def echo_servers(port: int) -> dict[str, list[str]]:
+def echo_servers() -> dict[str, Make]:
     return {
-        "reactorkit": [PY, "-m", "reactorkit", "run", reactorkit_config("echo", port)],
-        "asyncio": [PY, str(BENCH / "peers.py"), "asyncio-echo", str(port)],
-        "uvloop": [PY, str(BENCH / "peers.py"), "uvloop-echo", str(port)],
-        "twisted": [PY, str(BENCH / "peers.py"), "twisted-echo", str(port)],
+        FLOOR_NAME: floor("echo"),
+        "reactorkit": reactorkit("echo"),
+        "asyncio": peer("asyncio-echo"),
+        "uvloop": peer("uvloop-echo"),
+        "twisted": peer("twisted-echo"),
+        "python epoll": peer("epoll-echo"),
     }
 
 
-def run_rr(
-    command: list[str], port: int, conns: int, seconds: float, request: str, reply: int, repeat: int
-) -> dict[str, float]:
-    runs = []
-    for _ in range(repeat):
-        with server(command, port) as proc:
-            before = cpu_seconds(proc.pid)
-            run = loadgen("rr", port, conns, seconds, request, reply)
-            runs.append(measured(proc, run, before, "requests"))
-    return median_of(runs)
+def bench_echo(seconds: float, rounds: int, rng: random.Random) -> Section:
+    section = cpu_section("echo", "Echo (RFC 862), closed loop", ["asyncio", "uvloop"])
+    loads = [
+        (f"{conns} conns x {size} B", rr(conns, seconds, f"@{size}", size))
+        for conns in (1, 50, 500)
+        for size in (64, 4096)
+    ]
+    rounds_of(section, echo_servers(), loads, rounds, rng)
+    return section
 
 
-def table(title: str, rows: list[tuple[str, str, dict[str, float]]], base: str) -> None:
-    print(f"\n### {title}\n")
-    print(
-        "| load | server | requests/s | p99 µs | CPU µs/request | req/s vs "
-        f"{base} | CPU/request vs {base} | load generator CPU |"
-    )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    baseline = {load: r for load, name, r in rows if name == base}
-    for load, name, r in rows:
-        b = baseline.get(load)
-        rps_ratio = r["rps"] / b["rps"] if b else float("nan")
-        cpu_ratio = r["cpu_us"] / b["cpu_us"] if b else float("nan")
-        print(
-            f"| {load} | {name} | {r['rps']:,.0f} | {r.get('p99_us', 0):,.0f} | "
-            f"{r['cpu_us']:.1f} | {rps_ratio:.2f}x | {cpu_ratio:.2f}x | "
-            f"{_pct(r.get('load_cpu_pct'))} |"
-        )
-    sys.stdout.flush()
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.0f}%"
-
-
-def bench_echo(seconds: float, repeat: int) -> None:
-    rows = []
-    for conns in (1, 50, 500):
-        for size in (64, 4096):
-            port = free_port()
-            for name, command in echo_servers(port).items():
-                r = run_rr(command, port, conns, seconds, f"@{size}", size, repeat)
-                rows.append((f"{conns} conns x {size} B", name, r))
-    table("Echo (RFC 862), closed loop", rows, "asyncio")
-
-
-def bench_memory(conns: int = 10_000) -> None:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = min(hard, conns * 2 + 1024)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    if wanted < conns + 100:
-        print(f"\nmemory: skipped, RLIMIT_NOFILE hard limit {hard} is below {conns}")
-        return
-    print(f"\n### Memory: RSS per idle connection, {conns:,} connections\n")
-    print(
-        "| server | RSS before KiB | RSS with connections KiB | bytes per connection | vs asyncio |"
-    )
-    print("|---|---:|---:|---:|---:|")
-    results = {}
-    port = free_port()
-    for name, command in echo_servers(port).items():
-        with server(command, port) as proc:
-            before = rss_kib(proc.pid)
-            gen = subprocess.Popen(
-                ["taskset", "-c", LOAD_CPU, str(LOADGEN), "idle", str(port), str(conns), "4"],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            assert gen.stdout is not None
-            assert gen.stdout.readline().strip() == "ready"
-            time.sleep(1.0)  # let the server accept the backlog
-            after = rss_kib(proc.pid)
-            gen.wait(30)
-        results[name] = (before, after, (after - before) * 1024 / conns)
-    for name, (before, after, per) in results.items():
-        print(
-            f"| {name} | {before:,} | {after:,} | {per:,.0f} | {per / results['asyncio'][2]:.2f}x |"
-        )
-
-
-def bench_line(seconds: float, repeat: int) -> None:
-    rows = []
-    for conns in (1, 50):
-        port = free_port()
-        servers = {
-            "reactorkit line-command": [
-                PY,
-                "-m",
-                "reactorkit",
-                "run",
-                reactorkit_config("line-command", port, "rate = 0  # flood control off"),
-            ],
-            "asyncio": [PY, str(BENCH / "peers.py"), "asyncio-ping", str(port)],
-            "uvloop": [PY, str(BENCH / "peers.py"), "uvloop-ping", str(port)],
-        }
-        for name, command in servers.items():
-            r = run_rr(command, port, conns, seconds, "PING\\r\\n", 7, repeat)
-            rows.append((f"{conns} conns PING", name, r))
-    table("line-command: PING round trips", rows, "asyncio")
-
-
-def bench_chat(seconds: float, repeat: int) -> None:
-    rows = []
-    for receivers in (10, 100):
-        port = free_port()
-        options = "rate = 1e9\nburst = 1000000000\nmax_room_clients = 1000"
-        servers = {
-            "reactorkit chat": [
-                PY,
-                "-m",
-                "reactorkit",
-                "run",
-                reactorkit_config("chat", port, options),
-            ],
-            "asyncio": [PY, str(BENCH / "peers.py"), "asyncio-chat", str(port)],
-            "uvloop": [PY, str(BENCH / "peers.py"), "uvloop-chat", str(port)],
-        }
-        for name, command in servers.items():
-            runs = []
-            for _ in range(repeat):
-                with server(command, port) as proc:
-                    run = loadgen("fanout", port, receivers, seconds + 1, timeout=120)
-                    # CPU over the whole run, including the joins; per delivery.
-                    run["cpu_us"] = cpu_seconds(proc.pid) / run["deliveries"] * 1e6
-                    run["rps"] = run["deliveries_per_s"]
-                    runs.append(run)
-            rows.append((f"1 sender -> {receivers} receivers", name, median_of(runs)))
-    print(
-        "\n(chat: requests/s means deliveries/s; p99 is the time for one message to "
-        "reach every receiver; CPU counts the whole server process life)"
-    )
-    table("chat: broadcast fan-out", rows, "asyncio")
-
-
-def wrk(port: int, conns: int, seconds: float) -> tuple[float, float, float]:
-    """(requests, requests/s, p99 µs) of one ``wrk -t1`` run, pinned to the load CPU."""
-    url = f"http://127.0.0.1:{port}/"
-    out = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            LOAD_CPU,
-            "wrk",
-            "-t1",
-            f"-c{conns}",
-            f"-d{seconds:g}s",
-            "--latency",
-            url,
+def bench_memory(rounds: int, rng: random.Random, conns: int = 10_000) -> Section | None:
+    if raise_fd_limit(conns * 2 + 1024) < conns + 100:
+        progress(f"memory: skipped, RLIMIT_NOFILE's hard limit is below {conns}")
+        return None
+    section = Section(
+        name="memory",
+        title=f"Memory: RSS per idle connection, {conns:,} connections",
+        metric="bytes_per_conn",
+        metric_label="bytes RSS per connection",
+        floor=FLOOR_NAME,
+        baselines=["asyncio", "uvloop"],
+        columns=[
+            ("rss_before_kib", "RSS before KiB"),
+            ("rss_after_kib", "RSS with connections KiB"),
         ],
-        capture_output=True,
-        text=True,
-        timeout=seconds + 60,
-        check=True,
-    ).stdout
-    total = re.search(r"(\d+) requests in", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
-    if total is None or rps is None or p99 is None:
-        raise RuntimeError(f"cannot read wrk's output:\n{out}")
-    scale = {"us": 1, "ms": 1e3, "s": 1e6}[p99.group(2)]
-    return float(total.group(1)), float(rps.group(1)), float(p99.group(1)) * scale
-
-
-def http_servers(port: int, before: str | None) -> dict[str, tuple[list[str], dict[str, str]]]:
-    env = dict(os.environ, PYTHONPATH=str(BENCH))
-    config = reactorkit_config(
-        "http-lite", port, "access_log = false", extra='plugins = ["rk_bench_routes"]'
     )
-    uvicorn = [PY, "-m", "uvicorn", "asgi_app:app", "--port", str(port), "--http", "httptools"]
-    uvicorn += ["--no-access-log", "--log-level", "warning", "--backlog", "4096"]
-    servers = {"reactorkit http-lite": ([PY, "-m", "reactorkit", "run", config], env)}
+    servers = echo_servers()
+    row = f"{conns:,} idle"
+    section.runs[row] = {name: [] for name in servers}
+    for number in range(1, rounds + 1):
+        order = list(servers)
+        rng.shuffle(order)
+        for name in order:
+            port = free_port()
+            command, env = servers[name](port)
+            proc = start(command, port, env)
+            try:
+                measure: Measure = lambda pid, port: idle_memory(pid, port, conns)  # noqa: E731
+                section.add(row, name, attempt(section, measure, proc.pid, port))
+            finally:
+                stop(proc)
+        progress(f"memory: round {number}/{rounds}")
+    return section
+
+
+def idle_memory(pid: int, port: int, conns: int) -> Sample:
+    """RSS before and while holding ``conns`` idle connections, once all are accepted."""
+    time.sleep(0.2)  # the readiness probe's connection closes
+    before, fds = rss_kib(pid), open_fds(pid)
+    gen = subprocess.Popen(
+        ["taskset", "-c", LOAD_CPU, str(LOADGEN), "idle", str(port), str(conns), "120"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert gen.stdout is not None
+        if gen.stdout.readline().strip() != "ready":
+            raise RuntimeError("loadgen idle did not connect")
+        deadline = time.monotonic() + 30
+        while open_fds(pid) < fds + conns:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server {pid} accepted only {open_fds(pid) - fds} of {conns}")
+            time.sleep(0.05)
+        time.sleep(0.2)  # connection_made callbacks of the last accepts
+        after = rss_kib(pid)
+    finally:
+        gen.kill()
+        gen.wait(10)
+    return {
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "bytes_per_conn": (after - before) * 1024 / conns,
+    }
+
+
+def bench_line(seconds: float, rounds: int, rng: random.Random) -> Section:
+    section = cpu_section(
+        "line",
+        "line-command: PING round trips",
+        ["asyncio", "uvloop"],
+    )
+    servers = {
+        FLOOR_NAME: floor("line"),
+        "reactorkit line-command": reactorkit("line-command", "rate = 0  # flood control off"),
+        "asyncio": peer("asyncio-ping"),
+        "uvloop": peer("uvloop-ping"),
+    }
+    loads = [(f"{conns} conns PING", rr(conns, seconds, "PING\\r\\n", 7)) for conns in (1, 50)]
+    rounds_of(section, servers, loads, rounds, rng)
+    return section
+
+
+def fanout(receivers: int, seconds: float) -> Measure:
+    def measure(pid: int, port: int) -> Sample:
+        run = measured_load(pid, "deliveries", "fanout", port, receivers, seconds)
+        run["rps"] = run["deliveries_per_s"]
+        return run
+
+    return measure
+
+
+def bench_chat(seconds: float, rounds: int, rng: random.Random) -> Section:
+    section = cpu_section(
+        "chat",
+        "chat: broadcast fan-out",
+        ["asyncio", "uvloop"],
+        note="(chat: requests/s means deliveries/s and CPU is per delivery; p99 is the time "
+        "for one message to reach every receiver)",
+    )
+    options = "rate = 1e9\nburst = 1000000000\nmax_room_clients = 1000"
+    servers = {
+        FLOOR_NAME: floor("chat"),
+        "reactorkit chat": reactorkit("chat", options),
+        "asyncio": peer("asyncio-chat"),
+        "uvloop": peer("uvloop-chat"),
+    }
+    loads = [(f"1 sender -> {n} receivers", fanout(n, seconds)) for n in (10, 100)]
+    rounds_of(section, servers, loads, rounds, rng)
+    return section
+
+
+def http_servers(before: str | None) -> dict[str, Make]:
+    env = dict(os.environ, PYTHONPATH=str(BENCH))
+
+    def uvicorn(loop: str) -> Make:
+        def make(port: int) -> tuple[list[str], dict[str, str] | None]:
+            command = [PY, "-m", "uvicorn", "asgi_app:app", "--port", str(port)]
+            command += ["--http", "httptools", "--no-access-log", "--log-level", "warning"]
+            return [*command, "--backlog", "4096", "--loop", loop], env
+
+        return make
+
+    routes = 'plugins = ["rk_bench_routes"]'
+    servers = {
+        FLOOR_NAME: floor("http"),
+        "reactorkit http-lite": reactorkit("http-lite", "access_log = false", routes, env),
+    }
     if before:
         # An older checkout (e.g. ``git archive REV reactorkit | tar -x -C DIR``) first
         # on the path: the same config, served by that code.
         old_env = dict(env, PYTHONPATH=f"{before}{os.pathsep}{BENCH}", PYTHONDONTWRITEBYTECODE="1")
-        servers["reactorkit before"] = ([PY, "-m", "reactorkit", "run", config], old_env)
-    servers["uvicorn (asyncio)"] = ([*uvicorn, "--loop", "asyncio"], env)
-    servers["uvicorn (uvloop)"] = ([*uvicorn, "--loop", "uvloop"], env)
+        servers["reactorkit before"] = reactorkit(
+            "http-lite", "access_log = false", routes, old_env
+        )
+    servers["uvicorn (asyncio)"] = uvicorn("asyncio")
+    servers["uvicorn (uvloop)"] = uvicorn("uvloop")
     return servers
 
 
-def bench_http(seconds: float, repeat: int, before: str | None = None) -> None:
-    """wrk at 50 and 500 connections; rounds interleave the servers so drift hits all alike."""
-    port = free_port()
-    servers = http_servers(port, before)
-    loads = (50, 500)
-    runs: dict[tuple[int, str], list[dict[str, float]]] = {}
-    for _ in range(repeat):
-        for conns in loads:
-            for name, (command, env) in servers.items():
-                with server(command, port, env=env) as proc:
-                    before_cpu = cpu_seconds(proc.pid)
-                    total, rps, p99 = wrk(port, conns, seconds)
-                    cpu_us = (cpu_seconds(proc.pid) - before_cpu) / total * 1e6
-                runs.setdefault((conns, name), []).append(
-                    {"rps": rps, "p99_us": p99, "cpu_us": cpu_us}
-                )
-    base = "uvicorn (uvloop)"
-    print(f"\n### HTTP: a 13-byte response from a route (wrk), {repeat} interleaved rounds\n")
-    print(
-        "| load | server | requests/s median (min-max) | p99 µs | CPU µs/request median "
-        f"(min-max) | req/s vs {base} | CPU/request vs {base} |"
+def wrk_load(conns: int, seconds: float) -> Measure:
+    def measure(pid: int, port: int) -> Sample:
+        before = cpu_seconds(pid)
+        total, rps, p99 = wrk(port, conns, seconds)
+        return {"rps": rps, "p99_us": p99, "cpu_us": (cpu_seconds(pid) - before) / total * 1e6}
+
+    return measure
+
+
+def bench_http(
+    seconds: float, rounds: int, rng: random.Random, before: str | None = None
+) -> Section:
+    """wrk at 50 and 500 connections against a route returning a 13-byte body."""
+    section = Section(
+        name="http",
+        title="HTTP: a 13-byte response from a route (wrk)",
+        metric="cpu_us",
+        metric_label="CPU µs/request",
+        floor=FLOOR_NAME,
+        baselines=["uvicorn (asyncio)", "uvicorn (uvloop)"],
+        columns=[("rps", "requests/s"), ("p99_us", "p99 µs")],
+        note="(the C floor answers every request head with the same bytes, parsing nothing)",
     )
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for conns in loads:
-        baseline = median_of(runs[conns, base])
-        for name in servers:
-            r = runs[conns, name]
-            m = median_of(r)
-            rps = [x["rps"] for x in r]
-            cpu = [x["cpu_us"] for x in r]
-            print(
-                f"| wrk {conns} conns | {name} | {m['rps']:,.0f} ({min(rps):,.0f}-{max(rps):,.0f})"
-                f" | {m['p99_us']:,.0f} | {m['cpu_us']:.1f} ({min(cpu):.1f}-{max(cpu):.1f}) | "
-                f"{m['rps'] / baseline['rps']:.2f}x | {m['cpu_us'] / baseline['cpu_us']:.2f}x |"
-            )
+    loads = [(f"wrk {conns} conns", wrk_load(conns, seconds)) for conns in (50, 500)]
+    rounds_of(section, http_servers(before), loads, rounds, rng)
+    return section
+
+
+def publish(
+    section: Section | None, out: Path | None, charts: bool, header: dict[str, object]
+) -> None:
+    """Print the section's table; save its samples and chart under ``out``."""
+    if section is None:
+        return
+    print("\n" + markdown(section))
+    if out is not None:
+        section.save(out, header)
+        if charts:
+            import charts as charts_module
+
+            path = charts_module.write_svg(section, out / f"{section.name}.svg")
+            print(f"![{section.title}]({os.path.relpath(path, BENCH.parent / 'docs')})\n")
     sys.stdout.flush()
 
 
@@ -408,8 +413,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("what", choices=["echo", "memory", "line", "chat", "http", "all"])
-    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per row (median)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="per measurement (default 2)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument("--seed", type=int, help="shuffle seed (default: a random one, printed)")
+    parser.add_argument("--out", type=Path, default=DOCS_PERF, help="JSON and SVG folder")
+    parser.add_argument("--no-save", action="store_true", help="print the tables only")
+    parser.add_argument("--no-charts", action="store_true", help="save no SVG (no matplotlib)")
     parser.add_argument(
         "--before",
         metavar="DIR",
@@ -421,23 +430,41 @@ def main() -> None:
         for line in missing:
             print(f"bench: {line}", file=sys.stderr)
         sys.exit(f"bench: cannot run {args.what!r} without them")
-    if args.what != "http":
-        build_loadgen()
+    charts = not (args.no_charts or args.no_save)
+    missing = missing_modules(charts)
+    if missing:
+        for line in missing:
+            print(f"bench: {line}", file=sys.stderr)
+        sys.exit(f"bench: cannot run {args.what!r} without them")
+    build_loadgen()
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
+    rng = random.Random(seed)
+    raise_fd_limit(4096)
+    command = shlex.join(["python", "bench/run.py", *sys.argv[1:]])
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"`{command}`, {date}: seed {seed}")
     print(
-        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; server on CPU "
-        f"{SERVER_CPU}, load on CPU {LOAD_CPU}; {args.seconds:g}s x {args.repeat}"
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; server on CPU 0, load on "
+        f"CPU {LOAD_CPU}; {args.rounds} rounds of {args.seconds:g}s per server and row; "
+        f"load average {os.getloadavg()[0]:.1f}"
     )
+    out = None if args.no_save else args.out
+    header = {"command": command, "seed": seed, "date": date, "python": sys.version.split()[0]}
+    begun = time.monotonic()
     what = args.what
     if what in ("echo", "all"):
-        bench_echo(args.seconds, args.repeat)
+        publish(bench_echo(args.seconds, args.rounds, rng), out, charts, header)
     if what in ("memory", "all"):
-        bench_memory()
+        publish(bench_memory(args.rounds, rng), out, charts, header)
     if what in ("line", "all"):
-        bench_line(args.seconds, args.repeat)
+        publish(bench_line(args.seconds, args.rounds, rng), out, charts, header)
     if what in ("chat", "all"):
-        bench_chat(args.seconds, args.repeat)
+        publish(bench_chat(args.seconds, args.rounds, rng), out, charts, header)
     if what in ("http", "all"):
-        bench_http(args.seconds, args.repeat, args.before)
+        publish(bench_http(args.seconds, args.rounds, rng, args.before), out, charts, header)
+    print(
+        f"total {time.monotonic() - begun:.0f}s; load average at the end {os.getloadavg()[0]:.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ RUN = Path(__file__).resolve().parents[1] / "bench" / "run.py"
 @pytest.mark.parametrize(
     ("what", "tools"),
     [
-        ("http", ["taskset", "wrk"]),
+        ("http", ["taskset", "gcc", "wrk"]),
         ("echo", ["taskset", "gcc"]),
         ("all", ["taskset", "gcc", "wrk"]),
     ],
