@@ -136,7 +136,7 @@ class RedisAddress:
         """
         env = os.environ if environ is None else environ
         parts = urllib.parse.urlsplit(url)
-        shown = _redact(url, parts)
+        shown = _redact(url)
         expected = "redis://[user:password@]host[:port][/db] or unix://[user:password@]/path"
         username = urllib.parse.unquote(parts.username) if parts.username else None
         password = urllib.parse.unquote(parts.password) if parts.password is not None else None
@@ -180,11 +180,20 @@ class RedisAddress:
         return f"redis://{auth}{host}:{self.port}/{self.db}"
 
 
-def _redact(url: str, parts: urllib.parse.SplitResult) -> str:
-    if parts.password is None:
+def _redact(url: str) -> str:
+    """``url`` for an error message: whatever sits before the last ``@`` is credentials.
+
+    Worked on the raw text, not on ``urlsplit``'s parts: a password with an
+    unescaped ``/``, ``?`` or ``#`` (or one given where the user name goes)
+    is not where the parser looks for a password, and would be shown.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+    userinfo, _, after = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    shown = f"{user}:***" if colon else "***"
+    return f"{scheme}{sep}{shown}@{after}"
 
 
 def _db_number(text: str, shown: str) -> int:

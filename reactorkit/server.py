@@ -17,7 +17,11 @@ SIGINT routed to :meth:`Server.shutdown`:
    on the thread pool is abandoned (its threads are daemons), so the process
    exits by the deadline.
 
-A second signal during the drain aborts everything at once.
+A second signal during the drain aborts everything at once. Plugin code
+that blocks the loop thread during the shutdown (a ``reactor_stopping`` hook
+that never returns) holds both off, so under :meth:`Server.serve_forever`
+a watchdog thread ends the process with exit code 1, naming the code it
+was stuck in, :data:`STUCK_MARGIN` seconds after ``shutdown_timeout``.
 
 Workers (see :mod:`reactorkit.supervisor`) build their server with
 :meth:`Server.from_sockets` from sockets the supervisor (or systemd) bound,
@@ -32,6 +36,10 @@ import logging
 import os
 import signal
 import socket
+import sys
+import sysconfig
+import threading
+import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, final
 
@@ -45,6 +53,10 @@ from reactorkit.reactor import Reactor
 __all__ = ["Server", "catch_early_signals"]
 
 log = logging.getLogger("reactorkit.server")
+
+#: Seconds past ``shutdown_timeout`` after which a shutdown that the loop
+#: cannot finish (plugin code blocking it) ends the process.
+STUCK_MARGIN = 2.0
 
 
 @final
@@ -72,6 +84,8 @@ class Server:
         self.listeners: list[Listener] = []
         self._shutting_down = False
         self._deadline: Any = None
+        self._exit_if_stuck = False
+        self._stopped = threading.Event()
         self._asked: set[Connection] = set()
         self._silent_until = 0.0
 
@@ -319,9 +333,11 @@ class Server:
             # At the next readiness event the listener unregisters its
             # socket without accepting, and never resumes.
             listener.max_connections = 0
+        # The deadline counts from now: a slow stopping hook uses it up.
+        self._deadline = self.reactor.call_later(self.shutdown_timeout, self._drain_timed_out)
+        self._start_watchdog()
         self.plugins.notify("reactorkit_reactor_stopping", reactor=self.reactor)
         self._silent_until = self.reactor.clock() + min(silent_grace, self.shutdown_timeout)
-        self._deadline = self.reactor.call_later(self.shutdown_timeout, self._drain_timed_out)
         self._drain_step()
 
     def _drain_step(self) -> None:
@@ -373,11 +389,45 @@ class Server:
             # On the first pass, when the reactor's own handlers are in place:
             # nothing that arrived before can be missed.
             self.reactor.call_soon(self._replay_signals, early_signals)
+        # Only the process's own server may end the process (not one a test
+        # or an embedding program runs in a thread).
+        self._exit_if_stuck = install_signal_handlers
         self.plugins.notify("reactorkit_reactor_started", reactor=self.reactor)
         try:
             self.reactor.run(install_signal_handlers=install_signal_handlers)
         finally:
+            self._stopped.set()
             self.close()
+
+    def _start_watchdog(self) -> None:
+        if not self._exit_if_stuck:
+            return
+        loop_thread = threading.get_ident()
+        limit = self.shutdown_timeout + STUCK_MARGIN
+
+        def watch() -> None:
+            if self._stopped.wait(limit):
+                return
+            frame = sys._current_frames().get(loop_thread)
+            where = "an unknown place"
+            if frame is not None:
+                # The innermost frame outside the standard library: the
+                # plugin's own line, not threading.py's wait().
+                stack = traceback.extract_stack(frame)
+                stdlib = sysconfig.get_paths()["stdlib"]
+                own = [f for f in stack if not f.filename.startswith(stdlib)]
+                last = (own or stack)[-1]
+                where = f"{last.name}() at {last.filename}:{last.lineno}"
+            log.critical(
+                "shutdown still running %.1fs after it began: the loop is blocked in %s "
+                "(plugin code must not block the loop); exiting now",
+                limit,
+                where,
+            )
+            logging.shutdown()
+            os._exit(1)
+
+        threading.Thread(target=watch, name="reactorkit-shutdown-watchdog", daemon=True).start()
 
     def _hangup(self, signum: int) -> None:
         log.warning(
@@ -409,10 +459,12 @@ class Server:
         self._shutting_down = True
         for listener in self.listeners:
             listener.close(drain_backlog=True)
+        # The deadline counts from now: a slow stopping hook uses it up.
+        self._deadline = self.reactor.call_later(self.shutdown_timeout, self._drain_timed_out)
+        self._start_watchdog()
         self.plugins.notify("reactorkit_reactor_stopping", reactor=self.reactor)
         for connection in self.connections:
             connection.request_shutdown()
-        self._deadline = self.reactor.call_later(self.shutdown_timeout, self._drain_timed_out)
         self._check_drained()
 
     def _check_drained(self) -> None:

@@ -57,6 +57,11 @@ def test_the_password_comes_from_the_environment_when_the_url_has_none() -> None
         ("redis://:hunter2@/0", "no host in 'redis://:***@/0'"),
         ("redis://h:1/zero", "database in 'redis://h:1/zero' must be a number"),
         ("unix://", "no socket path"),
+        # An unescaped "/" ends the authority early: the password reads as a port.
+        ("redis://:hunter2/x@h:1/0", "bad port in 'redis://:***@h:1/0'"),
+        # A password where the user name goes is shown as neither.
+        ("redis://hunter2@h:port", "bad port in 'redis://***@h:port'"),
+        ("redis://app:hunter2?@h:1/0", "bad port in 'redis://app:***@h:1/0'"),
     ],
 )
 def test_bad_urls_are_explained_without_the_password(url: str, message: str) -> None:

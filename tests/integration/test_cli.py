@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -632,3 +633,46 @@ def test_async_def_plugin_code_is_refused_before_serving(tmp_path: Path, kind: s
         assert "Traceback" not in result.stderr, (command, result.stderr)
         assert "eager_plugin" in result.stderr, (command, result.stderr)
         assert f"{name} is async def" in result.stderr, (command, result.stderr)
+
+
+def test_a_stopping_hook_that_blocks_the_loop_cannot_hold_the_process_past_the_deadline(
+    run_server, tmp_path: Path
+) -> None:
+    # A reactor_stopping hook that never returns holds the loop, so neither the
+    # shutdown deadline nor a second SIGTERM could act: the process served on
+    # forever, half shut down. The watchdog ends it, naming where it was stuck.
+    (tmp_path / "stuck_stop.py").write_text(
+        textwrap.dedent(
+            """
+            import threading
+            import reactorkit
+
+            @reactorkit.hookimpl
+            def reactorkit_reactor_stopping(reactor):
+                threading.Event().wait(120)  # "flush to a server that never answers"
+            """
+        )
+    )
+    config = write_config(
+        tmp_path / "c.toml",
+        """
+        [reactor]
+        plugins = ["stuck_stop"]
+        shutdown_timeout = 0.5
+
+        [[listen]]
+        handler = "echo"
+        port = 0
+        """,
+    )
+    server = run_server("run", config, env=child_env(PYTHONPATH=str(tmp_path)))
+    server.wait_serving(1)
+    with connect(server.tcp("echo")) as sock:  # the loop runs: signals are handled
+        sock.sendall(b"ping")
+        assert sock.recv(10) == b"ping"
+    started = time.monotonic()
+    code, log = server.terminate(timeout=15)
+    assert code == 1, log
+    assert time.monotonic() - started < 10, log  # 0.5 s + the 2 s margin, not 120 s
+    assert "the loop is blocked in reactorkit_reactor_stopping()" in log, log
+    assert "stuck_stop.py" in log, log
