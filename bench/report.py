@@ -145,9 +145,9 @@ def spread(values: Sequence[float], fmt: str, unit: str = "") -> str:
 
 
 def _fmt_for(values: Sequence[float]) -> str:
-    """One decimal below 100, none above (µs vs bytes)."""
+    """One decimal below 1,000 (µs), none above (bytes)."""
     finite = [abs(v) for v in values if not math.isnan(v)]
-    return "{:,.1f}" if finite and max(finite) < 100 else "{:,.0f}"
+    return "{:,.1f}" if finite and max(finite) < 1000 else "{:,.0f}"
 
 
 def markdown(section: Section) -> str:

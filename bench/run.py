@@ -414,7 +414,13 @@ def main() -> None:
     )
     parser.add_argument("what", choices=["echo", "memory", "line", "chat", "http", "all"])
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement (default 2)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    parser.add_argument(
+        "--rounds",
+        "--repeat",  # its name before rounds were interleaved
+        type=int,
+        default=3,
+        help="interleaved rounds (default 3)",
+    )
     parser.add_argument("--seed", type=int, help="shuffle seed (default: a random one, printed)")
     parser.add_argument("--out", type=Path, default=DOCS_PERF, help="JSON and SVG folder")
     parser.add_argument("--no-save", action="store_true", help="print the tables only")
