@@ -22,6 +22,7 @@ from report import Section
 #: Fixed colours by kind of server, so every chart reads alike.
 FLOOR_COLOR = "#9e9e9e"
 REACTORKIT_COLOR = "#d62728"
+REACTORKIT_BEFORE_COLOR = "#f4a6a6"  # the same code, an older checkout (--before)
 PEER_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#17becf"]
 
 
@@ -30,8 +31,9 @@ def _colors(servers: list[str], floor: str | None) -> dict[str, str]:
     for name in servers:
         if name == floor:
             colors[name] = FLOOR_COLOR
-        elif name.startswith("reactorkit") and name != "reactorkit before":
-            colors[name] = REACTORKIT_COLOR
+        elif name.startswith("reactorkit"):
+            before = name.endswith(" before")
+            colors[name] = REACTORKIT_BEFORE_COLOR if before else REACTORKIT_COLOR
         else:
             colors[name] = next(peers, "#7f7f7f")
     return colors

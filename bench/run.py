@@ -21,8 +21,13 @@ Output: Markdown tables on stdout, and per comparison ``DIR/NAME.json``
 ``DIR/NAME.svg`` (the chart; charts.py). DIR defaults to docs/perf.
 
 Time: ``all`` at the defaults (``--seconds 2 --rounds 3``) takes about
-10 minutes; each round of echo about 80 s, of line 20 s, of chat 25 s, of
-memory 30 s, of http 25 s.
+7.5 minutes (``--rounds 4``: 592 s measured); a round of echo takes about
+75 s, of memory, line, chat or http 15-20 s. ``--before DIR`` adds a server
+to every comparison, about a fifth more time.
+
+Before/after: ``--before DIR`` also runs the reactorkit package found in DIR
+(an older checkout: ``git archive REV reactorkit | tar -x -C DIR``) as
+"... before" in every comparison, in the same rounds as the current code.
 
 Load: ``bench/loadgen.c`` (built here with gcc into bench/build/) for echo,
 line-command, chat and memory; ``wrk`` for HTTP. Only 127.0.0.1 is used;
@@ -202,10 +207,27 @@ def cpu_section(name: str, title: str, baselines: list[str], note: str = "") -> 
 # -- what is measured ----------------------------------------------------------
 
 
-def echo_servers() -> dict[str, Make]:
+def reactorkit_servers(
+    label: str, handler: str, options: str = "", extra: str = "", before: str | None = None
+) -> dict[str, Make]:
+    """reactorkit serving ``handler``; with ``before``, also the package found in that folder.
+
+    ``before`` is an older checkout (``git archive REV reactorkit | tar -x -C DIR``)
+    put first on the path: the same config served by that code, measured in
+    the same rounds as "LABEL before", so a change's effect is read beside it.
+    """
+    env = dict(os.environ, PYTHONPATH=str(BENCH))  # BENCH: rk_bench_routes for http-lite
+    servers = {label: reactorkit(handler, options, extra, env)}
+    if before:
+        old_env = dict(env, PYTHONPATH=f"{before}{os.pathsep}{BENCH}", PYTHONDONTWRITEBYTECODE="1")
+        servers[f"{label} before"] = reactorkit(handler, options, extra, old_env)
+    return servers
+
+
+def echo_servers(before: str | None = None) -> dict[str, Make]:
     return {
         FLOOR_NAME: floor("echo"),
-        "reactorkit": reactorkit("echo"),
+        **reactorkit_servers("reactorkit", "echo", before=before),
         "asyncio": peer("asyncio-echo"),
         "uvloop": peer("uvloop-echo"),
         "twisted": peer("twisted-echo"),
@@ -213,18 +235,22 @@ def echo_servers() -> dict[str, Make]:
     }
 
 
-def bench_echo(seconds: float, rounds: int, rng: random.Random) -> Section:
+def bench_echo(
+    seconds: float, rounds: int, rng: random.Random, before: str | None = None
+) -> Section:
     section = cpu_section("echo", "Echo (RFC 862), closed loop", ["asyncio", "uvloop"])
     loads = [
         (f"{conns} conns x {size} B", rr(conns, seconds, f"@{size}", size))
         for conns in (1, 50, 500)
         for size in (64, 4096)
     ]
-    rounds_of(section, echo_servers(), loads, rounds, rng)
+    rounds_of(section, echo_servers(before), loads, rounds, rng)
     return section
 
 
-def bench_memory(rounds: int, rng: random.Random, conns: int = 10_000) -> Section | None:
+def bench_memory(
+    rounds: int, rng: random.Random, before: str | None = None, conns: int = 10_000
+) -> Section | None:
     if raise_fd_limit(conns * 2 + 1024) < conns + 100:
         progress(f"memory: skipped, RLIMIT_NOFILE's hard limit is below {conns}")
         return None
@@ -240,7 +266,7 @@ def bench_memory(rounds: int, rng: random.Random, conns: int = 10_000) -> Sectio
             ("rss_after_kib", "RSS with connections KiB"),
         ],
     )
-    servers = echo_servers()
+    servers = echo_servers(before)
     row = f"{conns:,} idle"
     section.runs[row] = {name: [] for name in servers}
     for number in range(1, rounds + 1):
@@ -289,7 +315,9 @@ def idle_memory(pid: int, port: int, conns: int) -> Sample:
     }
 
 
-def bench_line(seconds: float, rounds: int, rng: random.Random) -> Section:
+def bench_line(
+    seconds: float, rounds: int, rng: random.Random, before: str | None = None
+) -> Section:
     section = cpu_section(
         "line",
         "line-command: PING round trips",
@@ -297,7 +325,9 @@ def bench_line(seconds: float, rounds: int, rng: random.Random) -> Section:
     )
     servers = {
         FLOOR_NAME: floor("line"),
-        "reactorkit line-command": reactorkit("line-command", "rate = 0  # flood control off"),
+        **reactorkit_servers(
+            "reactorkit line-command", "line-command", "rate = 0  # flood control off", "", before
+        ),
         "asyncio": peer("asyncio-ping"),
         "uvloop": peer("uvloop-ping"),
     }
@@ -315,7 +345,9 @@ def fanout(receivers: int, seconds: float) -> Measure:
     return measure
 
 
-def bench_chat(seconds: float, rounds: int, rng: random.Random) -> Section:
+def bench_chat(
+    seconds: float, rounds: int, rng: random.Random, before: str | None = None
+) -> Section:
     section = cpu_section(
         "chat",
         "chat: broadcast fan-out",
@@ -326,7 +358,7 @@ def bench_chat(seconds: float, rounds: int, rng: random.Random) -> Section:
     options = "rate = 1e9\nburst = 1000000000\nmax_room_clients = 1000"
     servers = {
         FLOOR_NAME: floor("chat"),
-        "reactorkit chat": reactorkit("chat", options),
+        **reactorkit_servers("reactorkit chat", "chat", options, before=before),
         "asyncio": peer("asyncio-chat"),
         "uvloop": peer("uvloop-chat"),
     }
@@ -349,15 +381,10 @@ def http_servers(before: str | None) -> dict[str, Make]:
     routes = 'plugins = ["rk_bench_routes"]'
     servers = {
         FLOOR_NAME: floor("http"),
-        "reactorkit http-lite": reactorkit("http-lite", "access_log = false", routes, env),
+        **reactorkit_servers(
+            "reactorkit http-lite", "http-lite", "access_log = false", routes, before
+        ),
     }
-    if before:
-        # An older checkout (e.g. ``git archive REV reactorkit | tar -x -C DIR``) first
-        # on the path: the same config, served by that code.
-        old_env = dict(env, PYTHONPATH=f"{before}{os.pathsep}{BENCH}", PYTHONDONTWRITEBYTECODE="1")
-        servers["reactorkit before"] = reactorkit(
-            "http-lite", "access_log = false", routes, old_env
-        )
     servers["uvicorn (asyncio)"] = uvicorn("asyncio")
     servers["uvicorn (uvloop)"] = uvicorn("uvloop")
     return servers
@@ -428,7 +455,8 @@ def main() -> None:
     parser.add_argument(
         "--before",
         metavar="DIR",
-        help="http: also run the reactorkit package found in DIR (an older checkout)",
+        help="also run the reactorkit package found in DIR (an older checkout) as "
+        "'... before', in the same rounds",
     )
     args = parser.parse_args()
     missing = missing_tools(args.what)
@@ -459,13 +487,13 @@ def main() -> None:
     begun = time.monotonic()
     what = args.what
     if what in ("echo", "all"):
-        publish(bench_echo(args.seconds, args.rounds, rng), out, charts, header)
+        publish(bench_echo(args.seconds, args.rounds, rng, args.before), out, charts, header)
     if what in ("memory", "all"):
-        publish(bench_memory(args.rounds, rng), out, charts, header)
+        publish(bench_memory(args.rounds, rng, args.before), out, charts, header)
     if what in ("line", "all"):
-        publish(bench_line(args.seconds, args.rounds, rng), out, charts, header)
+        publish(bench_line(args.seconds, args.rounds, rng, args.before), out, charts, header)
     if what in ("chat", "all"):
-        publish(bench_chat(args.seconds, args.rounds, rng), out, charts, header)
+        publish(bench_chat(args.seconds, args.rounds, rng, args.before), out, charts, header)
     if what in ("http", "all"):
         publish(bench_http(args.seconds, args.rounds, rng, args.before), out, charts, header)
     print(
