@@ -40,6 +40,7 @@ from reactorkit.hookspecs import hookspec
 from reactorkit.listener import Listener
 from reactorkit.observe import RequestStats
 from reactorkit.observe import access_fields
+from reactorkit.observe import connection_fields
 from reactorkit.observe import limit_closed
 from reactorkit.observe import request_stats
 from reactorkit.plugins import Contribution
@@ -106,6 +107,7 @@ __all__ = [
     "__version__",
     "access_fields",
     "as_response",
+    "connection_fields",
     "format_peer",
     "hookimpl",
     "hookspec",

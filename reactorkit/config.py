@@ -89,11 +89,11 @@ port = 8080
 
 _REACTOR_KEYS = (
     "log_level",
-    "log_format",
     "shutdown_timeout",
     "threads",
     "plugins",
     "workers",
+    "log_format",
     "control_socket",
 )
 MAX_WORKERS = 1024

@@ -91,9 +91,10 @@ class Server:
         """
         server, plans = cls._prepare(config, plugins, reactor)
         try:
-            server.bind(plans, source=config.path)
             if config.reactor.control_socket is not None:
+                # First: once "listening" is logged, status answers too.
                 server.serve_control(config.reactor.control_socket, source=config.path)
+            server.bind(plans, source=config.path)
         except BaseException:
             server.close()
             raise

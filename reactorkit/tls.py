@@ -214,7 +214,7 @@ class TLSLayer:
         self.listener = conn.listener
         self.peername = conn.peername
         self.sockname = conn.sockname
-        self.conn_id = conn.conn_id
+        self.conn_id = getattr(conn, "conn_id", None)
         self._sslobj = self._context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._timer = conn.reactor.call_later(self._handshake_timeout, self._handshake_expired)
 

@@ -379,6 +379,7 @@ class HttpHandler(reactorkit.Handler):
             request.method,
             request.raw_path,
             exc_info=error,
+            extra=reactorkit.connection_fields(self.connection),
         )
         self._count_error()
         return error_response(500, "internal server error")
