@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
+import select
 import socket
 import stat
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,3 +212,91 @@ def test_a_second_server_cannot_take_a_live_control_socket(
     assert "reactor.control_socket: cannot listen on" in result.stderr
     assert "in use by another server" in result.stderr
     assert sock.exists()  # the first server's socket is untouched
+
+
+LIMITS_CONFIG = """
+[reactor]
+control_socket = "{socket}"
+
+[[listen]]
+name = "quiet"
+handler = "echo"
+port = 0
+idle_timeout = 0.2
+
+[[listen]]
+name = "strict"
+handler = "chat"
+port = 0
+options = {{ rate = 1.0, burst = 1, flood_strikes = 2 }}
+
+[[listen]]
+name = "busy"
+handler = "chat"
+port = 0
+options = {{ rate = 100000.0, burst = 100000, max_output_buffer = 1024 }}
+"""
+
+
+def read_until_closed_within(sock: socket.socket) -> bytes:
+    out = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def test_closures_by_idle_flood_and_slow_consumer_are_counted(tmp_path: Path) -> None:
+    sock_path = tmp_path / "control.sock"
+    path = tmp_path / "app.toml"
+    path.write_text(LIMITS_CONFIG.format(socket=sock_path))
+    proc = ServerProcess(["run", str(path)])
+    try:
+        proc.wait_serving(3)
+        proc.keep_reading_log()
+        with connect(proc.tcp("quiet")) as idle:  # says nothing: closed at idle_timeout
+            assert read_until_closed_within(idle) == b""
+        with connect(proc.tcp("strict")) as flooder:
+            flooder.sendall(b"one\r\ntwo\r\nthree\r\nfour\r\n")
+            assert b"disconnected for flooding" in read_until_closed_within(flooder)
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.settimeout(TIMEOUT)
+        slow.connect(proc.tcp("busy"))
+        with slow, connect(proc.tcp("busy")) as talker:
+            talker.sendall(b"/nick talker\r\n")
+            line = b"x" * 1000 + b"\r\n"
+            # The slow client reads nothing; its output passes 1 KiB once the
+            # kernel buffers are full, and the server drops it. Bounded: at most
+            # 20 MB said, and the talker's own echo is read along the way.
+            talker.settimeout(0)
+            for sent in range(20_000):
+                readable, writable, _ = select.select([talker], [talker], [], TIMEOUT)
+                if readable:
+                    talker.recv(1 << 20)
+                if writable:
+                    with contextlib.suppress(BlockingIOError):
+                        talker.send(line)
+                if sent % 100 == 0 and "slow_consumer" in "".join(proc.log):
+                    break
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            reply = status_json("--socket", str(sock_path))
+            limits = {
+                listener["name"]: listener["closed_by_limit"]
+                for listener in reply["processes"][0]["listeners"]  # type: ignore[index]
+            }
+            counted = (
+                limits["quiet"]["idle"],
+                limits["strict"]["flood"],
+                limits["busy"]["slow_consumer"],
+            )
+            if counted == (1, 1, 1) or time.monotonic() > deadline:
+                break
+        assert counted == (1, 1, 1), "".join(proc.log)
+    finally:
+        proc.kill()
