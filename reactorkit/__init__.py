@@ -38,6 +38,11 @@ from reactorkit.handler import NoOptions
 from reactorkit.hookspecs import hookimpl
 from reactorkit.hookspecs import hookspec
 from reactorkit.listener import Listener
+from reactorkit.observe import RequestStats
+from reactorkit.observe import access_fields
+from reactorkit.observe import connection_fields
+from reactorkit.observe import limit_closed
+from reactorkit.observe import request_stats
 from reactorkit.plugins import Contribution
 from reactorkit.plugins import Plugins
 from reactorkit.plugins import load_plugins
@@ -92,6 +97,7 @@ __all__ = [
     "ReactorkitError",
     "RedisBus",
     "Request",
+    "RequestStats",
     "Response",
     "Route",
     "Server",
@@ -99,12 +105,16 @@ __all__ = [
     "TokenBucket",
     "Transport",
     "__version__",
+    "access_fields",
     "as_response",
+    "connection_fields",
     "format_peer",
     "hookimpl",
     "hookspec",
     "json_response",
+    "limit_closed",
     "load_plugins",
+    "request_stats",
     "running_buses",
     "split_args",
 ]

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import reactorkit
-from reactorkit import supervisor, worker
+from reactorkit import logfmt, supervisor, worker
 from reactorkit.config import LOG_LEVELS, MAX_WORKERS, Config, cpu_count
 from reactorkit.errors import ConfigErrors, PluginError, ReactorkitError
 from reactorkit.plugins import Plugins, load_plugins
@@ -112,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_scaffold_command(sub: Any) -> None:
-    for name in ("reactorkit.scaffold", "reactorkit.client"):
+    for name in ("reactorkit.scaffold", "reactorkit.client", "reactorkit.status"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError:  # pragma: no cover - both modules ship with the package
@@ -131,8 +131,8 @@ def _silence_stdout() -> None:
         pass
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)
+def _setup_logging(level: str, log_format: str = "text") -> None:
+    logfmt.setup_logging(level, log_format)
 
 
 def _load_config(path: str | None) -> Config:
@@ -155,9 +155,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
     if args.workers is not None:
         config = config.with_workers(args.workers)
-    _setup_logging(args.log_level or config.reactor.log_level)
+    log_format = config.reactor.log_format
+    _setup_logging(args.log_level or config.reactor.log_level, log_format)
     if supervisor.is_needed(config):
-        worker.setup_logging(args.log_level or config.reactor.log_level)  # lines carry the pid
+        # Lines carry the pid.
+        worker.setup_logging(args.log_level or config.reactor.log_level, log_format)
         return supervisor.serve(
             config,
             log_level=args.log_level,

@@ -26,6 +26,7 @@ from reactorkit.access import parse_networks
 from reactorkit.edge import DEFAULT_PROXY_TIMEOUT
 from reactorkit.errors import ConfigError, ConfigErrors
 from reactorkit.listener import DEFAULT_BACKLOG, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS
+from reactorkit.logfmt import LOG_FORMATS
 from reactorkit.options import Problems, build_options, did_you_mean, is_int, is_number
 from reactorkit.plugins import Contribution
 from reactorkit.reactor import DEFAULT_THREADS
@@ -86,7 +87,15 @@ host = "127.0.0.1"
 port = 8080
 """
 
-_REACTOR_KEYS = ("log_level", "shutdown_timeout", "threads", "plugins", "workers")
+_REACTOR_KEYS = (
+    "log_level",
+    "shutdown_timeout",
+    "threads",
+    "plugins",
+    "workers",
+    "log_format",
+    "control_socket",
+)
 MAX_WORKERS = 1024
 _LISTEN_KEYS = (
     "name",
@@ -120,6 +129,10 @@ class ReactorConfig:
     plugins: tuple[str, ...] = ()
     #: Worker processes; 1 = today's single process, no supervisor.
     workers: int = 1
+    #: ``text`` or ``json`` (reactorkit.logfmt).
+    log_format: str = "text"
+    #: A UNIX socket path for ``reactorkit status``; None = off (reactorkit.control).
+    control_socket: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -438,6 +451,21 @@ def _reactor_config(table: Any, problems: Problems) -> ReactorConfig:
                 )
             else:
                 values[key] = value
+        elif key == "log_format":
+            if value in LOG_FORMATS:
+                values[key] = value
+            else:
+                problems.add(None, field, f"must be one of {', '.join(LOG_FORMATS)}", value)
+        elif key == "control_socket":
+            problem = (
+                _unix_path_problem(value)
+                if isinstance(value, str) and value
+                else "must be a filesystem path (string)"
+            )
+            if problem is None:
+                values[key] = value
+            else:
+                problems.add(None, field, problem, value)
         elif key == "shutdown_timeout":
             if is_number(value) and value >= 0:
                 values[key] = float(value)

@@ -44,6 +44,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import errno
+import itertools
 import logging
 import socket
 from collections.abc import Callable
@@ -81,6 +82,7 @@ _TRY_AGAIN = (BlockingIOError, InterruptedError)
 # other BaseException (asyncio.CancelledError, GeneratorExit, a plugin's own
 # subclass) is a handler bug like any Exception, as in the reactor's guard.
 _PROCESS_EXITS = (KeyboardInterrupt, SystemExit)
+_CONN_IDS = itertools.count(1)  # conn_id: names one connection in every log line
 
 # The shared, always-empty buffer of connections that never had to buffer.
 # maxlen=0 makes a stray append a no-op instead of shared state.
@@ -137,6 +139,7 @@ class Connection:
         "_writing_paused",
         "bytes_received",
         "bytes_sent",
+        "conn_id",
         "fileno",
         "high_water",
         "last_activity",
@@ -164,6 +167,7 @@ class Connection:
         on_lost: Callable[[Connection, BaseException | None], object] | None = None,
     ) -> None:
         self.reactor = reactor
+        self.conn_id = next(_CONN_IDS)
         self._sock = sock
         self._handler = handler
         self.listener = listener
@@ -252,6 +256,8 @@ class Connection:
         """Stop reading until :meth:`resume_reading`; the kernel's buffer fills."""
         if self._reading:
             self._reading = False
+            if self.listener is not None:
+                self.listener.stats.reads_paused += 1
             self._update_events()
 
     def resume_reading(self) -> None:
@@ -531,7 +537,7 @@ class Connection:
 
     def _fatal_io_error(self, exc: OSError) -> None:
         if exc.errno not in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED, errno.ETIMEDOUT):
-            log.warning("%r: socket error: %s", self, exc)
+            log.warning("%r: socket error: %s", self, exc, extra=self._log_fields())
         self._buffer.clear()
         self._buffer_size = 0
         if self._state is not _CLOSED:
@@ -557,7 +563,17 @@ class Connection:
             listener.plugin if listener is not None else type(self._handler).__module__,
             format_peer(self.peername),
             exc_info=exc,
+            extra=self._log_fields(),
         )
+
+    def _log_fields(self) -> dict[str, Any]:
+        # Every log line about this connection names it the same way (reactorkit.logfmt).
+        listener = self.listener
+        return {
+            "conn_id": self.conn_id,
+            "listener": listener.name if listener is not None else None,
+            "peer": format_peer(self.peername),
+        }
 
     def __repr__(self) -> str:
         return (

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from reactorkit.observe import limit_closed
+
 if TYPE_CHECKING:
     from reactorkit.listener import Listener
     from reactorkit.reactor import TimerHandle
@@ -194,6 +196,7 @@ class LineHandler(Handler):
             length: how many bytes of the line were received before giving up
                 (for a complete line: its length, delimiter excluded).
         """
+        limit_closed(self.connection, "line_too_long", f"{length} bytes")
         self.connection.write(
             b"-ERR line too long: the limit is %d bytes\r\n" % self.max_line_length
         )
@@ -207,6 +210,7 @@ class LineHandler(Handler):
         ``-ERR line timeout`` and closes. Whatever it does, the unfinished
         line is dropped.
         """
+        limit_closed(self.connection, "line_timeout")
         self.connection.write(
             b"-ERR line timeout: a line must be completed within %g seconds\r\n" % self.line_timeout
         )

@@ -39,6 +39,7 @@ import attrs
 from reactorkit.access import AccessList, parse_networks
 from reactorkit.connection import DEFAULT_LINGER_TIMEOUT, Connection, format_peer
 from reactorkit.edge import DEFAULT_PROXY_TIMEOUT, Edge
+from reactorkit.observe import limit_closed
 from reactorkit.tls import make_server_context
 
 if TYPE_CHECKING:
@@ -84,6 +85,12 @@ class ListenerStats:
     proxy_failures: int = 0
     closed_bytes_received: int = 0
     closed_bytes_sent: int = 0
+    #: Times accepting paused at max_connections (clients wait in the backlog).
+    accept_paused: int = 0
+    #: Times a connection's reading was paused (flow control).
+    reads_paused: int = 0
+    #: Connections closed by each limit (see :func:`reactorkit.observe.limit_closed`).
+    closed_by_limit: dict[str, int] = attrs.Factory(dict)
 
 
 def bind_socket(
@@ -352,6 +359,7 @@ class Listener:
             return  # closed or paused by a callback earlier in this select() batch
         for _ in range(ACCEPT_BATCH):
             if len(self.connections) >= self.max_connections:
+                self.stats.accept_paused += 1
                 self._pause_accepting()
                 return
             try:
@@ -462,7 +470,7 @@ class Listener:
     def _sweep(self) -> None:
         deadline = self.reactor.clock() - self.idle_timeout
         for connection in [c for c in self.connections if c.last_activity <= deadline]:
-            log.debug("%r idle for %.1fs: closing", connection, self.idle_timeout)
+            limit_closed(connection, "idle", f"no I/O for {self.idle_timeout:g}s")
             if connection.get_write_buffer_size():
                 connection.abort()  # the peer is not reading: nothing will drain
             else:

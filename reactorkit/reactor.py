@@ -340,6 +340,11 @@ class Reactor:
         """Work items submitted to :meth:`run_in_thread` and not yet finished."""
         return self._pool.busy if self._pool is not None else 0
 
+    @property
+    def timers_pending(self) -> int:
+        """Timers scheduled and not yet run (cancelled ones excluded); for metrics."""
+        return len(self._timers) - self._cancelled_timers
+
     # -- signals -----------------------------------------------------------
 
     def add_signal_handler(self, signum: int, callback: Callable[[int], object]) -> None:

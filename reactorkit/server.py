@@ -47,6 +47,7 @@ from reactorkit.config import Config, ListenerPlan, plan_listeners
 from reactorkit.connection import Connection
 from reactorkit.errors import BindError, ConfigError, ConfigErrors, PluginError
 from reactorkit.listener import Listener, bind_socket, format_address
+from reactorkit.observe import Observatory
 from reactorkit.plugins import Plugins, load_plugins
 from reactorkit.reactor import Reactor
 
@@ -88,6 +89,8 @@ class Server:
         self._stopped = threading.Event()
         self._asked: set[Connection] = set()
         self._silent_until = 0.0
+        #: Metrics and the control socket (reactorkit.observe), when the config asks.
+        self.observatory: Observatory | None = None
 
     @classmethod
     def from_config(
@@ -102,6 +105,9 @@ class Server:
         """
         server, plans = cls._prepare(config, plugins, reactor)
         try:
+            if config.reactor.control_socket is not None:
+                # First: once "listening" is logged, status answers too.
+                server.serve_control(config.reactor.control_socket, source=config.path)
             server.bind(plans, source=config.path)
         except BaseException:
             server.close()
@@ -129,7 +135,30 @@ class Server:
             shutdown_timeout=config.reactor.shutdown_timeout,
             owns_reactor=owns_reactor,
         )
+        if config.reactor.control_socket is not None or any(
+            getattr(plan.options, "metrics", False) for plan in plans
+        ):
+            server.observatory = Observatory(reactor, lambda: server.listeners)
+            server.observatory.start()
         return server, plans
+
+    def serve_control(self, path: str, *, source: str | None = None) -> None:
+        """Answer ``reactorkit status`` on the UNIX socket ``path`` (see :mod:`reactorkit.control`).
+
+        Raises:
+            BindError: ``path`` cannot be bound (in use, not permitted...).
+        """
+        if self.observatory is None:
+            self.observatory = Observatory(self.reactor, lambda: self.listeners)
+            self.observatory.start()
+        try:
+            self.observatory.serve_control(path)
+        except OSError as exc:
+            prefix = f"{source}: " if source else ""
+            raise BindError(
+                exc.errno,
+                f"{prefix}reactor.control_socket: cannot listen on {path}: {exc.strerror or exc}",
+            ) from None
 
     @staticmethod
     def plan(config: Config, plugins: Plugins) -> list[ListenerPlan]:
@@ -493,6 +522,8 @@ class Server:
 
         A reactor passed to :meth:`from_config` stays open: it is the caller's.
         """
+        if self.observatory is not None:
+            self.observatory.close()  # the control socket's file goes too
         for listener in self.listeners:
             listener.close()
             for connection in list(listener.connections):

@@ -55,18 +55,21 @@ import importlib
 import logging
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, final
 
 import attrs
 
 from reactorkit import systemd
 from reactorkit.config import MAX_WORKERS, Config, ListenerPlan
-from reactorkit.errors import ConfigErrors, PluginError
+from reactorkit.control import PeerGatherer, serve_control
+from reactorkit.errors import BindError, ConfigErrors, PluginError
 from reactorkit.plugins import load_plugins
 from reactorkit.reactor import Reactor, TimerHandle
 from reactorkit.server import Server
@@ -168,6 +171,9 @@ class Supervisor:
         self._stopping = False
         self._aborting = False
         self._alive_r, self._alive_w = os.pipe()
+        #: The workers' peer sockets (reactorkit.control): private, removed at exit.
+        self.peer_dir = ""  # made by run()
+        self._close_control: Callable[[], None] | None = None
 
     # -- life --------------------------------------------------------------
 
@@ -196,6 +202,20 @@ class Supervisor:
         """
         plans = _plan(self.config)
         self.groups = bind_groups(self.config, plans, {}, self.inherited)
+        self.peer_dir = tempfile.mkdtemp(prefix="reactorkit-peers-")  # mode 0700
+        if self.config.reactor.control_socket is not None:
+            path = self.config.reactor.control_socket
+            try:
+                self._close_control = serve_control(self.reactor, path, PeerGatherer(self.peer_dir))
+            except OSError as exc:
+                for group in self.groups.values():
+                    group.close()
+                shutil.rmtree(self.peer_dir, ignore_errors=True)
+                raise BindError(
+                    exc.errno,
+                    f"{self.config.path}: reactor.control_socket: cannot listen on {path}: "
+                    f"{exc.strerror or exc}",
+                ) from None
         for signum in (signal.SIGTERM, signal.SIGINT):
             self.reactor.add_signal_handler(signum, self._stop_signal)
         for request, action in _REQUESTS.items():
@@ -217,6 +237,9 @@ class Supervisor:
                 worker.proc.wait()
             for group in self.groups.values():
                 group.close()
+            if self._close_control is not None:
+                self._close_control()
+            shutil.rmtree(self.peer_dir, ignore_errors=True)
             os.close(self._alive_r)
             os.close(self._alive_w)
             self.reactor.close()
@@ -457,6 +480,7 @@ class Supervisor:
             sockets=sockets,
             ready=ready_w,
             alive=self._alive_r,
+            peers=self.peer_dir,
         )
         fds = [fd for group_fds in sockets.values() for fd in group_fds]
         try:

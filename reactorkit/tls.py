@@ -197,6 +197,8 @@ class TLSLayer:
         self.listener: Any = None
         self.peername: Any = None
         self.sockname: Any = None
+        #: The raw connection's id, so log lines name the connection the same way.
+        self.conn_id: int | None = None
 
     @property
     def inner_handler(self) -> Handler | None:
@@ -212,6 +214,7 @@ class TLSLayer:
         self.listener = conn.listener
         self.peername = conn.peername
         self.sockname = conn.sockname
+        self.conn_id = getattr(conn, "conn_id", None)
         self._sslobj = self._context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         self._timer = conn.reactor.call_later(self._handshake_timeout, self._handshake_expired)
 

@@ -111,6 +111,7 @@ class Request:
         captures: the values of the route pattern's ``{name}`` captures.
         listener: the listener that accepted the connection (its name,
             ``stats``, ``is_closed`` during graceful shutdown).
+        route: the :class:`Route` that matched, None when none did (metrics).
     """
 
     method: str
@@ -127,6 +128,7 @@ class Request:
     peer: Any = None
     captures: dict[str, str] = attrs.field(factory=dict)
     listener: Listener | None = None
+    route: Route | None = None
 
     def text(self, encoding: str = "utf-8") -> str:
         """The body decoded (invalid bytes replaced)."""

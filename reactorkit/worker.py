@@ -27,11 +27,10 @@ import os
 import selectors
 import signal
 import socket
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from reactorkit import systemd
+from reactorkit import logfmt, systemd
 from reactorkit.config import Config
 from reactorkit.hookspecs import hookimpl
 from reactorkit.server import Server
@@ -62,9 +61,9 @@ def is_worker() -> bool:
     return WORKER_ENV in os.environ
 
 
-def setup_logging(level: str) -> None:
-    """Log to stderr with the pid in every line."""
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """Log to stderr with the pid in every line (``log_format``: text or json)."""
+    logfmt.setup_logging(level, log_format, pid=True)
 
 
 def run_worker() -> int:
@@ -78,10 +77,15 @@ def run_worker() -> int:
     setup_logging(spec["log_level"])
     text, path = spec["config"], spec["path"]
     config = Config.default() if text is None else Config.from_text(text, path=path)
+    setup_logging(spec["log_level"], config.reactor.log_format)
     sockets = {name: [_inherit(fd) for fd in fds] for name, fds in spec["sockets"].items()}
     ready_fd, alive_fd = spec["ready"], spec["alive"]
     server = Server.from_sockets(config, sockets)
     reactor = server.reactor
+    if server.observatory is not None and spec.get("peers"):
+        # Siblings and the supervisor ask this worker for its numbers here.
+        server.observatory.worker = spec["index"]
+        server.observatory.serve_peers(spec["peers"])
 
     def supervisor_gone(mask: int) -> None:
         reactor.unregister(alive_fd)
@@ -124,6 +128,7 @@ def worker_spec(
     sockets: Mapping[str, Sequence[int]],
     ready: int,
     alive: int,
+    peers: str | None = None,
 ) -> str:
     """The ``REACTORKIT_WORKER`` value :func:`run_worker` reads."""
     return json.dumps(
@@ -135,6 +140,7 @@ def worker_spec(
             "sockets": {name: list(fds) for name, fds in sockets.items()},
             "ready": ready,
             "alive": alive,
+            "peers": peers,
         }
     )
 
@@ -154,7 +160,8 @@ def run_single(
         early_signals: from :func:`reactorkit.server.catch_early_signals`.
     """
     server = Server.from_sockets(config, sockets)
-
+    if config.reactor.control_socket is not None:
+        server.serve_control(config.reactor.control_socket, source=config.path)
     server.plugins.pm.register(_StoppingNotifier(), name="reactorkit-systemd-notify")
     server.reactor.call_soon(systemd.notify, f"READY=1\nMAINPID={os.getpid()}")
     log.info("serving %d listeners (pid %d)", len(server.listeners), os.getpid())

@@ -63,7 +63,8 @@ BAD_CONFIGS = [
         '[reactor]\nplugin=["x"]\n[[listen]]\nhandler="echo"',
         [
             f"{P}: reactor.plugin is not a known [reactor] key (known: log_level, "
-            "shutdown_timeout, threads, plugins, workers) (did you mean 'plugins'?)"
+            "shutdown_timeout, threads, plugins, workers, log_format, control_socket) "
+            "(did you mean 'plugins'?)"
         ],
         id="reactor-unknown-key",
     ),

@@ -292,11 +292,13 @@ class ChatHandler(reactorkit.LineHandler):
 
     def line_too_long(self, length: int) -> None:
         self.quit_reason = "line too long"
+        reactorkit.limit_closed(self.connection, "line_too_long", f"{length} bytes")
         self.say(f"! line too long: the limit is {self.max_line_length} bytes; disconnecting")
         self.connection.close()
 
     def line_timed_out(self) -> None:
         self.quit_reason = "line timeout"
+        reactorkit.limit_closed(self.connection, "line_timeout")
         self.say(f"! line not finished within {self.line_timeout:g} seconds; disconnecting")
         self.connection.close()
 
@@ -314,11 +316,10 @@ class ChatHandler(reactorkit.LineHandler):
             return
         connection.write(data)
         if connection.get_write_buffer_size() > self.options.max_output_buffer:
-            log.info(
-                "%s (%s): slow consumer, %d bytes unsent: disconnecting",
-                self.nick,
-                connection.peername,
-                connection.get_write_buffer_size(),
+            reactorkit.limit_closed(
+                connection,
+                "slow_consumer",
+                f"{self.nick}: {connection.get_write_buffer_size()} bytes unsent",
             )
             self.quit_reason = "too slow reading"
             connection.abort()
@@ -358,6 +359,7 @@ class ChatHandler(reactorkit.LineHandler):
         self._strikes += 1
         if self._strikes >= self.options.flood_strikes:
             self.quit_reason = "flooding"
+            reactorkit.limit_closed(self.connection, "flood")
             self.say("! disconnected for flooding")
             self.connection.close()
         else:

@@ -65,6 +65,7 @@ class HttpOptions:
     drain_grace: float = attrs.field(default=1.0, validator=attrs.validators.ge(0))
     max_requests: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     access_log: bool = True
+    metrics: bool = False  # GET /metrics answers here (reactorkit.metrics)
 
 
 @attrs.define(eq=False)
@@ -76,6 +77,8 @@ class HttpSite:
     limits: http11.Limits
     static: StaticFiles | None = None
     listener: reactorkit.Listener | None = None
+    #: Per-route counts and latency when the server observes (reactorkit.observe).
+    requests: reactorkit.RequestStats | None = None
 
     @classmethod
     def from_listener(cls, listener: reactorkit.Listener) -> HttpSite:
@@ -83,7 +86,9 @@ class HttpSite:
         found = (
             [] if listener.plugins is None else listener.plugins.collect("reactorkit_http_routes")
         )
-        return cls.build(listener.options, found, listener=listener)
+        site = cls.build(listener.options, found, listener=listener)
+        site.requests = reactorkit.request_stats(listener)
+        return site
 
     @classmethod
     def build(
@@ -307,6 +312,7 @@ class HttpHandler(reactorkit.Handler):
                 continue
             request: reactorkit.Request = item  # type: ignore[assignment]
             route, captures, allowed = find(request.method, request.path)
+            request.route = route
             if route is None:
                 response = None
                 static = self.site.static
@@ -373,6 +379,7 @@ class HttpHandler(reactorkit.Handler):
             request.method,
             request.raw_path,
             exc_info=error,
+            extra=reactorkit.connection_fields(self.connection),
         )
         self._count_error()
         return error_response(500, "internal server error")
@@ -404,6 +411,8 @@ class HttpHandler(reactorkit.Handler):
             data = core.send(response, date=_DATE.line(), close=close)
         self._out.append(data)
         self._out_size += len(data)
+        if self.site.requests is not None:
+            self.site.requests.record(request, response.status, started)
         body = response.body
         if core.our_state is _BODY:
             self._stream = iter(body)  # type: ignore[arg-type,assignment]
@@ -544,6 +553,7 @@ class HttpHandler(reactorkit.Handler):
         if head_since is not None:
             if now - head_since >= options.header_timeout:
                 self._head_since = None
+                reactorkit.limit_closed(connection, "header_timeout")
                 error = self._core.fail(408, "request timeout: the header block took too long")
                 self._queue.append((error, now))
                 self._advance()
@@ -553,6 +563,7 @@ class HttpHandler(reactorkit.Handler):
         if body_since is not None:
             if now - body_since >= options.body_timeout:
                 self._body_since = None
+                reactorkit.limit_closed(connection, "body_timeout")
                 error = self._core.fail(408, "request timeout: the body took too long")
                 self._queue.append((error, now))
                 self._request = None  # answered by the 408
@@ -587,7 +598,15 @@ class HttpHandler(reactorkit.Handler):
         stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
         scheme = "https" if self.connection.is_tls else "http"
         access_log.info(
-            '%s - - [%s] "%s" %d %d %.3fms %s', host, stamp, line, status, size, elapsed, scheme
+            '%s - - [%s] "%s" %d %d %.3fms %s',
+            host,
+            stamp,
+            line,
+            status,
+            size,
+            elapsed,
+            scheme,
+            extra=reactorkit.access_fields(self.connection, request, status, size, elapsed),
         )
 
 

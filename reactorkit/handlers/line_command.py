@@ -206,9 +206,11 @@ class LineCommandHandler(reactorkit.LineHandler):
     # -- input -----------------------------------------------------------------
 
     def line_too_long(self, length: int) -> None:
+        reactorkit.limit_closed(self.connection, "line_too_long", f"{length} bytes")
         self._finish(b"-ERR line too long: the limit is %d bytes\r\n" % self.max_line_length)
 
     def line_timed_out(self) -> None:
+        reactorkit.limit_closed(self.connection, "line_timeout")
         self._finish(
             b"-ERR line timeout: a request line must be completed within %g seconds\r\n"
             % self.line_timeout

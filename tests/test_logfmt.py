@@ -1,0 +1,50 @@
+"""reactorkit.logfmt: the JSON and text line formats."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from reactorkit.logfmt import JsonFormatter, TextFormatter
+
+
+def record(
+    msg: str = "hello %s", args: tuple[object, ...] = ("world",), **extra: object
+) -> logging.LogRecord:
+    made = logging.LogRecord("reactorkit.test", logging.WARNING, __file__, 1, msg, args, None)
+    for key, value in extra.items():
+        setattr(made, key, value)
+    return made
+
+
+def test_json_line_has_the_fields_and_the_extras() -> None:
+    line = JsonFormatter().format(record(conn_id=7, listener="web", peer="1.2.3.4:5", status=200))
+    data = json.loads(line)
+    assert data["level"] == "warning"
+    assert data["logger"] == "reactorkit.test"
+    assert data["msg"] == "hello world"
+    assert data["ts"].endswith("Z")
+    assert "T" in data["ts"]
+    assert data["conn_id"] == 7
+    assert data["listener"] == "web"
+    assert data["peer"] == "1.2.3.4:5"
+    assert data["status"] == 200
+    assert "\n" not in line
+
+
+def test_json_line_carries_the_traceback_and_survives_odd_values() -> None:
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        made = record(thing=object())
+        made.exc_info = sys.exc_info()
+    data = json.loads(JsonFormatter().format(made))
+    assert "ValueError: bad" in data["exc"]
+    assert data["thing"].startswith("<object object")
+
+
+def test_text_line_names_the_connection_nginx_style() -> None:
+    formatter = TextFormatter("%(name)s: %(message)s")
+    assert formatter.format(record(conn_id=12)) == "reactorkit.test: *12 hello world"
+    assert formatter.format(record()) == "reactorkit.test: hello world"
