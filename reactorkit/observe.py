@@ -105,15 +105,19 @@ def limit_closed(connection: Any, limit: str, detail: str = "") -> None:
     """Count and log that ``connection`` is being closed by ``limit`` (one of :data:`LIMITS`).
 
     The caller closes it; this only counts (``listener.stats.closed_by_limit``)
-    and writes one info line carrying the connection's fields.
+    and writes one line carrying the connection's fields: at info, except an
+    idle close, which is routine (every keep-alive client ends so) and is
+    logged at debug, as nginx keeps its keep-alive timeouts out of the log.
     """
     stats = getattr(getattr(connection, "listener", None), "stats", None)
     if stats is not None:
         counts = stats.closed_by_limit
         counts[limit] = counts.get(limit, 0) + 1
-    if log.isEnabledFor(logging.INFO):
+    level = logging.DEBUG if limit == "idle" else logging.INFO
+    if log.isEnabledFor(level):
         fields = connection_fields(connection)
-        log.info(
+        log.log(
+            level,
             "listener %r, peer %s: closed by limit %s%s",
             fields["listener"],
             fields["peer"],

@@ -82,7 +82,7 @@ def test_limit_closed_counts_on_the_listener_and_logs_the_connection(
         reactorkit.Handler(), listener=listener, peername=("10.0.0.7", 5000)
     )
     connection.conn_id = 42  # type: ignore[attr-defined]
-    caplog.set_level(logging.INFO, logger="reactorkit.limits")
+    caplog.set_level(logging.DEBUG, logger="reactorkit.limits")
     limit_closed(connection, "flood")
     limit_closed(connection, "flood")
     limit_closed(connection, "idle", "no I/O for 5s")
@@ -92,6 +92,8 @@ def test_limit_closed_counts_on_the_listener_and_logs_the_connection(
     assert record.listener == "chat"  # type: ignore[attr-defined]
     assert record.peer == "10.0.0.7:5000"  # type: ignore[attr-defined]
     assert "closed by limit idle (no I/O for 5s)" in record.getMessage()
+    assert record.levelno == logging.DEBUG  # routine: every keep-alive client ends so
+    assert caplog.records[0].levelno == logging.INFO
 
 
 def test_limit_closed_without_a_listener_only_logs() -> None:
