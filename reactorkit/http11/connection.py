@@ -37,6 +37,8 @@ from reactorkit.http11.responses import (
     NO_BODY_STATUS,
     content_type_line,
     encode_fields,
+    length_line,
+    plain_prefix,
     status_line,
 )
 from reactorkit.http11.state import CLIENT_TRANSITIONS, SERVER_TRANSITIONS, State
@@ -47,6 +49,14 @@ __all__ = ["ServerConnection"]
 _IDLE = State.IDLE
 _HEAD = State.HEAD
 _BODY = State.BODY
+# The common path's transitions, read from the tables once (the tables stay the rule).
+_HEAD_DONE = CLIENT_TRANSITIONS[_HEAD, "head, no body"]
+_HEAD_DONE_CLOSE = CLIENT_TRANSITIONS[_HEAD, "head, no body, close"]
+_ANSWERED = SERVER_TRANSITIONS[_IDLE, "response"]
+# Methods decoded once; another token is decoded per request.
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+# The request fields the core reads itself; every other one is only passed on.
+_FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection", "expect"})
 
 
 @final
@@ -124,27 +134,29 @@ class ServerConnection:
 
     def next_event(self) -> Event | NeedData:
         """The next event, or :data:`NEED_DATA` when more bytes are needed."""
-        if self._events:
-            return self._events.popleft()
+        events = self._events
+        if events:
+            return events.popleft()
         buffer = self._buffer
-        if self._pos >= len(buffer) and not self._eof:
+        pos = self._pos
+        if pos >= len(buffer) and not self._eof:
             return NEED_DATA
         state = self.their_state
         if (
             state is _IDLE
-            and not self._pos
+            and not pos
             and type(buffer) is bytes
             and buffer.endswith(b"\r\n\r\n")
             and buffer.find(b"\r\n\r\n") == len(buffer) - 4
             and buffer[0] != 13
         ):
-            self._read_whole_head(buffer, len(buffer))  # a read holding one head: most
+            self._read_whole_head(buffer)  # a read holding exactly one head: most
         elif state is _IDLE or state is _HEAD:
             self._read_head()
         elif state is _BODY:
             self._read_body()
-        if self._events:
-            return self._events.popleft()
+        if events:
+            return events.popleft()
         if self._eof:
             state = self.their_state
             if state is State.MUST_CLOSE or (state is _IDLE and not self.buffered):
@@ -232,9 +244,10 @@ class ServerConnection:
             return
         self._head_read(pos, stop, renew)
 
-    def _read_whole_head(self, buffer: bytes, end: int) -> None:
-        # The common case: a read that holds exactly one request head.
-        self.their_state = State.HEAD
+    def _read_whole_head(self, buffer: bytes) -> None:
+        # The common case: a read that holds exactly one request head, which
+        # llhttp gets whole (no view, no resumed search).
+        self.their_state = _HEAD
         self._line_end = buffer.find(b"\n") + 1
         self._url = b""
         self._fields = []
@@ -256,7 +269,7 @@ class ServerConnection:
         elif len(self._fields) > limits.max_headers:
             self._events.append(self._fail(431, "too many header fields"))
         else:
-            self._head_read(0, end, renew)
+            self._head_read(0, len(buffer), renew)
 
     def _head_read(self, pos: int, stop: int, renew: bool) -> None:
         """The head ``buffer[pos:stop]`` went through llhttp: check it, emit the request."""
@@ -278,14 +291,19 @@ class ServerConnection:
             return
         if renew:
             self._parser = httptools.HttpRequestParser(self)
-        self._unanswered.append(
-            (request.method == "HEAD", request.http_version == "1.0", request.keep_alive)
-        )
-        self._events.append(request)
-        self._close_after = not request.keep_alive
-        if body is None:
-            self._end_message()
+        keep_alive = request.keep_alive
+        self._unanswered.append((request.method == "HEAD", self._version == "1.0", keep_alive))
+        self._close_after = not keep_alive
+        if body is None:  # the common case: END follows at once, no table walk
+            self._events += (request, END)
+            if keep_alive:
+                self.their_state = _HEAD_DONE
+            else:
+                self.their_state = _HEAD_DONE_CLOSE
+                self._buffer = b""  # a pipelined request after "close" is never read
+                self._pos = 0
         else:
+            self._events.append(request)
             self.their_state = CLIENT_TRANSITIONS[State.HEAD, "head, body"]
             self._parser = httptools.HttpRequestParser(self)  # llhttp never sees bodies
             self._continue_owed = request.expects_continue
@@ -311,7 +329,8 @@ class ServerConnection:
 
     def _check_head(self) -> tuple[Request, int | None]:
         """The request and its body length (-1: chunked, None: no body)."""
-        method = self._parser.get_method().decode("ascii")
+        raw_method = self._parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         if method == "CONNECT":
             raise Refused(501, "CONNECT is not supported: this server is not a proxy")
         version = self._version
@@ -323,6 +342,8 @@ class ServerConnection:
         expects_continue = False
         for name, value in headers:
             lower = name.lower()
+            if lower not in _FRAMING:
+                continue
             if lower == "host":
                 hosts.append(value)
             elif lower == "content-length":
@@ -450,27 +471,40 @@ class ServerConnection:
                 a field or the body has the wrong type or is not valid (CR,
                 LF, NUL, a bad name): nothing was sent, answer something else.
         """
-        if not self._unanswered or self.our_state is not State.IDLE:
+        unanswered = self._unanswered
+        if not unanswered or self.our_state is not _IDLE:
             raise HttpProtocolError(f"no request to answer (server state {self.our_state.value})")
-        is_head, old, keep_alive = self._unanswered[0]
+        is_head, old, keep_alive = unanswered[0]
         status = response.status
         body = response.body
+        content_type = response.content_type
+        if isinstance(body, str):
+            try:
+                body = body.encode()
+            except UnicodeEncodeError as exc:
+                raise HttpProtocolError(f"a str body that UTF-8 cannot encode: {exc}") from None
+            if content_type is None:
+                content_type = "text/plain; charset=utf-8"
+        if type(body) is bytes and keep_alive and not (close or old or is_head or response.headers):
+            # The common response: a body in hand to a keep-alive HTTP/1.1
+            # request, no fields of its own: pre-encoded lines, state unchanged.
+            prefix = plain_prefix(status, content_type)
+            if prefix is not None:
+                unanswered.popleft()
+                self.our_state = _ANSWERED
+                return b"".join((prefix, date, length_line(len(body)), body))
         if type(status) is not int or not 200 <= status <= 599:
             # RFC 9110 section 15: a final status is 2xx-5xx; a 1xx here
             # would be read as interim and the next response taken for this one.
             raise HttpProtocolError(f"status {status!r} is not a final status (200-599)")
         if not isinstance(body, (str, bytes, bytearray, memoryview, Iterable)):
             raise HttpProtocolError(f"a body of type {type(body).__name__} is not bytes")
-        content_type = response.content_type
         if content_type is not None and not isinstance(content_type, str):
             raise HttpProtocolError(f"content_type {content_type!r} is not a str")
         parts = [status_line(status), date]
         declared: bytes | None = None
         if response.headers:
             declared = encode_fields(response.headers, parts)
-        if isinstance(body, str):
-            body = body.encode()
-            content_type = content_type or "text/plain; charset=utf-8"
         streamed = not isinstance(body, (bytes, bytearray, memoryview))
         self._stream_chunked = False
         self._stream_left = None
@@ -526,6 +560,8 @@ class ServerConnection:
         """
         if self.our_state is not State.BODY:
             raise HttpProtocolError("no streamed body in progress")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise HttpProtocolError(f"a body chunk must be bytes, got a {type(data).__name__}")
         if not data:
             return b""
         if self._stream_chunked:

@@ -297,9 +297,14 @@ def test_chunk_extensions_with_spaces_are_accepted_rfc9112_7_1_1(web: RunningSer
     assert body["body"] == "hello!"
 
 
-def test_options_asterisk_is_not_refused(web: RunningServer) -> None:
+def test_options_asterisk_is_200_with_the_servers_methods_rfc9110_9_3_7(
+    web: RunningServer,
+) -> None:
     reply = exchange(web, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n" + CANARY)
-    assert statuses(reply) == [404, 200]
+    assert statuses(reply) == [200, 200]
+    head = reply.split(b"\r\n\r\n", 1)[0].lower() + b"\r\n"
+    assert b"\r\nallow: get, head, options, post\r\n" in head
+    assert b"\r\ncontent-length: 0\r\n" in head
 
 
 def test_http_10_without_host_is_served(web: RunningServer) -> None:
