@@ -49,6 +49,7 @@ class HttpHandler(reactorkit.Handler):
         self._core = http11.ServerConnection(site.limits)
         self._dispatch = site.dispatch
         self._max_pending = options.max_pending
+        self._max_requests = options.max_requests
         self._log = options.access_log
         self._queue: collections.deque[_Item] = collections.deque()  # complete, not answered
         self._head: http11.Request | None = None  # the request whose body is arriving
@@ -79,7 +80,23 @@ class HttpHandler(reactorkit.Handler):
         self._settle()
 
     def data_received(self, data: bytes) -> None:
-        self._core.feed(data)
+        core = self._core
+        if self._queue or self._busy or self._write_paused or self._closing:
+            core.feed(data)
+        else:
+            head = core.receive_request(data)
+            if head is not None:  # the common case: one whole bodyless request, nothing ahead
+                self._answer(self._request_of(head), self.connection.reactor.time)
+                self._flush()
+                if (
+                    core.their_state is _IDLE
+                    and self._reading
+                    and not (self._busy or self._write_paused)
+                ):
+                    self._deadlines.update(_IDLE, True)  # all _settle would do
+                else:
+                    self._settle()
+                return
         self._advance()
 
     def eof_received(self) -> bool:
@@ -141,6 +158,7 @@ class HttpHandler(reactorkit.Handler):
                         queue.append((request, self._started))
                     else:  # nothing ahead of it: answered at once
                         self._answer(request, self._started)
+                        self._flush_if_full()
                 elif kind is _DATA:
                     self._body += event.data
                 else:
@@ -160,6 +178,7 @@ class HttpHandler(reactorkit.Handler):
                     queue.clear()  # answered "close": what was queued is dropped
                     break
                 self._answer(*queue.popleft())
+                self._flush_if_full()
             if not more or queue or self._busy or self._write_paused:
                 break
         self._flush()
@@ -170,7 +189,16 @@ class HttpHandler(reactorkit.Handler):
         assert head is not None
         self._head = None
         self._want_continue = False
-        request = build_request(
+        request = self._request_of(head)
+        if self._body:
+            request.body = bytes(self._body)
+            self._body = bytearray()
+        if end.trailers:
+            request.trailers = reactorkit.Headers(end.trailers)
+        return request
+
+    def _request_of(self, head: http11.Request) -> reactorkit.Request:
+        return build_request(
             head.method,
             head.path,
             head.query,
@@ -181,12 +209,6 @@ class HttpHandler(reactorkit.Handler):
             self._peer,
             self.site.listener,
         )
-        if self._body:
-            request.body = bytes(self._body)
-            self._body = bytearray()
-        if end.trailers:
-            request.trailers = reactorkit.Headers(end.trailers)
-        return request
 
     def _answer(self, item: reactorkit.Request | http11.Error, started: float) -> None:
         if type(item) is _ERROR:
@@ -202,8 +224,6 @@ class HttpHandler(reactorkit.Handler):
             future.add_done_callback(functools.partial(self._ran, answer, request, started))
         else:
             self._respond(request, answer, started)
-        if self._out_size >= _BATCH or self.connection.get_write_buffer_size():
-            self._flush()  # a client that does not read gets one response at a time
 
     def _ran(
         self,
@@ -222,9 +242,7 @@ class HttpHandler(reactorkit.Handler):
     ) -> None:
         core = self._core
         self._served += 1
-        close = (self._closing and self._is_last()) or (
-            0 < self.options.max_requests <= self._served
-        )
+        close = (self._closing and self._is_last()) or 0 < self._max_requests <= self._served
         stream = None
         if type(response.body) is not bytes and type(response.body) is not str:
             stream = BodyStream.open(response, request)
@@ -269,6 +287,10 @@ class HttpHandler(reactorkit.Handler):
     def _is_last(self) -> bool:
         core = self._core
         return not (self._queue or self._head or core.buffered) and core.their_state is not _HEAD
+
+    def _flush_if_full(self) -> None:
+        if self._out_size >= _BATCH or self.connection.get_write_buffer_size():
+            self._flush()  # a client that does not read gets one response at a time
 
     def _flush(self) -> None:
         if self._out:

@@ -63,23 +63,27 @@ def error_response(status: int, message: str) -> reactorkit.Response:
 _INTERNAL_ERROR: Final = "internal server error"
 
 
-class _DateLine:
-    """The Date and Server lines, formatted at most once a second (RFC 9110 section 6.6.1)."""
-
-    second = -1
-    value = b""
-
-    def line(self) -> bytes:
-        now = int(time.time())
-        if now != self.second:
-            self.second = now
-            stamp = email.utils.formatdate(now, usegmt=True).encode()
-            self.value = b"date: " + stamp + b"\r\nserver: reactorkit\r\n"
-        return self.value
+_date_from = 0.0
+_date_until = 0.0
+_date_lines = b""
+_now = time.time
 
 
-#: ``date_line()``: the ``Date`` and ``Server`` field lines of a response sent now.
-date_line = _DateLine().line
+def date_line() -> bytes:
+    """The ``Date`` and ``Server`` field lines of a response sent now.
+
+    Formatted at most once a second (RFC 9110 section 6.6.1: a second's
+    resolution); a clock that steps back is followed too.
+    """
+    global _date_from, _date_until, _date_lines
+    now = _now()
+    if _date_from <= now < _date_until:
+        return _date_lines
+    second = int(now)
+    stamp = email.utils.formatdate(second, usegmt=True).encode()
+    _date_from, _date_until = second, second + 1
+    _date_lines = b"date: " + stamp + b"\r\nserver: reactorkit\r\n"
+    return _date_lines
 
 
 @attrs.define(eq=False)

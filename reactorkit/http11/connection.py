@@ -118,6 +118,31 @@ class ServerConnection:
             self._pos = 0
         self._buffer += data
 
+    def receive_request(self, data: bytes) -> Request | None:
+        """Feed ``data``; if it is exactly one whole request without a body, return it.
+
+        The fast path of the common case (a keep-alive GET in one read): the
+        request is complete, no :class:`EndOfMessage` follows it and nothing
+        else is queued; answer it with :meth:`send` as usual. In every other
+        case (part of a head, a body, pipelined requests, bytes already
+        buffered, a protocol error) the data is only fed and None returned:
+        pull the events with :meth:`next_event`.
+        """
+        if (
+            self.their_state is not _IDLE
+            or self._events
+            or self._pos < len(self._buffer)
+            or type(data) is not bytes
+            or not data.endswith(b"\r\n\r\n")
+            or data.find(b"\r\n\r\n") != len(data) - 4
+            or data[0] == 13
+        ):
+            self.feed(data)
+            return None
+        self._buffer = data
+        self._pos = 0
+        return self._whole_head(data)
+
     def feed_eof(self) -> None:
         """The client shut down its sending side."""
         self._eof = True
@@ -150,7 +175,9 @@ class ServerConnection:
             and buffer.find(b"\r\n\r\n") == len(buffer) - 4
             and buffer[0] != 13
         ):
-            self._read_whole_head(buffer)  # a read holding exactly one head: most
+            request = self._whole_head(buffer)  # a read holding exactly one head: most
+            if request is not None:
+                return self._complete(request)
         elif state is _IDLE or state is _HEAD:
             self._read_head()
         elif state is _BODY:
@@ -220,10 +247,7 @@ class ServerConnection:
         except httptools.HttpParserUpgrade:
             renew = True  # the head is complete; Upgrade is ignored (RFC 9110 section 7.8)
         except httptools.HttpParserError as exc:
-            if str(exc) == "Invalid HTTP version":
-                self._events.append(self._fail(505, VERSIONS))
-            else:
-                self._events.append(self._fail(400, f"malformed request: {exc}"))
+            self._events.append(self._parse_error(exc))
             return
         finally:
             if isinstance(view, memoryview):
@@ -244,11 +268,14 @@ class ServerConnection:
             return
         self._head_read(pos, stop, renew)
 
-    def _read_whole_head(self, buffer: bytes) -> None:
-        # The common case: a read that holds exactly one request head, which
-        # llhttp gets whole (no view, no resumed search).
+    def _whole_head(self, buffer: bytes) -> Request | None:
+        """Parse ``buffer``, exactly one head from the start of a request.
+
+        Returns the request if it has no body (complete: the caller emits it,
+        with :data:`END` if it pulls events); otherwise queues what came (the
+        request, or an error) and returns None.
+        """
         self.their_state = _HEAD
-        self._line_end = buffer.find(b"\n") + 1
         self._url = b""
         self._fields = []
         self._head_done = False
@@ -256,65 +283,100 @@ class ServerConnection:
         try:
             self._parser.feed_data(buffer)
         except httptools.HttpParserUpgrade:
-            renew = True
+            renew = True  # the head is complete; Upgrade is ignored (RFC 9110 section 7.8)
         except httptools.HttpParserError as exc:
-            if str(exc) == "Invalid HTTP version":
-                self._events.append(self._fail(505, VERSIONS))
-            else:
-                self._events.append(self._fail(400, f"malformed request: {exc}"))
-            return
+            self._events.append(self._parse_error(exc))
+            return None
+        line_end = self._line_end = buffer.find(b"\n") + 1
+        end = len(buffer)
+        try:
+            self._check_sizes(end)
+            self._version = (
+                "1.1"
+                if buffer.startswith(b" HTTP/1.1\r\n", line_end - 11)
+                else check_request_line(buffer[: line_end - 1])
+            )
+            request, body = self._check_head()
+        except Refused as refused:
+            self._events.append(self._fail(refused.status, refused.reason))
+            return None
+        self._pos = end
+        if renew:
+            self._parser = httptools.HttpRequestParser(self)
+        if self._accept(request, body):
+            self._buffer = b""
+            self._pos = 0
+            return request
+        if self._pos >= len(self._buffer):
+            self._buffer = b""
+            self._pos = 0
+        return None
+
+    def _complete(self, request: Request) -> Request:
+        # A bodyless request pulled through next_event(): END follows it.
+        self._events.append(END)
+        if self.their_state is State.MUST_CLOSE:
+            self._buffer = b""  # a pipelined request after "close" is never read
+            self._pos = 0
+        return request
+
+    def _parse_error(self, exc: httptools.HttpParserError) -> Error:
+        if str(exc) == "Invalid HTTP version":
+            return self._fail(505, VERSIONS)
+        return self._fail(400, f"malformed request: {exc}")
+
+    def _check_sizes(self, stop: int) -> None:
+        """The limits of a head that llhttp read to its end at ``stop``, or :class:`Refused`."""
         limits = self.limits
         if len(self._url) > limits.max_request_line:
-            self._events.append(self._fail(414, "request target too long"))
-        elif len(self._fields) > limits.max_headers:
-            self._events.append(self._fail(431, "too many header fields"))
-        else:
-            self._head_read(0, len(buffer), renew)
+            raise Refused(414, "request target too long")
+        if len(self._fields) > limits.max_headers:
+            raise Refused(431, "too many header fields")
+        if not self._head_done:  # llhttp agrees the head ended, or it is a bug
+            raise Refused(400, "malformed request head")
+        if stop - self._line_end > limits.max_header_size:
+            raise Refused(431, "request header fields too large")
 
     def _head_read(self, pos: int, stop: int, renew: bool) -> None:
         """The head ``buffer[pos:stop]`` went through llhttp: check it, emit the request."""
-        buffer = self._buffer
-        limits = self.limits
-        if not self._head_done:  # llhttp agrees the head ended, or it is a bug
-            self._events.append(self._fail(400, "malformed request head"))
-            return
-        self._pos = stop
-        if stop - self._line_end > limits.max_header_size:
-            self._events.append(self._fail(431, "request header fields too large"))
-            return
         try:
-            line = buffer[pos : self._line_end - 1]
-            self._version = "1.1" if line.endswith(b" HTTP/1.1\r") else check_request_line(line)
+            self._check_sizes(stop)
+            self._version = check_request_line(self._buffer[pos : self._line_end - 1])
             request, body = self._check_head()
         except Refused as refused:
             self._events.append(self._fail(refused.status, refused.reason))
             return
+        self._pos = stop
         if renew:
             self._parser = httptools.HttpRequestParser(self)
-        keep_alive = request.keep_alive
-        self._unanswered.append((request.method == "HEAD", self._version == "1.0", keep_alive))
-        self._close_after = not keep_alive
-        if body is None:  # the common case: END follows at once, no table walk
-            self._events += (request, END)
-            if keep_alive:
-                self.their_state = _HEAD_DONE
-            else:
-                self.their_state = _HEAD_DONE_CLOSE
-                self._buffer = b""  # a pipelined request after "close" is never read
-                self._pos = 0
-        else:
+        if self._accept(request, body):
             self._events.append(request)
-            self.their_state = CLIENT_TRANSITIONS[State.HEAD, "head, body"]
-            self._parser = httptools.HttpRequestParser(self)  # llhttp never sees bodies
-            self._continue_owed = request.expects_continue
-            if body < 0:
-                self._chunked = ChunkedReader(self.limits)
-            else:
-                self._remaining = body
-                self._chunked = None
+            self._complete(request)
         if self._pos >= len(self._buffer):
             self._buffer = b""
             self._pos = 0
+
+    def _accept(self, request: Request, body: int | None) -> bool:
+        """Count ``request`` as unanswered and follow its body: True if it has none.
+
+        With a body, the request is queued and the body is read next.
+        """
+        keep_alive = request.keep_alive
+        self._unanswered.append((request.method == "HEAD", self._version == "1.0", keep_alive))
+        if body is None:
+            self.their_state = _HEAD_DONE if keep_alive else _HEAD_DONE_CLOSE
+            return True
+        self._events.append(request)
+        self._close_after = not keep_alive
+        self.their_state = CLIENT_TRANSITIONS[State.HEAD, "head, body"]
+        self._parser = httptools.HttpRequestParser(self)  # llhttp never sees bodies
+        self._continue_owed = request.expects_continue
+        if body < 0:
+            self._chunked = ChunkedReader(self.limits)
+        else:
+            self._remaining = body
+            self._chunked = None
+        return False
 
     # llhttp callbacks: they only record; checks run once the head is complete.
 
@@ -334,18 +396,24 @@ class ServerConnection:
         if method == "CONNECT":
             raise Refused(501, "CONNECT is not supported: this server is not a proxy")
         version = self._version
-        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self._fields]
-        hosts: list[str] = []
+        headers: list[tuple[str, str]] = []
+        append = headers.append
+        host = ""
+        hosts = 0
         length: int | None = None
         chunked = False
         keep_alive = version == "1.1"
         expects_continue = False
-        for name, value in headers:
+        for raw_name, raw_value in self._fields:
+            name = raw_name.decode("latin-1")
+            value = raw_value.decode("latin-1")
+            append((name, value))
             lower = name.lower()
             if lower not in _FRAMING:
                 continue
             if lower == "host":
-                hosts.append(value)
+                host = value
+                hosts += 1
             elif lower == "content-length":
                 length = int(value)  # llhttp checked: digits, not repeated
             elif lower == "transfer-encoding":
@@ -366,14 +434,15 @@ class ServerConnection:
                 # RFC 9110 section 10.1.1: ignore it from an HTTP/1.0 client.
                 expects_continue = version == "1.1"
         # RFC 9112 section 3.2: exactly one valid Host on HTTP/1.1.
-        if len(hosts) > 1:
-            raise Refused(400, "more than one Host header field")
-        if not hosts and version == "1.1":
-            raise Refused(400, "an HTTP/1.1 request needs a Host header field")
-        if hosts and hosts[0] != self._valid_host:
-            if not valid_authority(hosts[0]):
-                raise Refused(400, f"invalid Host: {hosts[0]!r}")
-            self._valid_host = hosts[0]  # a keep-alive client sends the same one each time
+        if hosts != 1:
+            if hosts:
+                raise Refused(400, "more than one Host header field")
+            if version == "1.1":
+                raise Refused(400, "an HTTP/1.1 request needs a Host header field")
+        elif host != self._valid_host:
+            if not valid_authority(host):
+                raise Refused(400, f"invalid Host: {host!r}")
+            self._valid_host = host  # a keep-alive client sends the same one each time
         target = self._url.decode("latin-1")
         if target[:1] == "/" and "?" not in target and "#" not in target:
             path, query, authority = target, "", None  # origin-form without a query
@@ -387,7 +456,7 @@ class ServerConnection:
             target,
             path,
             query,
-            authority if authority is not None else (hosts[0] if hosts else ""),
+            host if authority is None else authority,
             headers,
             version,
             keep_alive,
