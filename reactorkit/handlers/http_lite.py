@@ -50,6 +50,7 @@ class HttpHandler(reactorkit.Handler):
         self._dispatch = site.dispatch
         self._max_pending = options.max_pending
         self._max_requests = options.max_requests
+        self._listener = site.listener
         self._log = options.access_log
         self._queue: collections.deque[_Item] = collections.deque()  # complete, not answered
         self._head: http11.Request | None = None  # the request whose body is arriving
@@ -86,7 +87,18 @@ class HttpHandler(reactorkit.Handler):
         else:
             head = core.receive_request(data)
             if head is not None:  # the common case: one whole bodyless request, nothing ahead
-                self._answer(self._request_of(head), self.connection.reactor.time)
+                request = build_request(
+                    head.method,
+                    head.path,
+                    head.query,
+                    head.headers,
+                    head.host,
+                    head.http_version,
+                    self._scheme,
+                    self._peer,
+                    self._listener,
+                )
+                self._answer(request, self.connection.reactor.time)
                 self._flush()
                 if (
                     core.their_state is _IDLE
@@ -207,7 +219,7 @@ class HttpHandler(reactorkit.Handler):
             head.http_version,
             self._scheme,
             self._peer,
-            self.site.listener,
+            self._listener,
         )
 
     def _answer(self, item: reactorkit.Request | http11.Error, started: float) -> None:
@@ -293,10 +305,10 @@ class HttpHandler(reactorkit.Handler):
             self._flush()  # a client that does not read gets one response at a time
 
     def _flush(self) -> None:
-        if self._out:
-            out = self._out
+        out = self._out
+        if out:
             self.connection.write(out[0] if len(out) == 1 else b"".join(out))
-            self._out = []
+            out.clear()
             self._out_size = 0
 
     def _pump(self) -> None:

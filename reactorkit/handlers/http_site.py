@@ -79,9 +79,9 @@ def date_line() -> bytes:
     now = _now()
     if _date_from <= now < _date_until:
         return _date_lines
-    second = int(now)
+    second = float(int(now))  # floats: a float compared to an int costs a conversion
     stamp = email.utils.formatdate(second, usegmt=True).encode()
-    _date_from, _date_until = second, second + 1
+    _date_from, _date_until = second, second + 1.0
     _date_lines = b"date: " + stamp + b"\r\nserver: reactorkit\r\n"
     return _date_lines
 

@@ -55,6 +55,8 @@ _HEAD_DONE_CLOSE = CLIENT_TRANSITIONS[_HEAD, "head, no body, close"]
 _ANSWERED = SERVER_TRANSITIONS[_IDLE, "response"]
 # Methods decoded once; another token is decoded per request.
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+# Per request not yet answered: (is HEAD, HTTP/1.0, keep-alive), shared, not rebuilt.
+_RECORDS = [(bool(i & 4), bool(i & 2), bool(i & 1)) for i in range(8)]
 # The request fields the core reads itself; every other one is only passed on.
 _FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection", "expect"})
 
@@ -85,7 +87,7 @@ class ServerConnection:
         self._fed = 0  # bytes of the buffer already given to llhttp
         self._scanned = 0  # where the search for the blank line resumes
         self._url = b""
-        self._fields: list[tuple[bytes, bytes]] = []
+        self._fields: list[tuple[str, str]] = []  # decoded as llhttp reports them
         self._head_done = False
         self._valid_host = ""
         # The body being read.
@@ -133,8 +135,8 @@ class ServerConnection:
             or self._events
             or self._pos < len(self._buffer)
             or type(data) is not bytes
-            or not data.endswith(b"\r\n\r\n")
-            or data.find(b"\r\n\r\n") != len(data) - 4
+            or len(data) < 5
+            or data.find(b"\r\n\r\n") != len(data) - 4  # exactly one blank line: at the end
             or data[0] == 13
         ):
             self.feed(data)
@@ -289,8 +291,15 @@ class ServerConnection:
             return None
         line_end = self._line_end = buffer.find(b"\n") + 1
         end = len(buffer)
+        limits = self.limits
         try:
-            self._check_sizes(end)
+            if (
+                len(self._url) > limits.max_request_line
+                or len(self._fields) > limits.max_headers
+                or not self._head_done
+                or end - line_end > limits.max_header_size
+            ):
+                self._check_sizes(end)  # raises the right refusal
             self._version = (
                 "1.1"
                 if buffer.startswith(b" HTTP/1.1\r\n", line_end - 11)
@@ -362,7 +371,9 @@ class ServerConnection:
         With a body, the request is queued and the body is read next.
         """
         keep_alive = request.keep_alive
-        self._unanswered.append((request.method == "HEAD", self._version == "1.0", keep_alive))
+        self._unanswered.append(
+            _RECORDS[(request.method == "HEAD") * 4 + (self._version == "1.0") * 2 + keep_alive]
+        )
         if body is None:
             self.their_state = _HEAD_DONE if keep_alive else _HEAD_DONE_CLOSE
             return True
@@ -384,7 +395,7 @@ class ServerConnection:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields.append((name, value))
+        self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self._head_done = True
@@ -396,18 +407,14 @@ class ServerConnection:
         if method == "CONNECT":
             raise Refused(501, "CONNECT is not supported: this server is not a proxy")
         version = self._version
-        headers: list[tuple[str, str]] = []
-        append = headers.append
+        headers = self._fields
         host = ""
         hosts = 0
         length: int | None = None
         chunked = False
         keep_alive = version == "1.1"
         expects_continue = False
-        for raw_name, raw_value in self._fields:
-            name = raw_name.decode("latin-1")
-            value = raw_value.decode("latin-1")
-            append((name, value))
+        for name, value in headers:
             lower = name.lower()
             if lower not in _FRAMING:
                 continue
