@@ -25,7 +25,7 @@ import reactorkit
 from reactorkit import http11
 from reactorkit.handlers.http_access_log import body_size, log_response
 from reactorkit.handlers.http_deadlines import Deadlines
-from reactorkit.handlers.http_site import HttpOptions, HttpSite, date_line, error_response, log
+from reactorkit.handlers.http_site import HttpOptions, HttpSite, date_line, error_response
 from reactorkit.handlers.http_stream import BodyStream
 from reactorkit.routes import RouteTable
 from reactorkit.web import build_request
@@ -36,6 +36,7 @@ _BATCH = 65536  # pipelined responses gathered before one write
 _REQUEST, _END, _DATA, _ERROR = http11.Request, http11.EndOfMessage, http11.Data, http11.Error
 _IDLE, _HEAD, _BODY = http11.State.IDLE, http11.State.HEAD, http11.State.BODY
 _MUST_CLOSE = http11.State.MUST_CLOSE
+_PROCESS_EXITS = (KeyboardInterrupt, SystemExit)
 _Item = tuple[reactorkit.Request | http11.Error, float]
 
 
@@ -260,14 +261,14 @@ class HttpHandler(reactorkit.Handler):
             stream = BodyStream.open(response, request)
             if stream is not None and stream.failure is not None:
                 stream.close()
-                response, stream = self._refused(request, stream.failure), None
+                response, stream = self.site.refused(request, stream.failure), None
         try:
             data = core.send(response, date=date_line(), close=close)
         except reactorkit.HttpProtocolError as exc:
             if stream is not None:
                 stream.close()
                 stream = None
-            response = self._refused(request, exc)
+            response = self.site.refused(request, exc)
             data = core.send(response, date=date_line(), close=close)
         self._out.append(data)
         self._out_size += len(data)
@@ -283,18 +284,6 @@ class HttpHandler(reactorkit.Handler):
         if self._log:
             size = body_size(request, response) if stream is None else 0
             self._log_response(request, response.status, size, started)
-
-    def _refused(self, request: reactorkit.Request | None, error: Exception) -> reactorkit.Response:
-        log.error(
-            "refused to send the response of %s to %s %s: %s; answering 500 instead",
-            self.site.describe(request),
-            request.method if request else "-",
-            request.raw_path if request else "-",
-            error,
-            exc_info=error.__cause__,
-        )
-        self.site.count_error()
-        return error_response(500, "internal server error")
 
     def _is_last(self) -> bool:
         core = self._core
@@ -318,14 +307,10 @@ class HttpHandler(reactorkit.Handler):
         try:
             if not stream.pump(self._core, connection, lambda: self._write_paused):
                 return  # paused (resume_writing pumps again) or closing
-        except Exception as exc:
-            log.error(
-                "streaming the body of %s failed: %s; closing the connection",
-                self.site.describe(stream.request),
-                exc,
-                exc_info=exc,
-            )
-            self.site.count_error()
+        except _PROCESS_EXITS:
+            raise
+        except BaseException as exc:
+            self.site.stream_failed(stream.request, exc)
             self._stream = None
             stream.close()
             connection.abort()

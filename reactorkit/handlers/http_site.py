@@ -199,6 +199,29 @@ class HttpSite:
         self.count_error()
         return error_response(500, _INTERNAL_ERROR)
 
+    def refused(self, request: reactorkit.Request | None, error: Exception) -> reactorkit.Response:
+        """Log a response the core refused to send (or a stream that failed first): the 500."""
+        log.error(
+            "refused to send the response of %s to %s %s: %s; answering 500 instead",
+            self.describe(request),
+            request.method if request else "-",
+            request.raw_path if request else "-",
+            error,
+            exc_info=error.__cause__,
+        )
+        self.count_error()
+        return error_response(500, _INTERNAL_ERROR)
+
+    def stream_failed(self, request: reactorkit.Request | None, error: BaseException) -> None:
+        """Log a streamed body that failed after its head (the caller aborts the connection)."""
+        log.error(
+            "streaming the body of %s failed: %s; closing the connection",
+            self.describe(request),
+            error,
+            exc_info=error,
+        )
+        self.count_error()
+
     def describe(self, request: reactorkit.Request | None) -> str:
         """What answered ``request``, for a log line: the route and its plugin, or a file."""
         if request is None:
