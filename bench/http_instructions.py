@@ -56,6 +56,9 @@ def instructions(count: int, env: dict[str, str]) -> int:
         capture_output=True,
         text=True,
         env=env,
+        # Not the caller's directory: "python -c" puts it first on sys.path, so
+        # run from a checkout it would shadow the package --before names.
+        cwd=BENCH,
         timeout=600,
         check=True,
     ).stderr

@@ -3,7 +3,10 @@
 One :class:`RouteTable` per listener, built once from every plugin's routes.
 It answers one question, :meth:`RouteTable.find`: which route serves this
 method and path, with which captures, or which methods the path does have
-(a 405) or none (a 404). It knows nothing of sockets, parsing or files.
+(a 405) or none (a 404). It also remembers which plugin gave each route
+(:meth:`RouteTable.describe`, for the logs) and every method routed
+(:attr:`RouteTable.methods`, for ``OPTIONS *``). It knows nothing of
+sockets, parsing or files.
 """
 
 from __future__ import annotations
@@ -27,10 +30,19 @@ _ByMethod = dict[str, Route]
 
 @attrs.define(eq=False)
 class RouteTable:
-    """Every route of one listener: exact paths in a dict, patterns in order."""
+    """Every route of one listener: exact paths in a dict, patterns in order.
+
+    Attributes:
+        exact: routes without captures, by path then method.
+        patterns: routes with captures, in the order they came.
+        methods: every method some route serves (HEAD with GET).
+        sources: who contributed each route, by ``id(route)``.
+    """
 
     exact: dict[str, _ByMethod] = attrs.field(factory=dict)
     patterns: list[tuple[re.Pattern[str], _ByMethod]] = attrs.field(factory=list)
+    methods: set[str] = attrs.field(factory=set)
+    sources: dict[int, str] = attrs.field(factory=dict)
 
     @classmethod
     def build(cls, contributions: Sequence[Contribution]) -> RouteTable:
@@ -61,6 +73,8 @@ class RouteTable:
                         "uninstall one of them"
                     )
                 owners[key] = contribution.source
+                table.methods.add(method)
+                table.sources[id(route)] = contribution.source
                 if route.shape == route.path:
                     table.exact.setdefault(route.path, {})[method] = route
                 else:
@@ -69,7 +83,15 @@ class RouteTable:
                         entry = shapes[route.shape] = (route.compile(), {})
                         table.patterns.append(entry)
                     entry[1][method] = route
+        if "GET" in table.methods:
+            table.methods.add("HEAD")
         return table
+
+    def describe(self, route: Route) -> str:
+        """``GET /users/{id} (user) from plugin 'x' (dist 1.0)``, for the logs."""
+        name = route.name or getattr(route.function, "__name__", None) or repr(route.function)
+        source = self.sources.get(id(route), "an unknown plugin")
+        return f"{'/'.join(route.method)} {route.path} ({name}) from {source}"
 
     def match(self, path: str) -> tuple[_ByMethod | None, dict[str, str]]:
         """The routes of ``path`` by method (None if it has none), and the captures."""

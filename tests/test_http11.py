@@ -333,3 +333,49 @@ def test_buffer_holds_at_most_one_head_past_what_was_pulled() -> None:
     conn.feed(b"B: " + b"c" * 500)
     assert conn.next_event() == http11.Error(431, "request header fields too large")
     assert conn.buffered == 0
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_receive_request_gives_the_same_events_as_feed_and_next_event(name: str) -> None:
+    # The fast path returns a whole bodyless request at once (its END
+    # implied); anything else is only fed, and next_event() goes on as usual.
+    data, expected = CASES[name]
+    conn = ServerConnection(LIMITS)
+    out: list[tuple[Any, ...]] = []
+    request = conn.receive_request(data)
+    if request is not None:
+        out += [summary(request), ("end", ())]
+        assert conn.pending == 1
+    pull_all(conn, out)
+    conn.feed_eof()
+    pull_all(conn, out)
+    assert out == expected
+
+
+def test_receive_request_answers_keep_alive_requests_one_read_each() -> None:
+    conn = ServerConnection(LIMITS)
+    for _ in range(3):
+        request = conn.receive_request(b"GET /a?b=c HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert request is not None
+        assert (request.path, request.query, conn.their_state) == ("/a", "b=c", State.IDLE)
+        out = conn.send(reactorkit.Response(body=b"ok", content_type="text/plain"), date=b"")
+        assert out == (
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nok"
+        )
+    body = conn.receive_request(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n")
+    assert body is None  # a body follows: the events say so
+    assert isinstance(conn.next_event(), http11.Request)
+
+
+def test_a_str_body_utf8_cannot_encode_is_refused_not_raised() -> None:
+    conn = feed_one(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    with pytest.raises(reactorkit.HttpProtocolError, match="UTF-8 cannot encode"):
+        conn.send(reactorkit.Response(body="lone surrogate \udc80"))
+    assert conn.pending == 1  # nothing was sent: the caller answers 500 instead
+
+
+def test_a_streamed_chunk_that_is_not_bytes_is_refused() -> None:
+    conn = feed_one(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.send(reactorkit.Response(body=iter([])))
+    with pytest.raises(reactorkit.HttpProtocolError, match="must be bytes, got a str"):
+        conn.send_data("text")  # type: ignore[arg-type]

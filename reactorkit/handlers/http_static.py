@@ -77,6 +77,8 @@ class StaticFiles:
             real = index
         elif not stat.S_ISREG(st.st_mode):
             return 403, None
+        elif path.endswith("/"):
+            return 404, None  # a file is not a directory: /f.txt/ names nothing
         return 200, real
 
     def respond(self, request: reactorkit.Request) -> reactorkit.Response | None:

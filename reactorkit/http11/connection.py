@@ -37,6 +37,8 @@ from reactorkit.http11.responses import (
     NO_BODY_STATUS,
     content_type_line,
     encode_fields,
+    length_line,
+    plain_prefix,
     status_line,
 )
 from reactorkit.http11.state import CLIENT_TRANSITIONS, SERVER_TRANSITIONS, State
@@ -47,6 +49,16 @@ __all__ = ["ServerConnection"]
 _IDLE = State.IDLE
 _HEAD = State.HEAD
 _BODY = State.BODY
+# The common path's transitions, read from the tables once (the tables stay the rule).
+_HEAD_DONE = CLIENT_TRANSITIONS[_HEAD, "head, no body"]
+_HEAD_DONE_CLOSE = CLIENT_TRANSITIONS[_HEAD, "head, no body, close"]
+_ANSWERED = SERVER_TRANSITIONS[_IDLE, "response"]
+# Methods decoded once; another token is decoded per request.
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+# Per request not yet answered: (is HEAD, HTTP/1.0, keep-alive), shared, not rebuilt.
+_RECORDS = [(bool(i & 4), bool(i & 2), bool(i & 1)) for i in range(8)]
+# The request fields the core reads itself; every other one is only passed on.
+_FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection", "expect"})
 
 
 @final
@@ -75,7 +87,7 @@ class ServerConnection:
         self._fed = 0  # bytes of the buffer already given to llhttp
         self._scanned = 0  # where the search for the blank line resumes
         self._url = b""
-        self._fields: list[tuple[bytes, bytes]] = []
+        self._fields: list[tuple[str, str]] = []  # decoded as llhttp reports them
         self._head_done = False
         self._valid_host = ""
         # The body being read.
@@ -108,6 +120,31 @@ class ServerConnection:
             self._pos = 0
         self._buffer += data
 
+    def receive_request(self, data: bytes) -> Request | None:
+        """Feed ``data``; if it is exactly one whole request without a body, return it.
+
+        The fast path of the common case (a keep-alive GET in one read): the
+        request is complete, no :class:`EndOfMessage` follows it and nothing
+        else is queued; answer it with :meth:`send` as usual. In every other
+        case (part of a head, a body, pipelined requests, bytes already
+        buffered, a protocol error) the data is only fed and None returned:
+        pull the events with :meth:`next_event`.
+        """
+        if (
+            self.their_state is not _IDLE
+            or self._events
+            or self._pos < len(self._buffer)
+            or type(data) is not bytes
+            or len(data) < 5
+            or data.find(b"\r\n\r\n") != len(data) - 4  # exactly one blank line: at the end
+            or data[0] == 13
+        ):
+            self.feed(data)
+            return None
+        self._buffer = data
+        self._pos = 0
+        return self._whole_head(data)
+
     def feed_eof(self) -> None:
         """The client shut down its sending side."""
         self._eof = True
@@ -124,27 +161,31 @@ class ServerConnection:
 
     def next_event(self) -> Event | NeedData:
         """The next event, or :data:`NEED_DATA` when more bytes are needed."""
-        if self._events:
-            return self._events.popleft()
+        events = self._events
+        if events:
+            return events.popleft()
         buffer = self._buffer
-        if self._pos >= len(buffer) and not self._eof:
+        pos = self._pos
+        if pos >= len(buffer) and not self._eof:
             return NEED_DATA
         state = self.their_state
         if (
             state is _IDLE
-            and not self._pos
+            and not pos
             and type(buffer) is bytes
             and buffer.endswith(b"\r\n\r\n")
             and buffer.find(b"\r\n\r\n") == len(buffer) - 4
             and buffer[0] != 13
         ):
-            self._read_whole_head(buffer, len(buffer))  # a read holding one head: most
+            request = self._whole_head(buffer)  # a read holding exactly one head: most
+            if request is not None:
+                return self._complete(request)
         elif state is _IDLE or state is _HEAD:
             self._read_head()
         elif state is _BODY:
             self._read_body()
-        if self._events:
-            return self._events.popleft()
+        if events:
+            return events.popleft()
         if self._eof:
             state = self.their_state
             if state is State.MUST_CLOSE or (state is _IDLE and not self.buffered):
@@ -208,10 +249,7 @@ class ServerConnection:
         except httptools.HttpParserUpgrade:
             renew = True  # the head is complete; Upgrade is ignored (RFC 9110 section 7.8)
         except httptools.HttpParserError as exc:
-            if str(exc) == "Invalid HTTP version":
-                self._events.append(self._fail(505, VERSIONS))
-            else:
-                self._events.append(self._fail(400, f"malformed request: {exc}"))
+            self._events.append(self._parse_error(exc))
             return
         finally:
             if isinstance(view, memoryview):
@@ -232,10 +270,14 @@ class ServerConnection:
             return
         self._head_read(pos, stop, renew)
 
-    def _read_whole_head(self, buffer: bytes, end: int) -> None:
-        # The common case: a read that holds exactly one request head.
-        self.their_state = State.HEAD
-        self._line_end = buffer.find(b"\n") + 1
+    def _whole_head(self, buffer: bytes) -> Request | None:
+        """Parse ``buffer``, exactly one head from the start of a request.
+
+        Returns the request if it has no body (complete: the caller emits it,
+        with :data:`END` if it pulls events); otherwise queues what came (the
+        request, or an error) and returns None.
+        """
+        self.their_state = _HEAD
         self._url = b""
         self._fields = []
         self._head_done = False
@@ -243,60 +285,109 @@ class ServerConnection:
         try:
             self._parser.feed_data(buffer)
         except httptools.HttpParserUpgrade:
-            renew = True
+            renew = True  # the head is complete; Upgrade is ignored (RFC 9110 section 7.8)
         except httptools.HttpParserError as exc:
-            if str(exc) == "Invalid HTTP version":
-                self._events.append(self._fail(505, VERSIONS))
-            else:
-                self._events.append(self._fail(400, f"malformed request: {exc}"))
-            return
+            self._events.append(self._parse_error(exc))
+            return None
+        line_end = self._line_end = buffer.find(b"\n") + 1
+        end = len(buffer)
+        limits = self.limits
+        try:
+            if (
+                len(self._url) > limits.max_request_line
+                or len(self._fields) > limits.max_headers
+                or not self._head_done
+                or end - line_end > limits.max_header_size
+            ):
+                self._check_sizes(end)  # raises the right refusal
+            self._version = (
+                "1.1"
+                if buffer.startswith(b" HTTP/1.1\r\n", line_end - 11)
+                else check_request_line(buffer[: line_end - 1])
+            )
+            request, body = self._check_head()
+        except Refused as refused:
+            self._events.append(self._fail(refused.status, refused.reason))
+            return None
+        self._pos = end
+        if renew:
+            self._parser = httptools.HttpRequestParser(self)
+        if self._accept(request, body):
+            self._buffer = b""
+            self._pos = 0
+            return request
+        if self._pos >= len(self._buffer):
+            self._buffer = b""
+            self._pos = 0
+        return None
+
+    def _complete(self, request: Request) -> Request:
+        # A bodyless request pulled through next_event(): END follows it.
+        self._events.append(END)
+        if self.their_state is State.MUST_CLOSE:
+            self._buffer = b""  # a pipelined request after "close" is never read
+            self._pos = 0
+        return request
+
+    def _parse_error(self, exc: httptools.HttpParserError) -> Error:
+        if str(exc) == "Invalid HTTP version":
+            return self._fail(505, VERSIONS)
+        return self._fail(400, f"malformed request: {exc}")
+
+    def _check_sizes(self, stop: int) -> None:
+        """The limits of a head that llhttp read to its end at ``stop``, or :class:`Refused`."""
         limits = self.limits
         if len(self._url) > limits.max_request_line:
-            self._events.append(self._fail(414, "request target too long"))
-        elif len(self._fields) > limits.max_headers:
-            self._events.append(self._fail(431, "too many header fields"))
-        else:
-            self._head_read(0, end, renew)
+            raise Refused(414, "request target too long")
+        if len(self._fields) > limits.max_headers:
+            raise Refused(431, "too many header fields")
+        if not self._head_done:  # llhttp agrees the head ended, or it is a bug
+            raise Refused(400, "malformed request head")
+        if stop - self._line_end > limits.max_header_size:
+            raise Refused(431, "request header fields too large")
 
     def _head_read(self, pos: int, stop: int, renew: bool) -> None:
         """The head ``buffer[pos:stop]`` went through llhttp: check it, emit the request."""
-        buffer = self._buffer
-        limits = self.limits
-        if not self._head_done:  # llhttp agrees the head ended, or it is a bug
-            self._events.append(self._fail(400, "malformed request head"))
-            return
-        self._pos = stop
-        if stop - self._line_end > limits.max_header_size:
-            self._events.append(self._fail(431, "request header fields too large"))
-            return
         try:
-            line = buffer[pos : self._line_end - 1]
-            self._version = "1.1" if line.endswith(b" HTTP/1.1\r") else check_request_line(line)
+            self._check_sizes(stop)
+            self._version = check_request_line(self._buffer[pos : self._line_end - 1])
             request, body = self._check_head()
         except Refused as refused:
             self._events.append(self._fail(refused.status, refused.reason))
             return
+        self._pos = stop
         if renew:
             self._parser = httptools.HttpRequestParser(self)
-        self._unanswered.append(
-            (request.method == "HEAD", request.http_version == "1.0", request.keep_alive)
-        )
-        self._events.append(request)
-        self._close_after = not request.keep_alive
-        if body is None:
-            self._end_message()
-        else:
-            self.their_state = CLIENT_TRANSITIONS[State.HEAD, "head, body"]
-            self._parser = httptools.HttpRequestParser(self)  # llhttp never sees bodies
-            self._continue_owed = request.expects_continue
-            if body < 0:
-                self._chunked = ChunkedReader(self.limits)
-            else:
-                self._remaining = body
-                self._chunked = None
+        if self._accept(request, body):
+            self._events.append(request)
+            self._complete(request)
         if self._pos >= len(self._buffer):
             self._buffer = b""
             self._pos = 0
+
+    def _accept(self, request: Request, body: int | None) -> bool:
+        """Count ``request`` as unanswered and follow its body: True if it has none.
+
+        With a body, the request is queued and the body is read next.
+        """
+        keep_alive = request.keep_alive
+        self._unanswered.append(
+            _RECORDS[(request.method == "HEAD") * 4 + (self._version == "1.0") * 2 + keep_alive]
+        )
+        if body is None:
+            self.their_state = _HEAD_DONE if keep_alive else _HEAD_DONE_CLOSE
+            return True
+        self._events.append(request)
+        self._close_after = not keep_alive
+        self.their_state = CLIENT_TRANSITIONS[State.HEAD, "head, body"]
+        self._parser = httptools.HttpRequestParser(self)  # llhttp never sees bodies
+        self._continue_owed = request.expects_continue
+        if body < 0:
+            self._chunked = ChunkedReader(self.limits)
+        else:
+            self._remaining = body
+            self._chunked = None
+        return False
 
     # llhttp callbacks: they only record; checks run once the head is complete.
 
@@ -304,27 +395,32 @@ class ServerConnection:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields.append((name, value))
+        self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self._head_done = True
 
     def _check_head(self) -> tuple[Request, int | None]:
         """The request and its body length (-1: chunked, None: no body)."""
-        method = self._parser.get_method().decode("ascii")
+        raw_method = self._parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("ascii")
         if method == "CONNECT":
             raise Refused(501, "CONNECT is not supported: this server is not a proxy")
         version = self._version
-        headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in self._fields]
-        hosts: list[str] = []
+        headers = self._fields
+        host = ""
+        hosts = 0
         length: int | None = None
         chunked = False
         keep_alive = version == "1.1"
         expects_continue = False
         for name, value in headers:
             lower = name.lower()
+            if lower not in _FRAMING:
+                continue
             if lower == "host":
-                hosts.append(value)
+                host = value
+                hosts += 1
             elif lower == "content-length":
                 length = int(value)  # llhttp checked: digits, not repeated
             elif lower == "transfer-encoding":
@@ -345,14 +441,15 @@ class ServerConnection:
                 # RFC 9110 section 10.1.1: ignore it from an HTTP/1.0 client.
                 expects_continue = version == "1.1"
         # RFC 9112 section 3.2: exactly one valid Host on HTTP/1.1.
-        if len(hosts) > 1:
-            raise Refused(400, "more than one Host header field")
-        if not hosts and version == "1.1":
-            raise Refused(400, "an HTTP/1.1 request needs a Host header field")
-        if hosts and hosts[0] != self._valid_host:
-            if not valid_authority(hosts[0]):
-                raise Refused(400, f"invalid Host: {hosts[0]!r}")
-            self._valid_host = hosts[0]  # a keep-alive client sends the same one each time
+        if hosts != 1:
+            if hosts:
+                raise Refused(400, "more than one Host header field")
+            if version == "1.1":
+                raise Refused(400, "an HTTP/1.1 request needs a Host header field")
+        elif host != self._valid_host:
+            if not valid_authority(host):
+                raise Refused(400, f"invalid Host: {host!r}")
+            self._valid_host = host  # a keep-alive client sends the same one each time
         target = self._url.decode("latin-1")
         if target[:1] == "/" and "?" not in target and "#" not in target:
             path, query, authority = target, "", None  # origin-form without a query
@@ -366,7 +463,7 @@ class ServerConnection:
             target,
             path,
             query,
-            authority if authority is not None else (hosts[0] if hosts else ""),
+            host if authority is None else authority,
             headers,
             version,
             keep_alive,
@@ -450,27 +547,40 @@ class ServerConnection:
                 a field or the body has the wrong type or is not valid (CR,
                 LF, NUL, a bad name): nothing was sent, answer something else.
         """
-        if not self._unanswered or self.our_state is not State.IDLE:
+        unanswered = self._unanswered
+        if not unanswered or self.our_state is not _IDLE:
             raise HttpProtocolError(f"no request to answer (server state {self.our_state.value})")
-        is_head, old, keep_alive = self._unanswered[0]
+        is_head, old, keep_alive = unanswered[0]
         status = response.status
         body = response.body
+        content_type = response.content_type
+        if isinstance(body, str):
+            try:
+                body = body.encode()
+            except UnicodeEncodeError as exc:
+                raise HttpProtocolError(f"a str body that UTF-8 cannot encode: {exc}") from None
+            if content_type is None:
+                content_type = "text/plain; charset=utf-8"
+        if type(body) is bytes and keep_alive and not (close or old or is_head or response.headers):
+            # The common response: a body in hand to a keep-alive HTTP/1.1
+            # request, no fields of its own: pre-encoded lines, state unchanged.
+            prefix = plain_prefix(status, content_type)
+            if prefix is not None:
+                unanswered.popleft()
+                self.our_state = _ANSWERED
+                return b"".join((prefix, date, length_line(len(body)), body))
         if type(status) is not int or not 200 <= status <= 599:
             # RFC 9110 section 15: a final status is 2xx-5xx; a 1xx here
             # would be read as interim and the next response taken for this one.
             raise HttpProtocolError(f"status {status!r} is not a final status (200-599)")
         if not isinstance(body, (str, bytes, bytearray, memoryview, Iterable)):
             raise HttpProtocolError(f"a body of type {type(body).__name__} is not bytes")
-        content_type = response.content_type
         if content_type is not None and not isinstance(content_type, str):
             raise HttpProtocolError(f"content_type {content_type!r} is not a str")
         parts = [status_line(status), date]
         declared: bytes | None = None
         if response.headers:
             declared = encode_fields(response.headers, parts)
-        if isinstance(body, str):
-            body = body.encode()
-            content_type = content_type or "text/plain; charset=utf-8"
         streamed = not isinstance(body, (bytes, bytearray, memoryview))
         self._stream_chunked = False
         self._stream_left = None
@@ -526,6 +636,8 @@ class ServerConnection:
         """
         if self.our_state is not State.BODY:
             raise HttpProtocolError("no streamed body in progress")
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise HttpProtocolError(f"a body chunk must be bytes, got a {type(data).__name__}")
         if not data:
             return b""
         if self._stream_chunked:

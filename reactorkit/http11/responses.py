@@ -14,13 +14,26 @@ from reactorkit.errors import HttpProtocolError
 from reactorkit.http11.framing import BAD_VALUE, TOKEN
 from reactorkit.web import Response
 
-__all__ = ["CONTINUE", "NO_BODY_STATUS", "content_type_line", "encode_fields", "status_line"]
+__all__ = [
+    "CONTINUE",
+    "NO_BODY_STATUS",
+    "content_type_line",
+    "encode_fields",
+    "length_line",
+    "plain_prefix",
+    "status_line",
+]
 
 CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 NO_BODY_STATUS = frozenset({204, 304})
 OWNED = frozenset({"content-length", "transfer-encoding", "connection", "date", "server"})
 _STATUS_LINES: dict[int, bytes] = {}
 _CONTENT_TYPES: dict[str, bytes] = {}
+_CACHED = 256  # content types (and prefixes per type) kept: a route that varies them is not
+# The status and content-type lines of a response with a body, by content
+# type then status: the common response is one dict lookup each, no encoding.
+_PREFIXES: dict[str | None, dict[int, bytes]] = {}
+_LENGTHS = [b"content-length: %d\r\n\r\n" % n for n in range(1024)]
 
 
 def status_line(status: int) -> bytes:
@@ -33,12 +46,48 @@ def status_line(status: int) -> bytes:
 
 
 def content_type_line(value: str) -> bytes:
+    """``content-type: <value>\\r\\n``, checked like any field value."""
     line = _CONTENT_TYPES.get(value)
     if line is None:
         line = b"content-type: %s\r\n" % encode_value(value)
-        if len(_CONTENT_TYPES) < 256:  # a route that varies it is not cached
+        if len(_CONTENT_TYPES) < _CACHED:
             _CONTENT_TYPES[value] = line
     return line
+
+
+def plain_prefix(status: int, content_type: str | None) -> bytes | None:
+    """The status line and content-type line of a response with a body, or None.
+
+    None when the status is not a final one with a body (200-599 but 204
+    and 304) or the content type is not a ``str``: the caller takes the
+    general path, which explains the refusal. ``None`` as content type is
+    ``application/octet-stream``.
+
+    Raises:
+        HttpProtocolError: the content type holds CR, LF or another control.
+    """
+    if type(status) is not int or not (content_type is None or type(content_type) is str):
+        return None
+    by_status = _PREFIXES.get(content_type)
+    if by_status is not None:
+        prefix = by_status.get(status)
+        if prefix is not None:
+            return prefix
+    if not 200 <= status <= 599 or status in NO_BODY_STATUS:
+        return None
+    value = "application/octet-stream" if content_type is None else content_type
+    prefix = status_line(status) + content_type_line(value)
+    if by_status is None:
+        if len(_PREFIXES) >= _CACHED:
+            return prefix
+        by_status = _PREFIXES[content_type] = {}
+    by_status[status] = prefix
+    return prefix
+
+
+def length_line(size: int) -> bytes:
+    """``content-length: <size>``, then the blank line that ends the head."""
+    return _LENGTHS[size] if size < 1024 else b"content-length: %d\r\n\r\n" % size
 
 
 def encode_value(value: str) -> bytes:

@@ -49,6 +49,20 @@ def streamed(request: reactorkit.Request) -> reactorkit.Response:
     return reactorkit.Response(body=(b"%065535d\n" % i for i in range(STREAMED_CHUNKS)))
 
 
+def bad_stream(request: reactorkit.Request) -> reactorkit.Response:
+    """A streamed body that goes wrong at its first chunk or later, by ``{how}``."""
+    how = request.captures["how"]
+
+    def chunks() -> Iterator[Any]:
+        if how.endswith("-later"):
+            yield b"first chunk\n"
+        if how.startswith("str"):
+            yield "a str, not bytes"
+        raise RuntimeError("stream bug on purpose")
+
+    return reactorkit.Response(body=chunks())
+
+
 def own_length(request: reactorkit.Request) -> reactorkit.Response:
     return reactorkit.Response(body=b"abc", headers=[("Content-Length", "999")])
 
@@ -79,6 +93,7 @@ class Routes:
             reactorkit.Route(method="GET", path="/nul", function=nul),
             reactorkit.Route(method="GET", path="/own-length", function=own_length),
             reactorkit.Route(method="GET", path="/streamed", function=streamed),
+            reactorkit.Route(method="GET", path="/bad-stream/{how}", function=bad_stream),
             reactorkit.Route(method="GET", path="/odd/{kind}", function=odd),
             reactorkit.Route(
                 method="GET", path="/odd-blocking/{kind}", function=odd, blocking=True
@@ -297,9 +312,14 @@ def test_chunk_extensions_with_spaces_are_accepted_rfc9112_7_1_1(web: RunningSer
     assert body["body"] == "hello!"
 
 
-def test_options_asterisk_is_not_refused(web: RunningServer) -> None:
+def test_options_asterisk_is_200_with_the_servers_methods_rfc9110_9_3_7(
+    web: RunningServer,
+) -> None:
     reply = exchange(web, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n" + CANARY)
-    assert statuses(reply) == [404, 200]
+    assert statuses(reply) == [200, 200]
+    head = reply.split(b"\r\n\r\n", 1)[0].lower() + b"\r\n"
+    assert b"\r\nallow: get, head, options, post\r\n" in head
+    assert b"\r\ncontent-length: 0\r\n" in head
 
 
 def test_http_10_without_host_is_served(web: RunningServer) -> None:
@@ -391,6 +411,42 @@ def test_a_streamed_response_that_ends_the_connection_drops_the_pipeline_behind_
     assert body == b"".join(b"%065535d\n" % i for i in range(STREAMED_CHUNKS))
     assert "Traceback" not in caplog.text
     assert "refused to send" not in caplog.text
+
+
+@pytest.mark.parametrize("how", ["str-first", "raise-first"])
+def test_a_stream_failing_at_its_first_chunk_is_a_500_before_any_head(
+    web: RunningServer, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The first chunk is pulled before the head is written: a clean 500, the
+    # route and its plugin in the log, and the connection goes on.
+    reply = exchange(web, b"GET /bad-stream/%s HTTP/1.1\r\nHost: x\r\n\r\n" % how.encode() + CANARY)
+    assert statuses(reply) == [500, 200]
+    assert reply.endswith(CANARY_BODY)
+    assert b"transfer-encoding" not in reply.lower()
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert (
+        "refused to send the response of route GET /bad-stream/{how} (bad_stream) from plugin"
+        in (record.getMessage())
+    )
+
+
+@pytest.mark.parametrize("how", ["str-later", "raise-later"])
+def test_a_stream_failing_after_its_head_aborts_the_connection_and_names_the_route(
+    web: RunningServer, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The head and the first chunk are gone: the body is cut (no last chunk,
+    # so the client can tell), the pipeline behind is dropped, the log names
+    # the route and its plugin.
+    reply = exchange(web, b"GET /bad-stream/%s HTTP/1.1\r\nHost: x\r\n\r\n" % how.encode() + CANARY)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"transfer-encoding: chunked" in head
+    assert body == b"c\r\nfirst chunk\n\r\n"  # no "0\r\n\r\n": visibly truncated
+    assert CANARY_BODY not in reply
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    message = record.getMessage()
+    assert message.startswith("streaming the body of route GET /bad-stream/{how} (bad_stream)")
+    assert "from plugin" in message
 
 
 def _peak_rss_kib(pid: int) -> int:

@@ -78,6 +78,15 @@ def test_missing_file_and_directory_without_index_are_404(web: RunningServer) ->
     assert get(web, "/empty/")[0] == 404
 
 
+@pytest.mark.parametrize("path", ["/style.css/", "/docs/index.html/", "/inside/"])
+def test_a_file_with_a_trailing_slash_is_404_not_served(web: RunningServer, path: str) -> None:
+    # A file is not a directory: "/f.txt/" names nothing (as nginx and Apache answer).
+    status, _headers, body = get(web, path)
+    assert status == 404
+    assert b"body{}" not in body
+    assert b"docs" not in body
+
+
 def test_head_sends_headers_only(web: RunningServer) -> None:
     status, headers, body = get(web, "/big.bin", method="HEAD")
     assert status == 200

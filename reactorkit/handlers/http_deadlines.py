@@ -1,0 +1,132 @@
+"""The three deadlines of one http-lite connection, on one timer.
+
+* ``header_timeout`` runs while the client's side is ``HEAD`` (a request
+  head is arriving): past it, a 408.
+* ``body_timeout`` runs while it is ``BODY`` (0: never): past it, a 408.
+* ``keepalive_timeout`` runs only while the connection is truly idle (the
+  handler says so): past it, the connection is closed.
+
+One timer per connection, moved only when a deadline comes sooner than the
+one it waits for; when it fires early it is re-armed for what is left. So a
+busy keep-alive connection pushes about one timer per
+``keepalive_timeout``, not one per request, and a deadline costs a few
+attribute stores per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, final
+
+from reactorkit.http11 import State
+
+if TYPE_CHECKING:
+    from reactorkit.handlers.http_site import HttpOptions
+    from reactorkit.reactor import Reactor, TimerHandle
+
+__all__ = ["Deadlines"]
+
+_IDLE = State.IDLE
+_HEAD = State.HEAD
+_BODY = State.BODY
+
+
+@final
+class Deadlines:
+    """Header, body and keep-alive deadlines of one connection.
+
+    Args:
+        reactor: whose ``time`` and ``call_at`` are used.
+        options: the listener's timeouts.
+        expired: called with ``"header block"``, ``"body"`` or ``"idle"``
+            when that deadline passes (at most once per :meth:`update` that
+            started it).
+    """
+
+    __slots__ = (
+        "_body",
+        "_body_since",
+        "_due",
+        "_expired",
+        "_head_since",
+        "_header",
+        "_idle_since",
+        "_keepalive",
+        "_reactor",
+        "_timer",
+    )
+
+    def __init__(
+        self, reactor: Reactor, options: HttpOptions, expired: Callable[[str], object]
+    ) -> None:
+        self._reactor = reactor
+        self._header = options.header_timeout
+        self._body = options.body_timeout
+        self._keepalive = options.keepalive_timeout
+        self._expired = expired
+        self._head_since: float | None = None
+        self._body_since: float | None = None
+        self._idle_since: float | None = None
+        self._timer: TimerHandle | None = None
+        self._due = 0.0
+
+    def update(self, state: State, idle: bool) -> None:
+        """Follow the client's side ``state``; ``idle``: nothing queued, running or buffered.
+
+        A ``HEAD`` or ``BODY`` deadline starts when that state is first
+        seen and keeps running until another state is; the keep-alive one
+        restarts at every idle update.
+        """
+        if state is _IDLE:
+            self._head_since = self._body_since = None
+            if idle:
+                now = self._idle_since = self._reactor.time
+                due = now + self._keepalive
+                if self._timer is None or self._due > due:
+                    self._arm(due)
+            else:
+                self._idle_since = None
+            return
+        self._idle_since = None
+        if state is _HEAD:
+            self._body_since = None
+            if self._head_since is None:
+                now = self._head_since = self._reactor.time
+                self._arm(now + self._header)
+        elif state is _BODY:
+            self._head_since = None
+            if self._body and self._body_since is None:
+                now = self._body_since = self._reactor.time
+                self._arm(now + self._body)
+        else:
+            self._head_since = self._body_since = None
+
+    def cancel(self) -> None:
+        """Stop the timer (the connection is gone)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self, due: float) -> None:
+        timer = self._timer
+        if timer is not None:
+            if self._due <= due:
+                return  # it fires first and re-arms for what is left
+            timer.cancel()
+        self._due = due
+        self._timer = self._reactor.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        now = self._reactor.time
+        for since, timeout, what in (
+            (self._head_since, self._header, "header block"),
+            (self._body_since, self._body, "body"),
+            (self._idle_since, self._keepalive, "idle"),
+        ):
+            if since is not None:
+                if now - since >= timeout:
+                    self._head_since = self._body_since = self._idle_since = None
+                    self._expired(what)
+                    return
+                self._arm(since + timeout)

@@ -1,0 +1,123 @@
+"""A streamed response body of http-lite: an iterable of bytes, sent at the client's pace.
+
+The first chunk is pulled before the response head is sent
+(:meth:`BodyStream.open`): an iterable that raises at once, or whose first
+chunk is not bytes (a ``str``, say), is found while a clean 500 can still
+be answered. A later failure (the iterator raises, a chunk is not bytes,
+fewer or more bytes than a declared ``Content-Length``) comes after the
+head: the handler logs it, naming the route and its plugin, and aborts the
+connection, so the client sees a truncated body (a chunked body without
+its last chunk), never a wrong one taken for whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Final, final
+
+import reactorkit
+from reactorkit import http11
+
+__all__ = ["BodyStream"]
+
+_BYTES = (bytes, bytearray, memoryview)
+_NOT_SENT = frozenset({204, 304})
+_END: Final = object()
+_PROCESS_EXITS = (KeyboardInterrupt, SystemExit)
+
+
+@final
+class BodyStream:
+    """The iterable body of one response, its first chunk already pulled.
+
+    Attributes:
+        request: what it answers (None for an error response).
+        status: the response's status.
+        failure: why the body cannot be sent (set by :meth:`open`; answer
+            a 500 instead), or None.
+        sent: body bytes sent so far.
+        started: when the request began (the handler sets it, for the log).
+    """
+
+    __slots__ = ("_body", "_chunks", "_first", "failure", "request", "sent", "started", "status")
+
+    def __init__(
+        self, body: Any, chunks: Iterator[Any], request: reactorkit.Request | None, status: int
+    ) -> None:
+        self._body = body
+        self._chunks = chunks
+        self._first: Any = _END
+        self.request = request
+        self.status = status
+        self.failure: Exception | None = None
+        self.sent = 0
+        self.started = 0.0
+
+    @classmethod
+    def open(
+        cls, response: reactorkit.Response, request: reactorkit.Request | None
+    ) -> BodyStream | None:
+        """The stream of ``response``'s body, or None if it is not an iterable to stream.
+
+        The first chunk is pulled now, unless the body will not be sent
+        (HEAD, 204, 304): then the stream only closes it.
+        """
+        body = response.body
+        if isinstance(body, (str, *_BYTES)):
+            return None
+        try:
+            chunks = iter(body)
+        except TypeError:
+            return None  # not iterable: ServerConnection.send refuses it, with its type
+        stream = cls(body, chunks, request, response.status)
+        if response.status in _NOT_SENT or (request is not None and request.method == "HEAD"):
+            return stream
+        try:
+            first = next(chunks, _END)
+        except _PROCESS_EXITS:
+            raise
+        except BaseException as exc:
+            stream.failure = reactorkit.HttpProtocolError(f"the body raised {exc!r}")
+            stream.failure.__cause__ = exc
+            return stream
+        if first is not _END and not isinstance(first, _BYTES):
+            stream.failure = reactorkit.HttpProtocolError(
+                f"a streamed body must yield bytes, its first chunk is a {type(first).__name__}"
+            )
+        stream._first = first
+        return stream
+
+    def pump(
+        self,
+        core: http11.ServerConnection,
+        connection: reactorkit.Transport,
+        paused: Callable[[], bool],
+    ) -> bool:
+        """Write chunks until the body ends (True) or writing pauses or the connection closes.
+
+        Raises:
+            Exception: whatever the iterable raised, or
+                :class:`~reactorkit.HttpProtocolError` from the core (a chunk
+                that is not bytes, a length that does not match).
+        """
+        while not paused() and not connection.is_closing():
+            chunk = self._first
+            if chunk is _END:
+                chunk = next(self._chunks, _END)
+                if chunk is _END:
+                    connection.write(core.send_end())
+                    return True
+            else:
+                self._first = _END
+            data = core.send_data(chunk)
+            self.sent += len(chunk)
+            connection.write(data)
+        return False
+
+    def close(self) -> None:
+        """Close the iterable (a file, a generator) whether or not it was sent."""
+        sources = (self._chunks,) if self._body is self._chunks else (self._chunks, self._body)
+        for source in sources:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
