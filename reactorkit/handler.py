@@ -50,6 +50,11 @@ class Handler:
         state: the per-listener shared state.
     """
 
+    # Slots, so a subclass that declares ``__slots__`` too (the echo handler)
+    # carries no per-connection ``__dict__``; one that does not gets its
+    # ``__dict__`` and ``__weakref__`` as usual.
+    __slots__ = ("connection", "state")
+
     #: The connection (a :class:`~reactorkit.Transport`), set by :meth:`connection_made`.
     connection: Transport
 
