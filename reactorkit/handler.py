@@ -356,7 +356,21 @@ class LineHandler(Handler):
             return
         self._dispatching = True
         try:
-            if not buffer and not self._discarding and self._one_line(data):
+            # The common case, one whole line per read: dispatch it without
+            # copying it through the buffer (inline: this runs per request).
+            end = -1
+            if not buffer and not self._discarding:
+                delimiter = self.delimiter
+                end = data.find(delimiter)
+                if end >= 0 and end == len(data) - len(delimiter):
+                    if end and data[end - 1] == 13 and delimiter == b"\n":
+                        end -= 1
+                    if end > self.max_line_length or self.connection.is_closing():
+                        end = -1
+                else:
+                    end = -1
+            if end >= 0:
+                self.line_received(data[:end])
                 if buffer:  # the handler fed itself more
                     self._dispatch_lines()
             else:
@@ -365,19 +379,6 @@ class LineHandler(Handler):
         finally:
             self._dispatching = False
         self.lines_dispatched()
-
-    def _one_line(self, data: bytes) -> bool:
-        # The common case, one whole line per read: dispatch it without
-        # copying it through the buffer. False when it is not that case.
-        delimiter = self.delimiter
-        end = data.find(delimiter)
-        if end < 0 or end != len(data) - len(delimiter):
-            return False
-        line_end = end - 1 if delimiter == b"\n" and end and data[end - 1] == 13 else end
-        if line_end > self.max_line_length or self.connection.is_closing():
-            return False
-        self.line_received(data[:line_end])
-        return True
 
     def _dispatch_lines(self) -> None:
         buffer = self._line_buffer
