@@ -417,9 +417,19 @@ class Reactor:
             self._loop_epoll(selector)
             return
         select = selector.select
+        ready = self._ready
+        timers = self._timers
+        signals = self._pending_signals
+        clock = self.clock
         while True:
-            events = select(self._timeout())
-            self.time = now = self.clock()
+            if ready or signals or self._stopping:
+                timeout: float | None = 0
+            elif timers:
+                timeout = max(0.0, timers[0][0] - clock())
+            else:
+                timeout = None
+            events = select(timeout)
+            self.time = now = clock()
             for key, mask in events:
                 # One guarded dispatch for every I/O callback: a try block
                 # costs nothing until it catches (CPython >= 3.11).
@@ -429,18 +439,35 @@ class Reactor:
                     raise
                 except BaseException as exc:
                     self._io_callback_failed(key.fileobj, key.data, exc)
-            if self._after_io(now):
+            if signals:
+                self._run_signals()
+            if timers and timers[0][0] <= now:
+                self._run_due_timers(now)
+            if ready:
+                self._run_ready()
+            if self._stopping:
                 return
 
     def _loop_epoll(self, poller: EpollPoller) -> None:
         # The same pass as _loop, with epoll's (fd, events) pairs indexed
         # straight into the fd -> callback table (see reactorkit.poller).
+        # Written out rather than shared: at one busy connection a pass is
+        # one request, and every call here is paid per request.
         poll = poller.epoll.poll
         callbacks = poller.callbacks
         ready_mask = poller.ready_mask
+        ready = self._ready
+        timers = self._timers
+        signals = self._pending_signals
         clock = self.clock
         while True:
-            events = poll(self._timeout(), len(callbacks))
+            if ready or signals or self._stopping:
+                timeout: float | None = 0
+            elif timers:
+                timeout = max(0.0, timers[0][0] - clock())
+            else:
+                timeout = None
+            events = poll(timeout, len(callbacks))
             self.time = now = clock()
             for fd, epoll_events in events:
                 try:
@@ -454,33 +481,30 @@ class Reactor:
                     raise
                 except BaseException as exc:
                     self._io_callback_failed(fd, callback, exc)
-            if self._after_io(now):
+            if signals:
+                self._run_signals()
+            if timers and timers[0][0] <= now:
+                self._run_due_timers(now)
+            if ready:
+                self._run_ready()
+            if self._stopping:
                 return
 
-    def _timeout(self) -> float | None:
-        # 0 when callbacks are ready or a stop is pending, else until the
-        # earliest timer, else forever.
-        if self._ready or self._pending_signals or self._stopping:
-            return 0
-        if self._timers:
-            return max(0.0, self._timers[0][0] - self.clock())
-        return None
-
-    def _after_io(self, now: float) -> bool:
-        # The rest of a pass: signals, due timers, ready callbacks; True to stop.
-        while self._pending_signals:
-            signum = self._pending_signals.popleft()
+    def _run_signals(self) -> None:
+        signals = self._pending_signals
+        while signals:
+            signum = signals.popleft()
             callback = self._signal_handlers.get(signum)
             if callback is not None:
                 self._run_callback(callback, (signum,), None)
-        timers = self._timers
-        if timers and timers[0][0] <= now:
-            self._run_due_timers(now)
+
+    def _run_ready(self) -> None:
+        # Only the callbacks ready before this pass: what they schedule waits
+        # for the next one, so a callback storm cannot starve I/O.
         ready = self._ready
         for _ in range(len(ready)):
             callback, args, owner = ready.popleft()
             self._run_callback(callback, args, owner)
-        return self._stopping
 
     def _run_due_timers(self, now: float) -> None:
         # Only the timers due when this pass began: one that schedules

@@ -172,9 +172,15 @@ class ChatRooms:
     def broadcast(self, room: Room, text: str, exclude: ChatHandler | None = None) -> None:
         """Send one line to every member but ``exclude``; encoded once for all."""
         data = text.encode("utf-8", "replace") + b"\r\n"
+        limit = self.options.max_output_buffer
         for member in list(room.members):
             if member is not exclude:
-                member.send_bytes(data)
+                # send_bytes, inline: this runs once per receiver. write()
+                # ignores a closing connection; only an open one can be slow.
+                connection = member.connection
+                connection.write(data)
+                if connection.get_write_buffer_size() > limit and not connection.is_closing():
+                    member.too_slow()
 
     # -- the bus (reactorkit.BusListener) ----------------------------------
 
@@ -314,14 +320,19 @@ class ChatHandler(reactorkit.LineHandler):
             return
         connection.write(data)
         if connection.get_write_buffer_size() > self.options.max_output_buffer:
-            log.info(
-                "%s (%s): slow consumer, %d bytes unsent: disconnecting",
-                self.nick,
-                connection.peername,
-                connection.get_write_buffer_size(),
-            )
-            self.quit_reason = "too slow reading"
-            connection.abort()
+            self.too_slow()
+
+    def too_slow(self) -> None:
+        """Disconnect this client: its unsent output passed ``max_output_buffer``."""
+        connection = self.connection
+        log.info(
+            "%s (%s): slow consumer, %d bytes unsent: disconnecting",
+            self.nick,
+            connection.peername,
+            connection.get_write_buffer_size(),
+        )
+        self.quit_reason = "too slow reading"
+        connection.abort()
 
     def say(self, text: str) -> None:
         """Send one line to this client."""
