@@ -119,7 +119,8 @@ class LineCommand:
         return count >= self.min_args and (self.max_args is None or count <= self.max_args)
 
 
-@attrs.define(kw_only=True, eq=False)
+# Not kw_only: the handler builds one per request, positionally (cheaper).
+@attrs.define(eq=False)
 class CommandContext:
     """What a command function receives.
 

@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-* One selector registration per connection, whose ``key.data`` is the
-  connection's bound ``_on_event``; the events asked for are recomputed by
+* One registration per connection, of its descriptor (the ``fileno`` int
+  it holds anyway, so the poller's table key costs nothing more), whose
+  callback is the connection's bound ``_on_event``; the events asked for are recomputed by
   ``_update_events`` only when reading is paused or resumed, EOF arrives, or
   the write buffer becomes empty or non-empty.
 * Reading: ``EVENT_READ`` while reading is wanted. Each readiness event does
@@ -132,9 +133,8 @@ class Connection:
         "_on_event_cb",
         "_on_lost",
         "_reading",
-        "_recv",
-        "_send",
         "_sock",
+        "_sockname",
         "_state",
         "_writing_paused",
         "bytes_received",
@@ -149,8 +149,10 @@ class Connection:
         "max_read",
         "peername",
         "reactor",
-        "sockname",
     )
+
+    # Unset until sockname is first read (see the property).
+    _sockname: Any
 
     def __init__(
         self,
@@ -173,7 +175,6 @@ class Connection:
         self.listener = listener
         self.fileno = sock.fileno()
         self.peername = peername if peername is not None else _safe_name(sock.getpeername)
-        self.sockname = _safe_name(sock.getsockname)
         self.max_read = max_read
         self.high_water = high_water
         self.low_water = low_water
@@ -194,9 +195,6 @@ class Connection:
         self._writing_paused = False
         self._events = 0
         self._on_event_cb = self._on_event
-        # Bound once: the readiness path does no attribute walk to reach them.
-        self._recv = sock.recv
-        self._send = sock.send
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -216,6 +214,26 @@ class Connection:
         The caller calls the new handler's ``connection_made`` itself.
         """
         self._handler = handler
+
+    @property
+    def sockname(self) -> Any:
+        """The local address, asked of the socket the first time it is read.
+
+        Most connections never need it; fetching it at accept would cost
+        every idle connection an address tuple. None if the socket closed
+        before anyone asked.
+        """
+        try:
+            return self._sockname
+        except AttributeError:
+            pass
+        name = None if self._state is _CLOSED else _safe_name(self._sock.getsockname)
+        self._sockname = name
+        return name
+
+    @sockname.setter
+    def sockname(self, value: Any) -> None:
+        self._sockname = value
 
     @property
     def peer_certificate(self) -> dict[str, Any] | None:
@@ -288,7 +306,7 @@ class Connection:
             self._buffer_size += len(data)
         else:
             try:
-                sent = self._send(data)
+                sent = self._sock.send(data)
             except _TRY_AGAIN:
                 sent = 0
             except OSError as exc:
@@ -330,7 +348,7 @@ class Connection:
 
     def _write_ready(self) -> None:
         buffer = self._buffer
-        send = self._send
+        send = self._sock.send
         while buffer:
             chunk = buffer[0]
             try:
@@ -398,7 +416,7 @@ class Connection:
 
     def _discard_input(self) -> None:
         try:
-            data = self._recv(self.max_read)
+            data = self._sock.recv(self.max_read)
         except _TRY_AGAIN:
             return
         except OSError:
@@ -413,7 +431,7 @@ class Connection:
             self._linger_timer = None
         if self._events:
             with contextlib.suppress(KeyError, ValueError):
-                self.reactor.unregister(self._sock)
+                self.reactor.unregister(self.fileno)
             self._events = 0
         self._sock.close()
         self.reactor.call_soon(self._deliver_lost, exc)
@@ -454,11 +472,11 @@ class Connection:
         if events == self._events:
             return
         if self._events == 0:
-            self.reactor.register(self._sock, events, self._on_event_cb)
+            self.reactor.register(self.fileno, events, self._on_event_cb)
         elif events == 0:
-            self.reactor.unregister(self._sock)
+            self.reactor.unregister(self.fileno)
         else:
-            self.reactor.modify(self._sock, events, self._on_event_cb)
+            self.reactor.modify(self.fileno, events, self._on_event_cb)
         self._events = events
 
     def _on_event(self, mask: int) -> None:
@@ -466,7 +484,7 @@ class Connection:
         if mask & 1:  # EVENT_READ
             if self._state is _OPEN:
                 try:
-                    data = self._recv(self.max_read)
+                    data = self._sock.recv(self.max_read)
                 except _TRY_AGAIN:
                     data = None
                 except OSError as exc:

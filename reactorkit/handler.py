@@ -52,6 +52,11 @@ class Handler:
         state: the per-listener shared state.
     """
 
+    # Slots, so a subclass that declares ``__slots__`` too (the echo handler)
+    # carries no per-connection ``__dict__``; one that does not gets its
+    # ``__dict__`` and ``__weakref__`` as usual.
+    __slots__ = ("connection", "state")
+
     #: The connection (a :class:`~reactorkit.Transport`), set by :meth:`connection_made`.
     connection: Transport
 
@@ -355,7 +360,21 @@ class LineHandler(Handler):
             return
         self._dispatching = True
         try:
-            if not buffer and not self._discarding and self._one_line(data):
+            # The common case, one whole line per read: dispatch it without
+            # copying it through the buffer (inline: this runs per request).
+            end = -1
+            if not buffer and not self._discarding:
+                delimiter = self.delimiter
+                end = data.find(delimiter)
+                if end >= 0 and end == len(data) - len(delimiter):
+                    if end and data[end - 1] == 13 and delimiter == b"\n":
+                        end -= 1
+                    if end > self.max_line_length or self.connection.is_closing():
+                        end = -1
+                else:
+                    end = -1
+            if end >= 0:
+                self.line_received(data[:end])
                 if buffer:  # the handler fed itself more
                     self._dispatch_lines()
             else:
@@ -364,19 +383,6 @@ class LineHandler(Handler):
         finally:
             self._dispatching = False
         self.lines_dispatched()
-
-    def _one_line(self, data: bytes) -> bool:
-        # The common case, one whole line per read: dispatch it without
-        # copying it through the buffer. False when it is not that case.
-        delimiter = self.delimiter
-        end = data.find(delimiter)
-        if end < 0 or end != len(data) - len(delimiter):
-            return False
-        line_end = end - 1 if delimiter == b"\n" and end and data[end - 1] == 13 else end
-        if line_end > self.max_line_length or self.connection.is_closing():
-            return False
-        self.line_received(data[:line_end])
-        return True
 
     def _dispatch_lines(self) -> None:
         buffer = self._line_buffer

@@ -68,6 +68,9 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 ACCEPT_BATCH = 64
 EMFILE_BACKOFF = 0.5
 
+#: Distinct peer host strings a listener shares between connections at most.
+_MAX_HOSTS_SHARED = 1024
+
 _OUT_OF_FDS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
@@ -233,7 +236,12 @@ class Listener:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.stats = ListenerStats()
-        self.connections: set[Connection] = set()
+        #: The open connections, in accept order (a dict used as an ordered
+        #: set: at 10 000 entries it costs 29 bytes each, a set 52).
+        self.connections: dict[Connection, None] = {}
+        # Peer host strings seen lately, so connections from one address
+        # share one string (see _connection_accepted).
+        self._hosts: dict[str, str] = {}
         self._conn_kwargs: dict[str, Any] = {
             "on_lost": self._connection_closed,
             "linger_timeout": DEFAULT_LINGER_TIMEOUT,
@@ -402,6 +410,17 @@ class Listener:
             self._resume_accepting()
 
     def _connection_accepted(self, sock: socket.socket, peer: Any) -> Connection | None:
+        if type(peer) is tuple:
+            # Many connections come from one address (a proxy, a NAT, a load
+            # test); they share one host string instead of 58 bytes each.
+            host = peer[0]
+            known = self._hosts.get(host)
+            if known is None:
+                if len(self._hosts) >= _MAX_HOSTS_SHARED:
+                    self._hosts.clear()
+                self._hosts[host] = host
+            elif known is not host:
+                peer = (known, *peer[1:])
         edge = self.edge
         if edge is not None and not edge.admit(peer):
             sock.close()  # before any handler code runs
@@ -430,7 +449,7 @@ class Listener:
         connection = Connection(
             self.reactor, sock, handler, listener=self, peername=peer, **self._conn_kwargs
         )
-        self.connections.add(connection)
+        self.connections[connection] = None
         self.stats.total_connections += 1
         if self._observe:
             assert self.plugins is not None
@@ -444,7 +463,7 @@ class Listener:
     def _connection_closed(self, connection: Connection, exc: BaseException | None) -> None:
         # The connection's on_lost: its socket is closed and its handler told.
         # Bookkeeping first, so a raising hook cannot leave the listener stuck.
-        self.connections.discard(connection)
+        self.connections.pop(connection, None)
         self.stats.closed_bytes_received += connection.bytes_received
         self.stats.closed_bytes_sent += connection.bytes_sent
         if exc is not None and not isinstance(exc, OSError):

@@ -2,15 +2,20 @@
 
 Theory of operation
 -------------------
-The reactor is a microkernel. It owns a ``selectors.DefaultSelector``, a heap
-of timers, a deque of ready callbacks and a wake-up socketpair; everything
-else (accepting, buffering, protocols) lives above it in ``listener``,
-``connection`` and the handlers.
+The reactor is a microkernel. It owns a selector, a heap of timers, a
+deque of ready callbacks and a wake-up socketpair; everything else
+(accepting, buffering, protocols) lives above it in ``listener``,
+``connection`` and the handlers. On Linux the selector is an
+:class:`~reactorkit.poller.EpollPoller` (``select.epoll`` with an ``fd ->
+callback`` table, no ``SelectorKey`` per event); elsewhere, or when one is
+passed in, a ``selectors`` selector.
 
-* ``key.data`` of every registered file object is a callable taking the
-  ready ``mask``. Dispatch is one dict lookup in the selector and one call:
-  ``key.data(mask)``. Whoever registers decides what that callable is (a
-  connection's bound ``_on_event``, a listener's ``_accept_ready``).
+* Every registered descriptor has a callable taking the ready ``mask``
+  (``selectors`` bits: 1 read, 2 write). Dispatch is one dict lookup and one
+  call: ``callbacks[fd](mask)`` (``key.data(mask)`` with ``selectors``). A
+  descriptor unregistered by an earlier callback of the same batch gets no
+  call. Whoever registers decides what that callable is (a connection's
+  bound ``_on_event``, a listener's ``_accept_ready``).
 * Each loop iteration: compute the timeout (0 when callbacks are ready or
   a stop is pending, else until the earliest timer, else forever),
   ``select``, stamp ``self.time`` once, dispatch I/O, run the timers that
@@ -59,6 +64,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, final
 
 from reactorkit.errors import ReactorStateError
+from reactorkit.poller import EpollPoller, make_poller
 from reactorkit.threadpool import ThreadPool
 
 if TYPE_CHECKING:
@@ -210,7 +216,9 @@ class Reactor:
     Args:
         clock: a monotonic clock returning seconds; tests inject a fake one.
         threads: the size of the :meth:`run_in_thread` pool.
-        selector: a ``selectors.BaseSelector``; the default is the platform's best.
+        selector: a ``selectors.BaseSelector``; the default is an
+            :class:`~reactorkit.poller.EpollPoller` on Linux, else
+            ``selectors.DefaultSelector()``.
     """
 
     def __init__(
@@ -224,7 +232,7 @@ class Reactor:
         #: The clock read once per loop pass; use it instead of calling the clock.
         self.time = clock()
         self.threads = threads
-        self.selector = selector if selector is not None else selectors.DefaultSelector()
+        self.selector = selector if selector is not None else make_poller()
         #: Who answers for callbacks scheduled right now (see :class:`CallbackOwner`).
         self.current_owner: CallbackOwner | None = None
         self._ready: collections.deque[
@@ -409,12 +417,17 @@ class Reactor:
             self._thread_id = None
 
     def _loop(self) -> None:
-        select = self.selector.select
+        selector = self.selector
+        if isinstance(selector, EpollPoller):
+            self._loop_epoll(selector)
+            return
+        select = selector.select
         ready = self._ready
         timers = self._timers
+        signals = self._pending_signals
         clock = self.clock
         while True:
-            if ready or self._pending_signals or self._stopping:
+            if ready or signals or self._stopping:
                 timeout: float | None = 0
             elif timers:
                 timeout = max(0.0, timers[0][0] - clock())
@@ -430,19 +443,73 @@ class Reactor:
                 except (KeyboardInterrupt, SystemExit):
                     raise
                 except BaseException as exc:
-                    self._io_callback_failed(key, exc)
-            while self._pending_signals:
-                signum = self._pending_signals.popleft()
-                callback = self._signal_handlers.get(signum)
-                if callback is not None:
-                    self._run_callback(callback, (signum,), None)
+                    self._io_callback_failed(key.fileobj, key.data, exc)
+            if signals:
+                self._run_signals()
             if timers and timers[0][0] <= now:
                 self._run_due_timers(now)
-            for _ in range(len(ready)):
-                callback, args, owner = ready.popleft()
-                self._run_callback(callback, args, owner)
+            if ready:
+                self._run_ready()
             if self._stopping:
                 return
+
+    def _loop_epoll(self, poller: EpollPoller) -> None:
+        # The same pass as _loop, with epoll's (fd, events) pairs indexed
+        # straight into the fd -> callback table (see reactorkit.poller).
+        # Written out rather than shared: at one busy connection a pass is
+        # one request, and every call here is paid per request.
+        poll = poller.epoll.poll
+        callbacks = poller.callbacks
+        ready_mask = poller.ready_mask
+        ready = self._ready
+        timers = self._timers
+        signals = self._pending_signals
+        clock = self.clock
+        while True:
+            if ready or signals or self._stopping:
+                timeout: float | None = 0
+            elif timers:
+                timeout = max(0.0, timers[0][0] - clock())
+            else:
+                timeout = None
+            events = poll(timeout, len(callbacks))
+            self.time = now = clock()
+            for fd, epoll_events in events:
+                try:
+                    callback = callbacks[fd]
+                except KeyError:
+                    continue  # unregistered by a callback earlier in this batch
+                try:
+                    # EPOLLIN alone is EVENT_READ: the common case needs no lookup.
+                    callback(1 if epoll_events == 1 else ready_mask(fd, epoll_events))
+                except (KeyboardInterrupt, SystemExit):
+                    raise
+                except BaseException as exc:
+                    self._io_callback_failed(fd, callback, exc)
+            if signals:
+                self._run_signals()
+            if timers and timers[0][0] <= now:
+                self._run_due_timers(now)
+            if ready:
+                self._run_ready()
+            if self._stopping:
+                return
+
+    def _run_signals(self) -> None:
+        signals = self._pending_signals
+        while signals:
+            signum = signals.popleft()
+            callback = self._signal_handlers.get(signum)
+            if callback is not None:
+                self._run_callback(callback, (signum,), None)
+
+    def _run_ready(self) -> None:
+        # Only the callbacks ready before this pass: what they schedule waits
+        # for the next one, so a callback storm cannot starve I/O.
+        ready = self._ready
+        for _ in range(len(ready)):
+            callback, args, owner = ready.popleft()
+            self._run_callback(callback, args, owner)
 
     def _run_due_timers(self, now: float) -> None:
         # Only the timers due when this pass began: one that schedules
@@ -485,20 +552,22 @@ class Reactor:
         except Exception as error:  # the safety net itself must not reach the loop
             log.error("%r.callback_failed raised", owner, exc_info=error)
 
-    def _io_callback_failed(self, key: selectors.SelectorKey, exc: BaseException) -> None:
+    def _io_callback_failed(
+        self, fileobj: Any, callback: Callable[[int], object], exc: BaseException
+    ) -> None:
         self.current_owner = None
-        owner = getattr(key.data, "__self__", None)
+        owner = getattr(callback, "__self__", None)
         if owner is not None and hasattr(owner, "callback_failed"):
-            self._owner_failed(owner, key.data, exc)
+            self._owner_failed(owner, callback, exc)
             return
         log.error(
             "unhandled exception in I/O callback %r; unregistering %r",
-            key.data,
-            key.fileobj,
+            callback,
+            fileobj,
             exc_info=exc,
         )
         with contextlib.suppress(KeyError, ValueError):
-            self.selector.unregister(key.fileobj)
+            self.selector.unregister(fileobj)
 
     def _in_reactor_thread(self) -> bool:
         return self._thread_id is None or self._thread_id == threading.get_ident()

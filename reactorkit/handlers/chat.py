@@ -27,7 +27,6 @@ the local members (:meth:`ChatRooms.bus_event`).
 
 from __future__ import annotations
 
-import logging
 import re
 import weakref
 from collections.abc import Iterator
@@ -38,7 +37,6 @@ import reactorkit
 
 __all__ = ["ChatHandler", "ChatOptions", "ChatRooms", "Room"]
 
-log = logging.getLogger("reactorkit.chat")
 
 LOBBY = "lobby"
 NICK_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
@@ -172,9 +170,15 @@ class ChatRooms:
     def broadcast(self, room: Room, text: str, exclude: ChatHandler | None = None) -> None:
         """Send one line to every member but ``exclude``; encoded once for all."""
         data = text.encode("utf-8", "replace") + b"\r\n"
+        limit = self.options.max_output_buffer
         for member in list(room.members):
             if member is not exclude:
-                member.send_bytes(data)
+                # send_bytes, inline: this runs once per receiver. write()
+                # ignores a closing connection; only an open one can be slow.
+                connection = member.connection
+                connection.write(data)
+                if connection.get_write_buffer_size() > limit and not connection.is_closing():
+                    member.too_slow()
 
     # -- the bus (reactorkit.BusListener) ----------------------------------
 
@@ -316,13 +320,18 @@ class ChatHandler(reactorkit.LineHandler):
             return
         connection.write(data)
         if connection.get_write_buffer_size() > self.options.max_output_buffer:
-            reactorkit.limit_closed(
-                connection,
-                "slow_consumer",
-                f"{self.nick}: {connection.get_write_buffer_size()} bytes unsent",
-            )
-            self.quit_reason = "too slow reading"
-            connection.abort()
+            self.too_slow()
+
+    def too_slow(self) -> None:
+        """Disconnect this client: its unsent output passed ``max_output_buffer``."""
+        connection = self.connection
+        reactorkit.limit_closed(
+            connection,
+            "slow_consumer",
+            f"{self.nick}: {connection.get_write_buffer_size()} bytes unsent",
+        )
+        self.quit_reason = "too slow reading"
+        connection.abort()
 
     def say(self, text: str) -> None:
         """Send one line to this client."""

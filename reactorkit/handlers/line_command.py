@@ -38,6 +38,8 @@ DEFAULT_MAX_PENDING = 128
 DEFAULT_LINE_TIMEOUT = 30.0
 DEFAULT_RATE = 10000.0
 DEFAULT_BURST = 1000
+_CommandContext = reactorkit.CommandContext
+
 # Replies gathered for one write() at most (bytes), while the kernel keeps up.
 _MAX_BATCH = 16 * 1024
 
@@ -183,12 +185,17 @@ class LineCommandHandler(reactorkit.LineHandler):
         if not self._batching:
             self.connection.write(reply)
             return
-        self._out.append(reply)
+        out = self._out
+        out.append(reply)
         self._out_size += len(reply)
         # Gather only while the kernel takes everything: once the connection
         # buffers, each reply goes out alone, so pause_writing() stops the
-        # round within one reply of the high-water mark.
-        if self._out_size >= _MAX_BATCH or self.connection.get_write_buffer_size():
+        # round within one reply of the high-water mark. Only _flush writes
+        # while a round gathers, so the buffer cannot grow between flushes:
+        # checking at the first reply after each flush is enough.
+        if self._out_size >= _MAX_BATCH or (
+            len(out) == 1 and self.connection.get_write_buffer_size()
+        ):
             self._flush()
 
     def _flush(self) -> None:
@@ -201,7 +208,12 @@ class LineCommandHandler(reactorkit.LineHandler):
 
     def lines_dispatched(self) -> None:
         self._batching = False
-        self._flush()
+        out = self._out
+        if out:  # _flush, inline
+            data = out[0] if len(out) == 1 else b"".join(out)
+            out.clear()
+            self._out_size = 0
+            self.connection.write(data)
 
     # -- input -----------------------------------------------------------------
 
@@ -230,8 +242,13 @@ class LineCommandHandler(reactorkit.LineHandler):
             self.connection.write(self._last_words)
             self.connection.close()
 
-    def line_received(self, line: bytes) -> None:
+    def _dispatch_lines(self) -> None:
+        # Several lines may be dispatched in this round: gather their replies
+        # (see _write). One line per read, the common case, is written at once.
         self._batching = True
+        super()._dispatch_lines()
+
+    def line_received(self, line: bytes) -> None:
         if self._queue or self._busy or (self._bucket is not None and not self._admitted()):
             # Keep request order: wait for the blocking command, or a token.
             self._queue.append(line)
@@ -285,31 +302,34 @@ class LineCommandHandler(reactorkit.LineHandler):
         except UnicodeDecodeError:
             self._error("syntax error: the request is not valid UTF-8")
             return
-        try:
-            words = reactorkit.split_args(text)
-        except reactorkit.CommandError as exc:
-            self._error(str(exc))
-            return
+        if '"' in text or "'" in text:
+            try:
+                words = reactorkit.split_args(text)
+            except reactorkit.CommandError as exc:
+                self._error(str(exc))
+                return
+        else:
+            words = text.split()  # split_args without quotes, minus a call
         if not words:
             self._error("empty request; HELP lists the commands")
             return
-        name = words[0].upper()
-        command = self.table.commands.get(name)
+        table = self.table
+        command = table.commands.get(words[0].upper())
         if command is None:
             shown = words[0] if len(words[0]) <= 64 else words[0][:64] + "..."
             self._error(f"unknown command {shown!r}; HELP lists the commands")
             return
-        args = tuple(words[1:])
-        if not command.accepts(len(args)):
-            self._error(f"wrong number of arguments for {name}; usage: {command.usage}")
+        if not command.accepts(len(words) - 1):
+            self._error(f"wrong number of arguments for {command.name}; usage: {command.usage}")
             return
-        context = reactorkit.CommandContext(
-            command=command,
-            args=args,
-            connection=self.connection,
-            listener=self.table.listener,
-            commands=self.table.commands,
-            sources=self.table.sources,
+        # Positional: a keyword call costs more than the command itself.
+        context = _CommandContext(
+            command,
+            tuple(words[1:]) if len(words) > 1 else (),
+            self.connection,
+            table.listener,
+            table.commands,
+            table.sources,
         )
         if command.blocking:
             self._busy = True
@@ -325,7 +345,15 @@ class LineCommandHandler(reactorkit.LineHandler):
         except BaseException:  # asyncio.CancelledError too, as a blocking one would
             self._internal_error(command)
         else:
-            self._reply(reply)
+            if type(reply) is str and "\r" not in reply and "\n" not in reply:
+                # _reply and _write, inline: this runs per request.
+                data = f"+{reply}\r\n".encode("utf-8", "replace")
+                if self._batching:
+                    self._write(data)
+                else:
+                    self.connection.write(data)
+            else:
+                self._reply(reply)
             if command is QUIT:
                 self._flush()
                 self.connection.close()
@@ -349,10 +377,12 @@ class LineCommandHandler(reactorkit.LineHandler):
     # -- replies -------------------------------------------------------------
 
     def _reply(self, reply: object) -> None:
-        if reply is None:
+        if isinstance(reply, str):
+            if "\r" in reply or "\n" in reply:
+                reply = reply.replace("\r", " ").replace("\n", " ")
+            self._write(f"+{reply}\r\n".encode("utf-8", "replace"))
+        elif reply is None:
             self._write(b"+OK\r\n")
-        elif isinstance(reply, str):
-            self._write(b"+" + _clean(reply) + b"\r\n")
         elif isinstance(reply, (list, tuple)):
             lines = [_clean(str(item)) for item in reply]
             self._write(b"*%d\r\n" % len(lines) + b"".join(x + b"\r\n" for x in lines))
