@@ -23,6 +23,7 @@ from reactorkit.observe import limit_closed
 
 if TYPE_CHECKING:
     from reactorkit.listener import Listener
+    from reactorkit.plugins import Plugins
     from reactorkit.reactor import TimerHandle
     from reactorkit.transport import Transport
 
@@ -513,6 +514,12 @@ class HandlerType:
             options object itself.
         description: one line, shown by ``reactorkit plugins``.
         default_port: the port the built-in default config uses, if any.
+        check: called before anything binds, by ``run`` and ``check`` alike,
+            with the listener's options and the :class:`~reactorkit.Plugins`;
+            raises :class:`~reactorkit.PluginError` for what ``state`` would
+            refuse (two plugins giving one command, say), so ``check``
+            reports it. Must have no side effects: no connections, no files
+            written. None (the default) checks nothing.
     """
 
     name: str
@@ -521,3 +528,4 @@ class HandlerType:
     state: Callable[[Listener], Any] = _options_state
     description: str = ""
     default_port: int | None = None
+    check: Callable[[Any, Plugins], object] | None = None

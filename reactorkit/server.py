@@ -204,6 +204,17 @@ class Server:
             problems.extend(exc.errors)
         if problems:
             raise ConfigErrors(problems)
+        failures = []
+        for plan in plans:
+            check = plan.handler_type.check
+            if check is None:
+                continue
+            try:
+                check(plan.options, plugins)
+            except PluginError as exc:
+                failures.append(f"{config.path}: {plan.config.label}: {exc}")
+        if failures:
+            raise PluginError("\n".join(failures))
         return plans
 
     def bind(self, plans: Iterable[ListenerPlan], *, source: str | None = None) -> None:

@@ -385,6 +385,7 @@ def reactorkit_handler_types() -> list[reactorkit.HandlerType]:
             handler=HttpHandler,
             options=HttpOptions,
             state=HttpSite.from_listener,
+            check=HttpSite.check,
             description="a small, correct HTTP/1.1 server; routes come from plugins",
             default_port=8080,
         )

@@ -112,6 +112,11 @@ class HttpSite:
         return site
 
     @classmethod
+    def check(cls, options: HttpOptions, plugins: reactorkit.Plugins) -> None:
+        """Raise what :meth:`from_listener` would, before anything binds (``check``)."""
+        cls.build(options, plugins.collect("reactorkit_http_routes"))
+
+    @classmethod
     def build(
         cls,
         options: HttpOptions,

@@ -83,6 +83,11 @@ class CommandTable:
         return cls.build(listener.options, found, listener=listener)
 
     @classmethod
+    def check(cls, options: LineCommandOptions, plugins: reactorkit.Plugins) -> None:
+        """Raise what :meth:`from_listener` would, before anything binds (``check``)."""
+        cls.build(options, plugins.collect("reactorkit_line_commands"))
+
+    @classmethod
     def build(
         cls,
         options: LineCommandOptions,
@@ -503,6 +508,7 @@ def reactorkit_handler_types() -> list[reactorkit.HandlerType]:
             handler=LineCommandHandler,
             options=LineCommandOptions,
             state=CommandTable.from_listener,
+            check=CommandTable.check,
             description="a line protocol (+OK/-ERR replies) whose commands come from plugins",
             default_port=7071,
         )

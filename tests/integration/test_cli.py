@@ -19,7 +19,13 @@ from typing import Any
 import pytest
 
 import reactorkit
-from tests.helpers import child_env, connect, reactorkit_cli, recv_until_closed
+from tests.helpers import (
+    child_env,
+    connect,
+    reactorkit_cli,
+    recv_until_closed,
+    write_distribution,
+)
 
 BIG = 32 * 1024 * 1024
 
@@ -676,3 +682,36 @@ def test_a_stopping_hook_that_blocks_the_loop_cannot_hold_the_process_past_the_d
     assert time.monotonic() - started < 10, log  # 0.5 s + the 2 s margin, not 120 s
     assert "the loop is blocked in reactorkit_reactor_stopping()" in log, log
     assert "stuck_stop.py" in log, log
+
+
+def test_check_reports_two_plugins_routing_one_path_as_run_does(tmp_path: Path) -> None:
+    # check passed this config and run refused it: the route table was only
+    # built when the listener started, after everything check does.
+    route = textwrap.dedent(
+        """
+        import reactorkit
+
+        @reactorkit.hookimpl
+        def reactorkit_http_routes():
+            return [reactorkit.Route(method="GET", path="/items/{key}", function=lambda r: "{tag}")]
+        """
+    )
+    for tag in ("one", "two"):
+        write_distribution(
+            tmp_path,
+            f"rk-route-{tag}",
+            "1.0",
+            {f"rk_route_{tag}": route.replace("{tag}", tag)},
+            {f"route-{tag}": f"rk_route_{tag}"},
+        )
+    config = write_config(tmp_path / "c.toml", '[[listen]]\nhandler = "http-lite"\nport = 0\n')
+    env = child_env(PYTHONPATH=str(tmp_path))
+    for command in ("check", "run"):
+        result = reactorkit_cli(command, config, env=env, timeout=30)
+        assert result.returncode == 1, (command, result.stderr)
+        assert "Traceback" not in result.stderr, (command, result.stderr)
+        first = result.stderr.splitlines()[0]
+        assert first == (
+            f"reactorkit: error: {config}: listen[0] 'http-lite': "
+            "HTTP route GET /items/{key} is defined twice:"
+        ), (command, result.stderr)

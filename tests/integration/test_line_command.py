@@ -158,19 +158,22 @@ def test_duplicate_command_from_two_plugins_fails_at_startup(tmp_path: Path) -> 
 
     env = dict(os.environ, PYTHONPATH=str(tmp_path))
     started = time.monotonic()
-    result = reactorkit_cli("run", str(config), env=env)
-    assert result.returncode == 1
-    lines = result.stderr.splitlines()
-    assert lines[0] == (
-        "reactorkit: error: listen[0] 'line-command': line command 'FLIP' is defined twice:"
-    )
-    assert lines[1].startswith("reactorkit: error:   by plugin 'dup-")
-    assert lines[2].startswith("reactorkit: error:   and by plugin 'dup-")
-    assert {line.split("(")[1] for line in lines[1:3]} == {"rk-dup-one 1.0)", "rk-dup-two 2.0)"}
-    assert lines[3] == (
-        "reactorkit: error: uninstall one of them, or leave one out of the listener's "
-        "options.commands"
-    )
+    # check reports it as run does (it used to pass: the table was built only when serving).
+    for command in ("check", "run"):
+        result = reactorkit_cli(command, str(config), env=env)
+        assert result.returncode == 1, (command, result.stderr)
+        lines = result.stderr.splitlines()
+        assert lines[0] == (
+            f"reactorkit: error: {config}: listen[0] 'line-command': "
+            "line command 'FLIP' is defined twice:"
+        ), command
+        assert lines[1].startswith("reactorkit: error:   by plugin 'dup-")
+        assert lines[2].startswith("reactorkit: error:   and by plugin 'dup-")
+        assert {line.split("(")[1] for line in lines[1:3]} == {"rk-dup-one 1.0)", "rk-dup-two 2.0)"}
+        assert lines[3] == (
+            "reactorkit: error: uninstall one of them, or leave one out of the listener's "
+            "options.commands"
+        )
     assert time.monotonic() - started < 30
 
 
