@@ -199,6 +199,56 @@ def test_status_when_nobody_listens(tmp_path: Path) -> None:
     assert "cannot reach the control socket" in result.stderr
 
 
+@contextlib.contextmanager
+def foreign_socket(path: Path, reply: bytes) -> Iterator[None]:
+    """A UNIX socket that is not a reactorkit server: it answers ``reply`` to one request."""
+    import threading
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    listener.settimeout(TIMEOUT)
+
+    def answer() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(TIMEOUT)
+                conn.recv(64)
+                conn.sendall(reply)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join(TIMEOUT)
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    "reply", [b"42", b"[1, 2]", b'{"foo": 1}', b'{"processes": [{"pid": 1}]}', b"null"]
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_status_against_a_socket_that_is_not_reactorkit(
+    tmp_path: Path, reply: bytes, as_json: bool
+) -> None:
+    path = tmp_path / "other.sock"
+    with foreign_socket(path, reply):
+        result = reactorkit_cli("status", "--socket", str(path), *(["--json"] if as_json else []))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"reactorkit: error: {path}: unexpected reply")
+    assert result.stderr.count("\n") == 1
+
+
+def test_status_refuses_a_negative_interval() -> None:
+    result = reactorkit_cli("status", "--socket", "x.sock", "--watch", "--interval", "-1")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--interval" in result.stderr
+
+
 def test_a_second_server_cannot_take_a_live_control_socket(
     served: tuple[ServerProcess, Path, Path], tmp_path: Path
 ) -> None:
