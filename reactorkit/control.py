@@ -6,7 +6,8 @@ root, can connect; a peer of another uid that gets through anyway, through
 a directory that was made permissive, is refused by ``SO_PEERCRED``). The
 file is removed when the server exits. ``reactorkit status`` is its client.
 
-The protocol is one request line, one JSON reply, then the server closes:
+The protocol is one request line (its newline, or the client's EOF, ends
+it), one JSON reply, then the server closes:
 
 * ``local``: this process's snapshot (:meth:`Observatory.snapshot`);
 * ``all``: ``{"processes": [snapshot, ...]}``, every process of the service.
@@ -114,6 +115,8 @@ class ControlHandler(Handler):
             self._reply({"error": f"unknown command {command!r}; expected 'local' or 'all'"})
 
     def eof_received(self) -> bool:
+        if self._buffer and b"\n" not in self._buffer and not self.connection.is_closing():
+            self.data_received(b"\n")  # `printf local | nc -U -N`: the request is whole
         return True  # a client may shut its side after the request
 
     def _gathered(self, future: Any) -> None:

@@ -199,6 +199,20 @@ def test_status_when_nobody_listens(tmp_path: Path) -> None:
     assert "cannot reach the control socket" in result.stderr
 
 
+def test_a_request_ended_by_eof_instead_of_a_newline_is_answered(
+    served: tuple[ServerProcess, Path, Path],
+) -> None:
+    # printf local | nc -U -N control.sock: the request is whole at EOF.
+    _, _, path = served
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(4)  # well under the control socket's 10 s idle timeout
+        sock.connect(str(path))
+        sock.sendall(b"local")
+        sock.shutdown(socket.SHUT_WR)
+        reply = read_until_closed_within(sock)
+    assert json.loads(reply)["pid"] > 0
+
+
 @contextlib.contextmanager
 def foreign_socket(path: Path, reply: bytes) -> Iterator[None]:
     """A UNIX socket that is not a reactorkit server: it answers ``reply`` to one request."""
