@@ -57,6 +57,7 @@ DEFAULT_TIMEOUT = 2.0
 #: The largest reply a client reads (a snapshot is a few KiB per listener).
 MAX_REPLY = 16 * 1024 * 1024
 _MAX_REQUEST = 64
+_MAX_UNIX_PATH = 107  # sun_path's 108 bytes, less the terminating NUL
 _PEER_SUFFIX = ".sock"
 
 
@@ -158,7 +159,14 @@ def bind_private(path: str) -> socket.socket:
         OSError: ``path`` is in use by a live server, or cannot be bound.
     """
     _remove_stale_unix_socket(path)
-    temporary = os.path.join(os.path.dirname(path) or ".", f".{os.getpid()}.rk-tmp")
+    directory = os.path.dirname(path) or "."
+    temporary = os.path.join(directory, f".{os.getpid()}.rk-tmp")
+    dir_fd = None
+    if len(os.fsencode(temporary)) > _MAX_UNIX_PATH:
+        # Longer than ``path`` itself, which fits: reach the directory by a
+        # short name (Linux resolves /proc/self/fd/N to the open directory).
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        temporary = f"/proc/self/fd/{dir_fd}/.{os.getpid()}.rk-tmp"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temporary)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -174,6 +182,9 @@ def bind_private(path: str) -> socket.socket:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
     return sock
 
 

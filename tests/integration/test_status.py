@@ -199,6 +199,28 @@ def test_status_when_nobody_listens(tmp_path: Path) -> None:
     assert "cannot reach the control socket" in result.stderr
 
 
+def test_a_control_socket_path_near_the_unix_limit_works(tmp_path: Path) -> None:
+    # The config accepts up to 107 bytes; the bind must too, however long
+    # the temporary name it binds first is.
+    directory = tmp_path / ("d" * (100 - len(str(tmp_path)) - 1))
+    directory.mkdir()
+    path, sock = write_config(directory)
+    sock = sock.with_name("c.sock")
+    path.write_text(CONFIG.format(socket=sock, workers=1))
+    assert len(os.fsencode(sock)) == 107
+    proc = ServerProcess(["run", str(path)])
+    try:
+        proc.wait_serving(1)
+        proc.keep_reading_log()
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        assert status_json("--socket", str(sock))["processes"]
+    finally:
+        code, log = proc.terminate()
+    assert code == 0, log
+    assert not sock.exists()
+    assert os.listdir(directory) == ["app.toml"]
+
+
 def test_a_request_ended_by_eof_instead_of_a_newline_is_answered(
     served: tuple[ServerProcess, Path, Path],
 ) -> None:
