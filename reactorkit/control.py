@@ -16,14 +16,15 @@ With workers, the supervisor serves the configured socket and answers
 ``all`` by asking each worker over its *peer socket*, one per worker in a
 private directory (mode 0700) the supervisor makes and removes; a worker
 answers ``/metrics`` the same way, so a scrape shows every worker whichever
-one it lands on. Asking peers blocks, so it runs on the thread pool, each
-peer with a short timeout; the loop never waits.
+one it lands on. Asking peers blocks, so it runs on the thread pool, every
+peer at once with one short timeout; the loop never waits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -31,6 +32,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, final
 
 from reactorkit.handler import Handler, HandlerType
@@ -273,24 +275,27 @@ def query_peers(
 ) -> list[dict[str, Any]]:
     """Every peer's ``local`` snapshot; a peer that does not answer is skipped.
 
-    A socket nobody listens on any more (a worker that crashed) is removed.
+    The peers are asked at once, one thread each, so hung workers cost one
+    ``timeout`` together, not one each. A socket nobody listens on any more
+    (a worker that crashed) is removed.
     """
-    found: list[dict[str, Any]] = []
-    for path in peer_paths(directory):
-        if path == exclude:
-            continue
-        try:
-            reply = query(path, "local", timeout=timeout)
-        except ConnectionRefusedError:
-            with contextlib.suppress(OSError):
-                os.unlink(path)  # its worker is gone
-            continue
-        except (OSError, ValueError) as exc:
-            log.warning("worker socket %s did not answer: %s", path, exc)
-            continue
-        if isinstance(reply, dict) and "pid" in reply:
-            found.append(reply)
-    return found
+    paths = [path for path in peer_paths(directory) if path != exclude]
+    if not paths:
+        return []
+    with ThreadPoolExecutor(min(len(paths), 64), thread_name_prefix="reactorkit-peers") as pool:
+        replies = list(pool.map(functools.partial(_ask_peer, timeout=timeout), paths))
+    return [reply for reply in replies if isinstance(reply, dict) and "pid" in reply]
+
+
+def _ask_peer(path: str, *, timeout: float) -> Any:
+    try:
+        return query(path, "local", timeout=timeout)
+    except ConnectionRefusedError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # its worker is gone
+    except (OSError, ValueError) as exc:
+        log.warning("worker socket %s did not answer: %s", path, exc)
+    return None
 
 
 @final

@@ -22,7 +22,7 @@ from reactorkit.control import query
 
 __all__ = ["add_command", "render"]
 
-#: Seconds status waits for the reply (the supervisor asks each worker in turn).
+#: Seconds status waits for the reply (the supervisor gives its workers 2 s).
 STATUS_TIMEOUT = 5.0
 _CLEAR = "\x1b[H\x1b[2J"
 _SNAPSHOT_KEYS = frozenset({"pid", "worker", "time", "uptime", "loop", "process", "listeners"})

@@ -175,6 +175,33 @@ def test_status_with_two_workers_shows_both(tmp_path: Path) -> None:
         assert not peer_dir.exists()  # the supervisor removed the workers' sockets
 
 
+def test_status_shows_the_live_workers_when_several_hang(tmp_path: Path) -> None:
+    # Each worker that does not answer is left out after 2 s; asked one
+    # after another, three hung workers took 6 s and status (5 s) got nothing.
+    import signal
+
+    from reactorkit.control import query
+
+    path, sock = write_config(tmp_path, workers=4)
+    proc = ServerProcess(["run", str(path)])
+    stopped: list[int] = []
+    try:
+        wait_workers(proc, 4)
+        peers = sorted(query(str(sock), "local")["peers"])
+        assert len(peers) == 4
+        for peer in peers[1:]:  # w1-PID.sock, w2-..., w3-...
+            pid = int(Path(peer).stem.split("-")[1])
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+        processes = status_json(str(path))["processes"]
+        assert [p["worker"] for p in processes] == [0]  # type: ignore[index]
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        code, log = proc.terminate()
+    assert code == 0, log
+
+
 def reply_peer_dirs(sock: Path) -> set[str]:
     """The supervisor's ``local`` answer names its workers' peer sockets."""
     from reactorkit.control import query
