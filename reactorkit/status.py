@@ -3,7 +3,8 @@
 It asks the control socket (``[reactor] control_socket``, see
 :mod:`reactorkit.control`) for every process's snapshot. ``--watch``
 redraws the table every ``--interval`` seconds, like ``top``, with rates
-per second computed between two refreshes; ``--json`` prints the raw reply
+per second computed between two refreshes (and keeps trying while the
+server restarts); ``--json`` prints the raw reply
 (one JSON document per line with ``--watch``) for scripts.
 """
 
@@ -91,7 +92,15 @@ def _run(args: argparse.Namespace) -> int:
             print(
                 f"reactorkit: error: cannot reach the control socket {path}: {exc}", file=sys.stderr
             )
-            return 1
+            if not (args.watch and shown):
+                return 1
+            # --watch that has reached the server: it may be restarting; keep trying.
+            shown += 1
+            if args.count and shown >= args.count:
+                return 1
+            previous = None
+            time.sleep(args.interval)
+            continue
         if isinstance(reply, dict) and "error" in reply:
             print(f"reactorkit: error: {path}: {reply['error']}", file=sys.stderr)
             return 1

@@ -105,6 +105,50 @@ def test_status_table_and_watch(served: tuple[ServerProcess, Path, Path]) -> Non
     assert row.split()[4] == "0"  # CONN/S: a rate now, and nobody connected
 
 
+WATCH = ("--watch", "--interval", "0.05", "--count", "2000")
+
+
+def test_watch_rides_out_a_server_restart(tmp_path: Path) -> None:
+    # top keeps running while what it watches restarts; so does status --watch.
+    import subprocess
+
+    path, sock = write_config(tmp_path)
+    first = ServerProcess(["run", str(path)])
+    second: ServerProcess | None = None
+    watch: subprocess.Popen[str] | None = None
+    try:
+        first.wait_serving(1)
+        first.keep_reading_log()
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "reactorkit", "status", "--socket", str(sock), "--json", *WATCH],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = watch.stdout.readline()  # type: ignore[union-attr]
+        assert line, watch.stderr.read()  # type: ignore[union-attr]
+        old_pid = json.loads(line)["processes"][0]["pid"]
+        code, log = first.terminate()
+        assert code == 0, log
+        second = ServerProcess(["run", str(path)])
+        second.wait_serving(1)
+        second.keep_reading_log()
+        for _ in range(2000):  # bounded by --count too
+            line = watch.stdout.readline()  # type: ignore[union-attr]
+            assert line, watch.stderr.read()  # type: ignore[union-attr]
+            if json.loads(line)["processes"][0]["pid"] != old_pid:
+                break
+        else:
+            pytest.fail("status --watch never showed the restarted server")
+    finally:
+        if watch is not None:
+            watch.kill()
+            watch.communicate(timeout=TIMEOUT)
+        first.kill()
+        if second is not None:
+            second.kill()
+
+
 def test_control_socket_is_private_and_removed_on_exit(tmp_path: Path) -> None:
     # A directory others may enter, so only the socket's own mode keeps them out.
     directory = Path(tempfile.mkdtemp(prefix="rk-status-"))
