@@ -6,7 +6,8 @@ code that logs it as ``extra=connection_fields(connection)``
 ``listener`` and ``peer``. The text format shows the id nginx-style, as
 ``*17`` in front of the message; the JSON format writes one object per line
 with ``ts``, ``level``, ``logger``, ``msg``, ``pid`` and every extra field, so
-one connection's life is ``jq 'select(.conn_id == 17)'``.
+one connection's life is ``jq 'select(.pid == 4242 and .conn_id == 17)'`` (with
+workers, ids repeat between processes: the pid tells them apart).
 """
 
 from __future__ import annotations
