@@ -118,7 +118,9 @@ class ControlHandler(Handler):
             self._reply({"error": f"unknown command {command!r}; expected 'local' or 'all'"})
 
     def eof_received(self) -> bool:
-        if self._buffer and b"\n" not in self._buffer and not self.connection.is_closing():
+        if not self._buffer:
+            return False  # gone without a request (a probe, a scraper that gave up): close
+        if b"\n" not in self._buffer and not self.connection.is_closing():
             self.data_received(b"\n")  # `printf local | nc -U -N`: the request is whole
         return True  # a client may shut its side after the request
 

@@ -270,6 +270,21 @@ def test_status_when_nobody_listens(tmp_path: Path) -> None:
     assert "cannot reach the control socket" in result.stderr
 
 
+def test_a_client_that_leaves_without_a_request_frees_its_slot_at_once(
+    served: tuple[ServerProcess, Path, Path],
+) -> None:
+    # Each of these (a probe, a scrape that gave up on a stopped worker) held
+    # one of the socket's 16 connections until the 10 s idle timeout.
+    _, _, path = served
+    for _ in range(20):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(4)  # well under the control socket's 10 s idle timeout
+            sock.connect(str(path))
+            sock.shutdown(socket.SHUT_WR)
+            assert read_until_closed_within(sock) == b""
+    assert status_json("--socket", str(path))["processes"]
+
+
 def test_a_control_socket_path_near_the_unix_limit_works(tmp_path: Path) -> None:
     # The config accepts up to 107 bytes; the bind must too, however long
     # the temporary name it binds first is.
