@@ -196,7 +196,7 @@ def serve_control(reactor: Any, path: str, source: Any) -> Callable[[], None]:
     """Listen at ``path`` (mode 0600) and answer from ``source``; returns the closer.
 
     The closer stops listening, aborts the control connections still open
-    and removes the file.
+    and removes the file (unless another server has bound that path since).
     """
     sock = bind_private(path)
     listener = Listener(
@@ -214,13 +214,20 @@ def serve_control(reactor: Any, path: str, source: Any) -> Callable[[], None]:
         idle_timeout=DEFAULT_TIMEOUT * 5,
         plugin="reactorkit control socket",
     )
-    listener.address = path  # the renamed file: close() unlinks it
+    listener.address = path  # the renamed file
+    listener.owns_path = False  # close() below unlinks it, if it is still ours
+    bound = os.stat(path)
     listener.start()
 
     def close() -> None:
         listener.close()
         for connection in list(listener.connections):
             connection.abort()
+        # Removed by hand and bound again by another server: that one's now.
+        with contextlib.suppress(OSError):
+            now = os.stat(path)
+            if (now.st_dev, now.st_ino) == (bound.st_dev, bound.st_ino):
+                os.unlink(path)
 
     return close
 

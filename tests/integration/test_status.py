@@ -270,6 +270,30 @@ def test_status_when_nobody_listens(tmp_path: Path) -> None:
     assert "cannot reach the control socket" in result.stderr
 
 
+def test_a_server_leaving_removes_its_own_socket_not_a_successors(tmp_path: Path) -> None:
+    # The file was removed by hand (or a tmp cleaner) and a second server now
+    # listens at the same path: the first one's exit must not unlink it.
+    path, sock = write_config(tmp_path)
+    first = ServerProcess(["run", str(path)])
+    second: ServerProcess | None = None
+    try:
+        first.wait_serving(1)
+        first.keep_reading_log()
+        sock.unlink()
+        second = ServerProcess(["run", str(path)])
+        second.wait_serving(1)
+        second.keep_reading_log()
+        code, log = first.terminate()
+        assert code == 0, log
+        assert sock.exists()
+        processes = status_json("--socket", str(sock))["processes"]
+        assert [p["pid"] for p in processes] == [second.proc.pid]  # type: ignore[index]
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+
+
 def test_a_client_that_leaves_without_a_request_frees_its_slot_at_once(
     served: tuple[ServerProcess, Path, Path],
 ) -> None:
