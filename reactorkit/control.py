@@ -6,7 +6,8 @@ root, can connect; a peer of another uid that gets through anyway, through
 a directory that was made permissive, is refused by ``SO_PEERCRED``). The
 file is removed when the server exits. ``reactorkit status`` is its client.
 
-The protocol is one request line, one JSON reply, then the server closes:
+The protocol is one request line (its newline, or the client's EOF, ends
+it), one JSON reply, then the server closes:
 
 * ``local``: this process's snapshot (:meth:`Observatory.snapshot`);
 * ``all``: ``{"processes": [snapshot, ...]}``, every process of the service.
@@ -15,14 +16,15 @@ With workers, the supervisor serves the configured socket and answers
 ``all`` by asking each worker over its *peer socket*, one per worker in a
 private directory (mode 0700) the supervisor makes and removes; a worker
 answers ``/metrics`` the same way, so a scrape shows every worker whichever
-one it lands on. Asking peers blocks, so it runs on the thread pool, each
-peer with a short timeout; the loop never waits.
+one it lands on. Asking peers blocks, so it runs on the thread pool, every
+peer at once with one short timeout; the loop never waits.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import os
@@ -30,6 +32,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, final
 
 from reactorkit.handler import Handler, HandlerType
@@ -56,6 +59,7 @@ DEFAULT_TIMEOUT = 2.0
 #: The largest reply a client reads (a snapshot is a few KiB per listener).
 MAX_REPLY = 16 * 1024 * 1024
 _MAX_REQUEST = 64
+_MAX_UNIX_PATH = 107  # sun_path's 108 bytes, less the terminating NUL
 _PEER_SUFFIX = ".sock"
 
 
@@ -114,6 +118,10 @@ class ControlHandler(Handler):
             self._reply({"error": f"unknown command {command!r}; expected 'local' or 'all'"})
 
     def eof_received(self) -> bool:
+        if not self._buffer:
+            return False  # gone without a request (a probe, a scraper that gave up): close
+        if b"\n" not in self._buffer and not self.connection.is_closing():
+            self.data_received(b"\n")  # `printf local | nc -U -N`: the request is whole
         return True  # a client may shut its side after the request
 
     def _gathered(self, future: Any) -> None:
@@ -155,7 +163,14 @@ def bind_private(path: str) -> socket.socket:
         OSError: ``path`` is in use by a live server, or cannot be bound.
     """
     _remove_stale_unix_socket(path)
-    temporary = os.path.join(os.path.dirname(path) or ".", f".{os.getpid()}.rk-tmp")
+    directory = os.path.dirname(path) or "."
+    temporary = os.path.join(directory, f".{os.getpid()}.rk-tmp")
+    dir_fd = None
+    if len(os.fsencode(temporary)) > _MAX_UNIX_PATH:
+        # Longer than ``path`` itself, which fits: reach the directory by a
+        # short name (Linux resolves /proc/self/fd/N to the open directory).
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        temporary = f"/proc/self/fd/{dir_fd}/.{os.getpid()}.rk-tmp"
     with contextlib.suppress(FileNotFoundError):
         os.unlink(temporary)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -171,6 +186,9 @@ def bind_private(path: str) -> socket.socket:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+    finally:
+        if dir_fd is not None:
+            os.close(dir_fd)
     return sock
 
 
@@ -178,7 +196,7 @@ def serve_control(reactor: Any, path: str, source: Any) -> Callable[[], None]:
     """Listen at ``path`` (mode 0600) and answer from ``source``; returns the closer.
 
     The closer stops listening, aborts the control connections still open
-    and removes the file.
+    and removes the file (unless another server has bound that path since).
     """
     sock = bind_private(path)
     listener = Listener(
@@ -196,13 +214,20 @@ def serve_control(reactor: Any, path: str, source: Any) -> Callable[[], None]:
         idle_timeout=DEFAULT_TIMEOUT * 5,
         plugin="reactorkit control socket",
     )
-    listener.address = path  # the renamed file: close() unlinks it
+    listener.address = path  # the renamed file
+    listener.owns_path = False  # close() below unlinks it, if it is still ours
+    bound = os.stat(path)
     listener.start()
 
     def close() -> None:
         listener.close()
         for connection in list(listener.connections):
             connection.abort()
+        # Removed by hand and bound again by another server: that one's now.
+        with contextlib.suppress(OSError):
+            now = os.stat(path)
+            if (now.st_dev, now.st_ino) == (bound.st_dev, bound.st_ino):
+                os.unlink(path)
 
     return close
 
@@ -259,24 +284,27 @@ def query_peers(
 ) -> list[dict[str, Any]]:
     """Every peer's ``local`` snapshot; a peer that does not answer is skipped.
 
-    A socket nobody listens on any more (a worker that crashed) is removed.
+    The peers are asked at once, one thread each, so hung workers cost one
+    ``timeout`` together, not one each. A socket nobody listens on any more
+    (a worker that crashed) is removed.
     """
-    found: list[dict[str, Any]] = []
-    for path in peer_paths(directory):
-        if path == exclude:
-            continue
-        try:
-            reply = query(path, "local", timeout=timeout)
-        except ConnectionRefusedError:
-            with contextlib.suppress(OSError):
-                os.unlink(path)  # its worker is gone
-            continue
-        except (OSError, ValueError) as exc:
-            log.warning("worker socket %s did not answer: %s", path, exc)
-            continue
-        if isinstance(reply, dict) and "pid" in reply:
-            found.append(reply)
-    return found
+    paths = [path for path in peer_paths(directory) if path != exclude]
+    if not paths:
+        return []
+    with ThreadPoolExecutor(min(len(paths), 64), thread_name_prefix="reactorkit-peers") as pool:
+        replies = list(pool.map(functools.partial(_ask_peer, timeout=timeout), paths))
+    return [reply for reply in replies if isinstance(reply, dict) and "pid" in reply]
+
+
+def _ask_peer(path: str, *, timeout: float) -> Any:
+    try:
+        return query(path, "local", timeout=timeout)
+    except ConnectionRefusedError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # its worker is gone
+    except (OSError, ValueError) as exc:
+        log.warning("worker socket %s did not answer: %s", path, exc)
+    return None
 
 
 @final

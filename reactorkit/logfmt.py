@@ -6,13 +6,15 @@ code that logs it as ``extra=connection_fields(connection)``
 ``listener`` and ``peer``. The text format shows the id nginx-style, as
 ``*17`` in front of the message; the JSON format writes one object per line
 with ``ts``, ``level``, ``logger``, ``msg``, ``pid`` and every extra field, so
-one connection's life is ``jq 'select(.conn_id == 17)'``.
+one connection's life is ``jq 'select(.pid == 4242 and .conn_id == 17)'`` (with
+workers, ids repeat between processes: the pid tells them apart).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
 from typing import Any
@@ -48,17 +50,24 @@ class JsonFormatter(logging.Formatter):
     ``msg``, ``pid``, every ``extra`` field the caller passed (``conn_id``,
     ``listener``, ``peer``; the access log adds ``method``, ``path``,
     ``status``...), and ``exc`` with the traceback when there is one.
-    Values JSON cannot hold are written as their ``str()``.
+    Values JSON cannot hold are written as their ``str()``. It never raises:
+    a careless call (an extra with tuple keys, a cycle or NaN; too few
+    arguments for the format) still gives one line of strict JSON rather
+    than logging's multi-line "--- Logging error ---" report on stderr.
     """
 
     def format(self, record: logging.LogRecord) -> str:
         """Format ``record`` as one line of JSON."""
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        try:
+            message = record.getMessage()
+        except Exception:  # "%s %s" with one argument: say what was logged
+            message = f"{_text(record.msg)} (bad log arguments: {_text(record.args)})"
         out: dict[str, Any] = {
             "ts": f"{stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": message,
             "pid": record.process,
         }
         for key, value in vars(record).items():
@@ -70,7 +79,29 @@ class JsonFormatter(logging.Formatter):
             out["exc"] = record.exc_text
         if record.stack_info:
             out["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
+        try:
+            return json.dumps(out, default=_text, ensure_ascii=False, allow_nan=False)
+        except (TypeError, ValueError, RecursionError):  # tuple keys, a cycle, NaN
+            return json.dumps({k: _plain(v) for k, v in out.items()}, ensure_ascii=False)
+
+
+def _text(value: Any) -> str:
+    """``str(value)``, or a placeholder when its ``__str__`` raises."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _plain(value: Any) -> Any:
+    """``value`` if JSON holds it as is (finite numbers, strings, null), else its text."""
+    if value is None or isinstance(value, str | bool):
+        return value
+    if isinstance(value, int) and value.bit_length() <= 64:  # huge ints have no str() either
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return _text(value)
 
 
 def setup_logging(level: str, log_format: str = "text", *, pid: bool = False) -> None:

@@ -193,8 +193,18 @@ def _le(bound: float) -> str:
 
 
 def exposition(snapshots: Sequence[dict[str, Any]], accept: str = "") -> tuple[bytes, str]:
-    """The body and Content-Type for ``snapshots``, in the format ``accept`` asks for."""
-    encoder, content_type = choose_encoder(accept)
+    """The body and Content-Type for ``snapshots``, in the format ``accept`` asks for.
+
+    An ``Accept`` whose version prometheus_client cannot compare (it raises
+    TypeError on ``version=garbage``) or would echo back as a non-ASCII
+    header (``int()`` reads any Unicode digit) gets the text format.
+    """
+    try:
+        encoder, content_type = choose_encoder(accept)
+    except (TypeError, ValueError):
+        encoder, content_type = choose_encoder("")
+    if not (content_type.isascii() and content_type.isprintable()):
+        encoder, content_type = choose_encoder("")
     return encoder(SnapshotCollector(snapshots)), content_type  # type: ignore[arg-type]
 
 

@@ -3,13 +3,15 @@
 It asks the control socket (``[reactor] control_socket``, see
 :mod:`reactorkit.control`) for every process's snapshot. ``--watch``
 redraws the table every ``--interval`` seconds, like ``top``, with rates
-per second computed between two refreshes; ``--json`` prints the raw reply
+per second computed between two refreshes (and keeps trying while the
+server restarts); ``--json`` prints the raw reply
 (one JSON document per line with ``--watch``) for scripts.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -21,9 +23,10 @@ from reactorkit.control import query
 
 __all__ = ["add_command", "render"]
 
-#: Seconds status waits for the reply (the supervisor asks each worker in turn).
+#: Seconds status waits for the reply (the supervisor gives its workers 2 s).
 STATUS_TIMEOUT = 5.0
 _CLEAR = "\x1b[H\x1b[2J"
+_SNAPSHOT_KEYS = frozenset({"pid", "worker", "time", "uptime", "loop", "process", "listeners"})
 
 
 def add_command(subparsers: Any) -> None:
@@ -43,12 +46,19 @@ def add_command(subparsers: Any) -> None:
     parser.add_argument("--json", action="store_true", help="print the reply as JSON")
     parser.add_argument("--watch", action="store_true", help="refresh until interrupted")
     parser.add_argument(
-        "--interval", type=float, default=1.0, metavar="SECONDS", help="--watch refresh period"
+        "--interval", type=_seconds, default=1.0, metavar="SECONDS", help="--watch refresh period"
     )
     parser.add_argument(
         "--count", type=int, default=0, metavar="N", help="--watch: stop after N refreshes"
     )
     parser.set_defaults(func=_run)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also NaN
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, got {text!r}")
+    return value
 
 
 def _socket_path(args: argparse.Namespace) -> str | None:
@@ -82,14 +92,32 @@ def _run(args: argparse.Namespace) -> int:
             print(
                 f"reactorkit: error: cannot reach the control socket {path}: {exc}", file=sys.stderr
             )
-            return 1
-        if "error" in reply:
+            if not (args.watch and shown):
+                return 1
+            # --watch that has reached the server: it may be restarting; keep trying.
+            shown += 1
+            if args.count and shown >= args.count:
+                return 1
+            previous = None
+            time.sleep(args.interval)
+            continue
+        if isinstance(reply, dict) and "error" in reply:
             print(f"reactorkit: error: {path}: {reply['error']}", file=sys.stderr)
+            return 1
+        text = None
+        if _is_reply(reply):
+            with contextlib.suppress(KeyError, TypeError, ValueError, AttributeError):
+                text = "" if args.json else render(reply["processes"], previous)
+        if text is None:  # another program's socket, or a server of another version
+            print(
+                f"reactorkit: error: {path}: unexpected reply (is it a reactorkit control "
+                f"socket?): {json.dumps(reply)[:200]}",
+                file=sys.stderr,
+            )
             return 1
         if args.json:
             print(json.dumps(reply) if args.watch else json.dumps(reply, indent=2), flush=True)
         else:
-            text = render(reply["processes"], previous)
             if args.watch and sys.stdout.isatty():
                 text = _CLEAR + text
             print(text, flush=True)
@@ -98,6 +126,14 @@ def _run(args: argparse.Namespace) -> int:
             return 0
         previous = reply
         time.sleep(args.interval)
+
+
+def _is_reply(reply: Any) -> bool:
+    """True for the shape of an ``all`` reply: ``{"processes": [snapshot, ...]}``."""
+    processes = reply.get("processes") if isinstance(reply, dict) else None
+    return isinstance(processes, list) and all(
+        isinstance(p, dict) and p.keys() >= _SNAPSHOT_KEYS for p in processes
+    )
 
 
 def render(processes: Sequence[dict[str, Any]], previous: dict[str, Any] | None = None) -> str:

@@ -48,3 +48,39 @@ def test_text_line_names_the_connection_nginx_style() -> None:
     formatter = TextFormatter("%(name)s: %(message)s")
     assert formatter.format(record(conn_id=12)) == "reactorkit.test: *12 hello world"
     assert formatter.format(record()) == "reactorkit.test: hello world"
+
+
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def strict_json(line: str) -> dict[str, object]:
+    """json.loads that refuses NaN and Infinity, as jq, Go and log shippers do."""
+
+    def refuse(name: str) -> object:
+        raise ValueError(f"not JSON: {name}")
+
+    assert "\n" not in line
+    return json.loads(line, parse_constant=refuse)  # type: ignore[no-any-return]
+
+
+def test_json_line_survives_what_a_careless_plugin_passes() -> None:
+    cycle: list[object] = []
+    cycle.append(cycle)
+    formatter = JsonFormatter()
+    cases = {
+        "tuple keys": {"data": {(1, 2): 3}},
+        "a cycle": {"data": cycle},
+        "a failing __str__": {"data": Unprintable()},
+        "NaN": {"data": float("nan")},
+    }
+    for name, extra in cases.items():
+        data = strict_json(formatter.format(record("case %s", (name,), **extra)))
+        assert data["msg"] == f"case {name}"
+        assert isinstance(data["data"], str), name
+    # A format string with too few arguments: the line still says what was logged.
+    data = strict_json(formatter.format(record("%s and %s", ("one",), conn_id=5)))
+    assert "%s and %s" in str(data["msg"])
+    assert "one" in str(data["msg"])
+    assert data["conn_id"] == 5

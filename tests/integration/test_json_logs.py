@@ -22,9 +22,23 @@ class Raiser(reactorkit.Handler):
     def data_received(self, data):
         raise RuntimeError("handler boom")
 
+def careless(request):
+    import logging
+    log = logging.getLogger("rk_boom")
+    cycle = []
+    cycle.append(cycle)
+    log.warning("careless tuple keys", extra={"data": {(1, 2): 3}})
+    log.warning("careless cycle", extra={"data": cycle})
+    log.warning("careless nan", extra={"data": float("nan")})
+    log.warning("careless %s %s", "args")
+    return reactorkit.Response(status=200, body=b"ok")
+
 @reactorkit.hookimpl
 def reactorkit_http_routes():
-    return [reactorkit.Route(method="GET", path="/boom", function=boom)]
+    return [
+        reactorkit.Route(method="GET", path="/boom", function=boom),
+        reactorkit.Route(method="GET", path="/careless", function=careless),
+    ]
 
 @reactorkit.hookimpl
 def reactorkit_handler_types():
@@ -162,3 +176,26 @@ def test_a_bad_log_format_is_a_config_error(tmp_path: Path) -> None:
     code, log = proc.wait_exit()
     assert code == 1
     assert "reactor.log_format must be one of text, json, got 'xml'" in log
+
+
+def strict_records(log: str) -> list[dict[str, Any]]:
+    """:func:`records`, refusing NaN and Infinity as jq, Go and log shippers do."""
+
+    def refuse(name: str) -> Any:
+        raise ValueError(f"not JSON: {name}")
+
+    return [json.loads(line, parse_constant=refuse) for line in log.splitlines() if line.strip()]
+
+
+def test_a_careless_plugins_log_calls_stay_json_lines(json_server: ServerProcess) -> None:
+    with connect(json_server.tcp("web")) as sock:
+        sock.sendall(b"GET /careless HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert recv_until_closed(sock).startswith(b"HTTP/1.1 200")
+    code, log = json_server.terminate()
+    assert code == 0
+    assert "Logging error" not in log
+    lines = strict_records(log)
+    careless = [r["msg"] for r in lines if r["logger"] == "rk_boom"]
+    assert careless[:3] == ["careless tuple keys", "careless cycle", "careless nan"]
+    assert "careless %s %s" in careless[3]
+    assert len(careless) == 4

@@ -195,6 +195,27 @@ def test_openmetrics_when_the_scraper_asks_for_it(server: ServerProcess) -> None
     assert body.endswith(b"# EOF\n")
 
 
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/openmetrics-text; version=garbage",
+        "text/plain; version=1.x",
+        "application/openmetrics-text; version=\u0661.0.0",
+    ],
+)
+def test_a_hostile_accept_header_gets_the_text_format_not_a_500(
+    server: ServerProcess, accept: str
+) -> None:
+    # prometheus_client's negotiation raises TypeError on a version it cannot compare.
+    status, headers, body = http_get(server.tcp("admin"), "/metrics", accept=accept)
+    assert status == "HTTP/1.1 200 OK"
+    assert "content-type: text/plain; version=0.0.4" in headers
+    assert "reactorkit_connections_open" in {
+        f.name for f in text_string_to_metric_families(body.decode())
+    }
+    assert "raised" not in "".join(server.log)
+
+
 def test_plain_scrapes_get_the_text_format(server: ServerProcess) -> None:
     _, headers, body = http_get(server.tcp("admin"), "/metrics")
     assert "content-type: text/plain; version=0.0.4" in headers

@@ -105,6 +105,50 @@ def test_status_table_and_watch(served: tuple[ServerProcess, Path, Path]) -> Non
     assert row.split()[4] == "0"  # CONN/S: a rate now, and nobody connected
 
 
+WATCH = ("--watch", "--interval", "0.05", "--count", "2000")
+
+
+def test_watch_rides_out_a_server_restart(tmp_path: Path) -> None:
+    # top keeps running while what it watches restarts; so does status --watch.
+    import subprocess
+
+    path, sock = write_config(tmp_path)
+    first = ServerProcess(["run", str(path)])
+    second: ServerProcess | None = None
+    watch: subprocess.Popen[str] | None = None
+    try:
+        first.wait_serving(1)
+        first.keep_reading_log()
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "reactorkit", "status", "--socket", str(sock), "--json", *WATCH],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        line = watch.stdout.readline()  # type: ignore[union-attr]
+        assert line, watch.stderr.read()  # type: ignore[union-attr]
+        old_pid = json.loads(line)["processes"][0]["pid"]
+        code, log = first.terminate()
+        assert code == 0, log
+        second = ServerProcess(["run", str(path)])
+        second.wait_serving(1)
+        second.keep_reading_log()
+        for _ in range(2000):  # bounded by --count too
+            line = watch.stdout.readline()  # type: ignore[union-attr]
+            assert line, watch.stderr.read()  # type: ignore[union-attr]
+            if json.loads(line)["processes"][0]["pid"] != old_pid:
+                break
+        else:
+            pytest.fail("status --watch never showed the restarted server")
+    finally:
+        if watch is not None:
+            watch.kill()
+            watch.communicate(timeout=TIMEOUT)
+        first.kill()
+        if second is not None:
+            second.kill()
+
+
 def test_control_socket_is_private_and_removed_on_exit(tmp_path: Path) -> None:
     # A directory others may enter, so only the socket's own mode keeps them out.
     directory = Path(tempfile.mkdtemp(prefix="rk-status-"))
@@ -175,6 +219,33 @@ def test_status_with_two_workers_shows_both(tmp_path: Path) -> None:
         assert not peer_dir.exists()  # the supervisor removed the workers' sockets
 
 
+def test_status_shows_the_live_workers_when_several_hang(tmp_path: Path) -> None:
+    # Each worker that does not answer is left out after 2 s; asked one
+    # after another, three hung workers took 6 s and status (5 s) got nothing.
+    import signal
+
+    from reactorkit.control import query
+
+    path, sock = write_config(tmp_path, workers=4)
+    proc = ServerProcess(["run", str(path)])
+    stopped: list[int] = []
+    try:
+        wait_workers(proc, 4)
+        peers = sorted(query(str(sock), "local")["peers"])
+        assert len(peers) == 4
+        for peer in peers[1:]:  # w1-PID.sock, w2-..., w3-...
+            pid = int(Path(peer).stem.split("-")[1])
+            os.kill(pid, signal.SIGSTOP)
+            stopped.append(pid)
+        processes = status_json(str(path))["processes"]
+        assert [p["worker"] for p in processes] == [0]  # type: ignore[index]
+    finally:
+        for pid in stopped:
+            os.kill(pid, signal.SIGCONT)
+        code, log = proc.terminate()
+    assert code == 0, log
+
+
 def reply_peer_dirs(sock: Path) -> set[str]:
     """The supervisor's ``local`` answer names its workers' peer sockets."""
     from reactorkit.control import query
@@ -197,6 +268,131 @@ def test_status_when_nobody_listens(tmp_path: Path) -> None:
     result = reactorkit_cli("status", "--socket", str(tmp_path / "nobody.sock"))
     assert result.returncode == 1
     assert "cannot reach the control socket" in result.stderr
+
+
+def test_a_server_leaving_removes_its_own_socket_not_a_successors(tmp_path: Path) -> None:
+    # The file was removed by hand (or a tmp cleaner) and a second server now
+    # listens at the same path: the first one's exit must not unlink it.
+    path, sock = write_config(tmp_path)
+    first = ServerProcess(["run", str(path)])
+    second: ServerProcess | None = None
+    try:
+        first.wait_serving(1)
+        first.keep_reading_log()
+        sock.unlink()
+        second = ServerProcess(["run", str(path)])
+        second.wait_serving(1)
+        second.keep_reading_log()
+        code, log = first.terminate()
+        assert code == 0, log
+        assert sock.exists()
+        processes = status_json("--socket", str(sock))["processes"]
+        assert [p["pid"] for p in processes] == [second.proc.pid]  # type: ignore[index]
+    finally:
+        first.kill()
+        if second is not None:
+            second.kill()
+
+
+def test_a_client_that_leaves_without_a_request_frees_its_slot_at_once(
+    served: tuple[ServerProcess, Path, Path],
+) -> None:
+    # Each of these (a probe, a scrape that gave up on a stopped worker) held
+    # one of the socket's 16 connections until the 10 s idle timeout.
+    _, _, path = served
+    for _ in range(20):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(4)  # well under the control socket's 10 s idle timeout
+            sock.connect(str(path))
+            sock.shutdown(socket.SHUT_WR)
+            assert read_until_closed_within(sock) == b""
+    assert status_json("--socket", str(path))["processes"]
+
+
+def test_a_control_socket_path_near_the_unix_limit_works(tmp_path: Path) -> None:
+    # The config accepts up to 107 bytes; the bind must too, however long
+    # the temporary name it binds first is.
+    directory = tmp_path / ("d" * (100 - len(str(tmp_path)) - 1))
+    directory.mkdir()
+    path, sock = write_config(directory)
+    sock = sock.with_name("c.sock")
+    path.write_text(CONFIG.format(socket=sock, workers=1))
+    assert len(os.fsencode(sock)) == 107
+    proc = ServerProcess(["run", str(path)])
+    try:
+        proc.wait_serving(1)
+        proc.keep_reading_log()
+        assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600
+        assert status_json("--socket", str(sock))["processes"]
+    finally:
+        code, log = proc.terminate()
+    assert code == 0, log
+    assert not sock.exists()
+    assert os.listdir(directory) == ["app.toml"]
+
+
+def test_a_request_ended_by_eof_instead_of_a_newline_is_answered(
+    served: tuple[ServerProcess, Path, Path],
+) -> None:
+    # printf local | nc -U -N control.sock: the request is whole at EOF.
+    _, _, path = served
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(4)  # well under the control socket's 10 s idle timeout
+        sock.connect(str(path))
+        sock.sendall(b"local")
+        sock.shutdown(socket.SHUT_WR)
+        reply = read_until_closed_within(sock)
+    assert json.loads(reply)["pid"] > 0
+
+
+@contextlib.contextmanager
+def foreign_socket(path: Path, reply: bytes) -> Iterator[None]:
+    """A UNIX socket that is not a reactorkit server: it answers ``reply`` to one request."""
+    import threading
+
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+    listener.settimeout(TIMEOUT)
+
+    def answer() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(TIMEOUT)
+                conn.recv(64)
+                conn.sendall(reply)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join(TIMEOUT)
+        listener.close()
+
+
+@pytest.mark.parametrize(
+    "reply", [b"42", b"[1, 2]", b'{"foo": 1}', b'{"processes": [{"pid": 1}]}', b"null"]
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_status_against_a_socket_that_is_not_reactorkit(
+    tmp_path: Path, reply: bytes, as_json: bool
+) -> None:
+    path = tmp_path / "other.sock"
+    with foreign_socket(path, reply):
+        result = reactorkit_cli("status", "--socket", str(path), *(["--json"] if as_json else []))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"reactorkit: error: {path}: unexpected reply")
+    assert result.stderr.count("\n") == 1
+
+
+def test_status_refuses_a_negative_interval() -> None:
+    result = reactorkit_cli("status", "--socket", "x.sock", "--watch", "--interval", "-1")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "--interval" in result.stderr
 
 
 def test_a_second_server_cannot_take_a_live_control_socket(
