@@ -57,6 +57,11 @@ class EpollPoller(selectors.BaseSelector):
         self.callbacks: dict[int, Callable[[int], object]] = {}
         #: fd -> the ``selectors`` events it is registered for.
         self.events: dict[int, int] = {}
+        #: Descriptors registered since the last ``poll()``: an event the
+        #: running batch holds for one of them was meant for the file that had
+        #: the number before (closed and reused within the batch), and is
+        #: dropped. The reactor's loop empties it after each poll.
+        self.fresh: set[int] = set()
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         fd = _fileno(fileobj)
@@ -67,6 +72,7 @@ class EpollPoller(selectors.BaseSelector):
         self.epoll.register(fd, _to_epoll(events))
         self.callbacks[fd] = data
         self.events[fd] = events
+        self.fresh.add(fd)
         return selectors.SelectorKey(fileobj, fd, events, data)
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
@@ -113,6 +119,7 @@ class EpollPoller(selectors.BaseSelector):
         if timeout is not None and timeout < 0:
             timeout = 0
         ready = []
+        self.fresh.clear()  # keys are taken at once: no stale event can follow
         for fd, epoll_events in self.epoll.poll(timeout, max(len(self.callbacks), 1)):
             if fd in self.callbacks:
                 ready.append((self.get_key(fd), self.ready_mask(fd, epoll_events)))
@@ -122,6 +129,7 @@ class EpollPoller(selectors.BaseSelector):
         self.epoll.close()
         self.callbacks.clear()
         self.events.clear()
+        self.fresh.clear()
 
 
 def make_poller() -> selectors.BaseSelector:
