@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import selectors
 import socket
+import struct
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+import reactorkit
 from reactorkit.reactor import Reactor
+from reactorkit.testing import serve
+from tests.helpers import connect
 
 SELECTORS: dict[str, Callable[[], selectors.BaseSelector | None]] = {
     "epoll-poller": lambda: None,  # the default: reactorkit.poller.EpollPoller
@@ -63,3 +68,31 @@ def test_a_descriptor_closed_and_reused_in_one_batch_gets_no_stale_event(kind: s
         reactor.close()
         for sock in opened:
             sock.close()
+
+
+class LocalAddressAudit:
+    """A plugin that logs each connection's local address once it is closed."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+        self.seen: list[Any] = []
+
+    @reactorkit.hookimpl
+    def reactorkit_connection_lost(self, listener: Any, connection: Any, reason: Any) -> None:
+        self.seen.append(connection.sockname)
+        self.closed.set()
+
+
+@pytest.mark.parametrize("how", ["client closes", "client resets"])
+def test_the_local_address_is_known_after_the_connection_closed(how: str) -> None:
+    # Issue 15 made sockname lazy; Transport and docs/hooks.md still promise it
+    # to connection_lost (hook and handler), which run once the socket is closed.
+    audit = LocalAddressAudit()
+    with serve(handler="echo", plugins=[audit]) as srv:
+        with connect(srv.address()) as sock:
+            sock.sendall(b"x")
+            assert sock.recv(10) == b"x"
+            if how == "client resets":
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        assert audit.closed.wait(5.0)
+        assert audit.seen == [srv.address()]
