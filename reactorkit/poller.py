@@ -67,9 +67,14 @@ class EpollPoller(selectors.BaseSelector):
         fd = _fileno(fileobj)
         if not events or events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE):
             raise ValueError(f"Invalid events: {events!r}")
-        if fd in self.callbacks:
-            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
-        self.epoll.register(fd, _to_epoll(events))
+        # epoll, not the table, says what is registered: a descriptor closed
+        # without being unregistered (a careless plugin) left its number in
+        # the table, but epoll forgot it, and the number may now be a new
+        # socket's (an accept), which must not be refused.
+        try:
+            self.epoll.register(fd, _to_epoll(events))
+        except FileExistsError:
+            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered") from None
         self.callbacks[fd] = data
         self.events[fd] = events
         self.fresh.add(fd)

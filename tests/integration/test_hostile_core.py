@@ -96,3 +96,31 @@ def test_the_local_address_is_known_after_the_connection_closed(how: str) -> Non
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         assert audit.closed.wait(5.0)
         assert audit.seen == [srv.address()]
+
+
+def test_a_socket_closed_without_unregistering_does_not_cost_the_next_client(caplog) -> None:
+    # A careless plugin registers its own socket and closes it without
+    # unregistering. epoll forgets a closed descriptor by itself; the
+    # poller's table must not keep it, or the next accept that gets its
+    # number cannot register, is never served, and holds a connection slot.
+    with serve(handler="echo") as srv:
+        reactor = next(iter(srv.listeners.values())).reactor
+        client = socket.socket()  # made first: the accept gets the freed number
+        client.settimeout(5.0)
+
+        def careless() -> int:
+            mine, other = socket.socketpair()
+            reactor.register(mine, selectors.EVENT_READ, lambda mask: None)
+            fd = mine.fileno()
+            mine.close()
+            other.close()
+            return fd
+
+        stale = srv.call(careless)
+        with client:
+            client.connect(srv.address())
+            client.sendall(b"served")
+            assert client.recv(100) == b"served"
+            fds = srv.call(lambda: [c.fileno for c in srv.listeners["echo"].connections])
+        assert fds == [stale]  # the attack happened: the client got the stale number
+    assert "already registered" not in caplog.text
