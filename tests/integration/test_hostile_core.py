@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 import reactorkit
+from reactorkit import HandlerType
+from reactorkit.handlers.echo import EchoHandler
 from reactorkit.reactor import Reactor
 from reactorkit.testing import serve
 from tests.helpers import connect
@@ -124,3 +126,41 @@ def test_a_socket_closed_without_unregistering_does_not_cost_the_next_client(cap
             fds = srv.call(lambda: [c.fileno for c in srv.listeners["echo"].connections])
         assert fds == [stale]  # the attack happened: the client got the stale number
     assert "already registered" not in caplog.text
+
+
+class ShoutingEcho(EchoHandler):
+    """A third-party echo variant: overrides data_received."""
+
+    def data_received(self, data: bytes) -> None:
+        self.connection.write(data.upper())
+
+
+class CountingEcho(EchoHandler):
+    """Another: counts, then echoes through the base class."""
+
+    def connection_made(self, connection: reactorkit.Transport) -> None:
+        super().connection_made(connection)
+        self.count = 0
+
+    def data_received(self, data: bytes) -> None:
+        self.count += len(data)
+        super().data_received(b"%d:" % self.count + data)
+
+
+@pytest.mark.parametrize(
+    ("handler", "expected"), [(ShoutingEcho, b"ABC"), (CountingEcho, b"3:abc")]
+)
+def test_a_subclass_of_the_echo_handler_keeps_its_data_received(
+    handler: type[EchoHandler], expected: bytes
+) -> None:
+    # EchoHandler binds connection.write as its data_received (issue 15's hot
+    # path); that must not shadow a subclass's own method.
+    kind = HandlerType(name="echo-variant", handler=handler, description="a subclass")
+    with serve(handler=kind, entry_points=False) as srv, connect(srv.address()) as sock:
+        sock.sendall(b"abc")
+        got = b""
+        while len(got) < len(expected):
+            chunk = sock.recv(100)
+            assert chunk
+            got += chunk
+        assert got == expected
