@@ -8,6 +8,7 @@ import socket
 import struct
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from reactorkit import HandlerType
 from reactorkit.handlers.echo import EchoHandler
 from reactorkit.reactor import Reactor
 from reactorkit.testing import serve
-from tests.helpers import connect
+from tests.helpers import ServerProcess, child_env, connect, recv_until_closed
 
 SELECTORS: dict[str, Callable[[], selectors.BaseSelector | None]] = {
     "epoll-poller": lambda: None,  # the default: reactorkit.poller.EpollPoller
@@ -164,3 +165,58 @@ def test_a_subclass_of_the_echo_handler_keeps_its_data_received(
             assert chunk
             got += chunk
         assert got == expected
+
+
+THIRD_PARTY_PLUGIN = """
+import logging
+
+import reactorkit
+from reactorkit.handlers.echo import EchoHandler
+
+log = logging.getLogger("shout_plugin")
+
+
+class ShoutingEcho(EchoHandler):
+    def data_received(self, data):
+        self.connection.write(data.upper())
+
+
+@reactorkit.hookimpl
+def reactorkit_handler_types():
+    return [reactorkit.HandlerType(name="shout", handler=ShoutingEcho, description="loud")]
+
+
+@reactorkit.hookimpl
+def reactorkit_connection_lost(listener, connection, reason):
+    log.warning("closed: local address %s:%s", *connection.sockname)
+"""
+
+THIRD_PARTY_CONFIG = """
+[reactor]
+plugins = ["shout_plugin"]
+
+[[listen]]
+name = "shout"
+handler = "shout"
+host = "127.0.0.1"
+port = 0
+"""
+
+
+def test_a_third_party_echo_subclass_and_sockname_hook_through_reactorkit_run(
+    tmp_path: Path, run_server: Any
+) -> None:
+    (tmp_path / "shout_plugin.py").write_text(THIRD_PARTY_PLUGIN)
+    config = tmp_path / "shout.toml"
+    config.write_text(THIRD_PARTY_CONFIG)
+    proc: ServerProcess = run_server("run", str(config), env=child_env(PYTHONPATH=str(tmp_path)))
+    proc.wait_serving(1)
+    proc.keep_reading_log()
+    address = proc.tcp("shout")
+    with connect(address) as sock:
+        sock.sendall(b"abc")
+        sock.shutdown(socket.SHUT_WR)
+        assert recv_until_closed(sock) == b"ABC"
+    code, log = proc.terminate()
+    assert code == 0, log
+    assert f"closed: local address {address[0]}:{address[1]}" in log
