@@ -220,15 +220,14 @@ class Connection:
         """The local address, asked of the socket the first time it is read.
 
         Most connections never need it; fetching it at accept would cost
-        every idle connection an address tuple. None if the socket closed
-        before anyone asked.
+        every idle connection an address tuple. Fetched at the latest just
+        before the socket closes, so ``connection_lost`` still sees it.
         """
         try:
             return self._sockname
         except AttributeError:
             pass
-        name = None if self._state is _CLOSED else _safe_name(self._sock.getsockname)
-        self._sockname = name
+        name = self._sockname = _safe_name(self._sock.getsockname)
         return name
 
     @sockname.setter
@@ -433,6 +432,10 @@ class Connection:
             with contextlib.suppress(KeyError, ValueError):
                 self.reactor.unregister(self.fileno)
             self._events = 0
+        try:
+            self._sockname  # noqa: B018 (read by connection_lost, once the socket is closed)
+        except AttributeError:
+            self._sockname = _safe_name(self._sock.getsockname)
         self._sock.close()
         self.reactor.call_soon(self._deliver_lost, exc)
 

@@ -57,16 +57,27 @@ class EpollPoller(selectors.BaseSelector):
         self.callbacks: dict[int, Callable[[int], object]] = {}
         #: fd -> the ``selectors`` events it is registered for.
         self.events: dict[int, int] = {}
+        #: Descriptors registered since the last ``poll()``: an event the
+        #: running batch holds for one of them was meant for the file that had
+        #: the number before (closed and reused within the batch), and is
+        #: dropped. The reactor's loop empties it after each poll.
+        self.fresh: set[int] = set()
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         fd = _fileno(fileobj)
         if not events or events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE):
             raise ValueError(f"Invalid events: {events!r}")
-        if fd in self.callbacks:
-            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered")
-        self.epoll.register(fd, _to_epoll(events))
+        # epoll, not the table, says what is registered: a descriptor closed
+        # without being unregistered (a careless plugin) left its number in
+        # the table, but epoll forgot it, and the number may now be a new
+        # socket's (an accept), which must not be refused.
+        try:
+            self.epoll.register(fd, _to_epoll(events))
+        except FileExistsError:
+            raise KeyError(f"{fileobj!r} (FD {fd}) is already registered") from None
         self.callbacks[fd] = data
         self.events[fd] = events
+        self.fresh.add(fd)
         return selectors.SelectorKey(fileobj, fd, events, data)
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
@@ -113,6 +124,7 @@ class EpollPoller(selectors.BaseSelector):
         if timeout is not None and timeout < 0:
             timeout = 0
         ready = []
+        self.fresh.clear()  # keys are taken at once: no stale event can follow
         for fd, epoll_events in self.epoll.poll(timeout, max(len(self.callbacks), 1)):
             if fd in self.callbacks:
                 ready.append((self.get_key(fd), self.ready_mask(fd, epoll_events)))
@@ -122,6 +134,7 @@ class EpollPoller(selectors.BaseSelector):
         self.epoll.close()
         self.callbacks.clear()
         self.events.clear()
+        self.fresh.clear()
 
 
 def make_poller() -> selectors.BaseSelector:

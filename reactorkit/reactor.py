@@ -14,8 +14,10 @@ passed in, a ``selectors`` selector.
   (``selectors`` bits: 1 read, 2 write). Dispatch is one dict lookup and one
   call: ``callbacks[fd](mask)`` (``key.data(mask)`` with ``selectors``). A
   descriptor unregistered by an earlier callback of the same batch gets no
-  call. Whoever registers decides what that callable is (a connection's
-  bound ``_on_event``, a listener's ``_accept_ready``).
+  call, nor does one registered by it: its number may be a closed
+  descriptor's, reused by an accept, whose event this batch still holds.
+  Whoever registers decides what that callable is (a connection's bound
+  ``_on_event``, a listener's ``_accept_ready``).
 * Each loop iteration: compute the timeout (0 when callbacks are ready or
   a stop is pending, else until the earliest timer, else forever),
   ``select``, stamp ``self.time`` once, dispatch I/O, run the timers that
@@ -435,7 +437,13 @@ class Reactor:
                 timeout = None
             events = select(timeout)
             self.time = now = clock()
+            key_map = selector.get_map()
             for key, mask in events:
+                current = key_map.get(key.fd)
+                if current is None or current.data is not key.data:
+                    # Unregistered by a callback earlier in this batch (its
+                    # number perhaps reused since): the key is stale.
+                    continue
                 # One guarded dispatch for every I/O callback: a try block
                 # costs nothing until it catches (CPython >= 3.11).
                 try:
@@ -460,6 +468,7 @@ class Reactor:
         # one request, and every call here is paid per request.
         poll = poller.epoll.poll
         callbacks = poller.callbacks
+        fresh = poller.fresh
         ready_mask = poller.ready_mask
         ready = self._ready
         timers = self._timers
@@ -474,11 +483,17 @@ class Reactor:
                 timeout = None
             events = poll(timeout, len(callbacks))
             self.time = now = clock()
+            if fresh:
+                fresh.clear()
             for fd, epoll_events in events:
                 try:
                     callback = callbacks[fd]
                 except KeyError:
                     continue  # unregistered by a callback earlier in this batch
+                if fresh and fd in fresh:
+                    # Closed and its number reused (an accept) by a callback
+                    # earlier in this batch: the event was the old file's.
+                    continue
                 try:
                     # EPOLLIN alone is EVENT_READ: the common case needs no lookup.
                     callback(1 if epoll_events == 1 else ready_mask(fd, epoll_events))

@@ -23,13 +23,19 @@ class EchoHandler(reactorkit.Handler):
     def connection_made(self, connection: reactorkit.Transport) -> None:
         self.connection = connection
         # The hot path: bytes go straight to write(), one Python call per read.
-        self.data_received = connection.write  # type: ignore[method-assign]
+        # Set through the slot itself: a subclass's own data_received (with
+        # a __dict__, a plain assignment would shadow it) stays in charge, and
+        # its super().data_received(data) is this write.
+        _DATA_RECEIVED_SLOT.__set__(self, connection.write)
 
     def pause_writing(self) -> None:
         self.connection.pause_reading()
 
     def resume_writing(self) -> None:
         self.connection.resume_reading()
+
+
+_DATA_RECEIVED_SLOT = EchoHandler.__dict__["data_received"]
 
 
 @reactorkit.hookimpl
