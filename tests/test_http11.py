@@ -145,6 +145,10 @@ CASES: dict[str, tuple[bytes, list[tuple[Any, ...]]]] = {
         b"GET / HTTP/1.1\r\nHost: x\r\nExpect: magic\r\n\r\n",
         [("error", 417)],
     ),
+    "request line padded past its limit with spaces": (
+        b"GET" + b" " * 300 + b"/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        [("error", 414)],
+    ),
     "target too long": (b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: x\r\n\r\n", [("error", 414)]),
     "header block too large": (
         b"GET / HTTP/1.1\r\nHost: x\r\nA: " + b"b" * 500 + b"\r\n\r\n",

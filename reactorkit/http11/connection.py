@@ -295,11 +295,12 @@ class ServerConnection:
         try:
             if (
                 len(self._url) > limits.max_request_line
+                or line_end > limits.max_request_line + 33
                 or len(self._fields) > limits.max_headers
                 or not self._head_done
                 or end - line_end > limits.max_header_size
             ):
-                self._check_sizes(end)  # raises the right refusal
+                self._check_sizes(0, end)  # raises the right refusal
             self._version = (
                 "1.1"
                 if buffer.startswith(b" HTTP/1.1\r\n", line_end - 11)
@@ -334,11 +335,15 @@ class ServerConnection:
             return self._fail(505, VERSIONS)
         return self._fail(400, f"malformed request: {exc}")
 
-    def _check_sizes(self, stop: int) -> None:
-        """The limits of a head that llhttp read to its end at ``stop``, or :class:`Refused`."""
+    def _check_sizes(self, start: int, stop: int) -> None:
+        """The limits of a head that llhttp read from ``start`` to ``stop``, or :class:`Refused`."""
         limits = self.limits
         if len(self._url) > limits.max_request_line:
             raise Refused(414, "request target too long")
+        # The line as a whole, as _read_head bounds one still arriving: else
+        # padding (spaces llhttp skips) passes in one read and not in two.
+        if self._line_end - 1 - start > limits.max_request_line + 32:
+            raise Refused(414, "request line too long")
         if len(self._fields) > limits.max_headers:
             raise Refused(431, "too many header fields")
         if not self._head_done:  # llhttp agrees the head ended, or it is a bug
@@ -349,7 +354,7 @@ class ServerConnection:
     def _head_read(self, pos: int, stop: int, renew: bool) -> None:
         """The head ``buffer[pos:stop]`` went through llhttp: check it, emit the request."""
         try:
-            self._check_sizes(stop)
+            self._check_sizes(pos, stop)
             self._version = check_request_line(self._buffer[pos : self._line_end - 1])
             request, body = self._check_head()
         except Refused as refused:
