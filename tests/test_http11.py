@@ -97,6 +97,10 @@ CASES: dict[str, tuple[bytes, list[tuple[Any, ...]]]] = {
         b"GET / HTTP/1.0\r\n\r\n",
         [request(host="", keep=False), ("end", ()), ("closed",)],
     ),
+    "trailing whitespace is not part of a field value (RFC 9110 5.5)": (
+        b"GET / HTTP/1.1\r\nHost: x \t\r\nConnection: close \r\n\r\n",
+        [request(keep=False), ("end", ()), ("closed",)],
+    ),
     "no host": (b"GET / HTTP/1.1\r\n\r\n", [("error", 400)]),
     "two hosts": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", [("error", 400)]),
     "bad host": (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", [("error", 400)]),

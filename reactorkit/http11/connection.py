@@ -400,7 +400,9 @@ class ServerConnection:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
+        # llhttp strips the leading whitespace of a value, not the trailing
+        # (RFC 9110 section 5.5: neither is part of it).
+        self._fields.append((name.decode("latin-1"), value.rstrip(b" \t").decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self._head_done = True

@@ -322,6 +322,18 @@ def test_options_asterisk_is_200_with_the_servers_methods_rfc9110_9_3_7(
     assert b"\r\ncontent-length: 0\r\n" in head
 
 
+def test_trailing_whitespace_is_not_part_of_a_field_value_rfc9110_5_5(
+    web: RunningServer,
+) -> None:
+    # One read (the fast path) and the same head pipelined (the general path).
+    head = b"GET /info HTTP/1.1\r\nHost: x \t\r\n\r\n"
+    for data in (head, head + head):
+        replies = responses(exchange(web, data))
+        assert [status for status, _, _ in replies] == [200] * (len(data) // len(head))
+        for _, _, body in replies:
+            assert json.loads(body)["hosts"] == ["x"]
+
+
 def test_http_10_without_host_is_served(web: RunningServer) -> None:
     reply = exchange(web, b"GET /canary HTTP/1.0\r\n\r\n")
     assert statuses(reply) == [200]
