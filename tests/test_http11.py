@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import itertools
 from typing import Any
 
@@ -280,6 +281,21 @@ def test_streamed_body_is_chunked_on_11_and_close_delimited_on_10() -> None:
     assert old.send_data(b"ab") == b"ab"
     assert old.send_end() == b""
     assert old.our_state is State.MUST_CLOSE
+
+
+def test_a_memoryview_body_is_framed_by_its_bytes_not_its_items() -> None:
+    # len() of a memoryview counts items: 2 for two 4-byte ints, 8 bytes sent.
+    items = memoryview(array.array("i", [0x41414141, 0x42424242]))
+    conn = feed_one(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    out = conn.send(reactorkit.Response(body=items))
+    assert out.endswith(b"content-length: 8\r\n\r\nAAAABBBB")
+    conn = feed_one(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.send(reactorkit.Response(body=iter([items])))
+    assert conn.send_data(items) == b"8\r\nAAAABBBB\r\n"
+    conn = feed_one(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.send(reactorkit.Response(body=iter([]), headers=[("Content-Length", "2")]))
+    with pytest.raises(reactorkit.HttpProtocolError, match="longer"):
+        conn.send_data(items)
 
 
 def test_a_streamed_body_must_match_its_declared_length() -> None:

@@ -17,6 +17,7 @@ from typing import Any, Final, final
 
 import reactorkit
 from reactorkit import http11
+from reactorkit.http11.responses import nbytes
 
 __all__ = ["BodyStream"]
 
@@ -110,7 +111,7 @@ class BodyStream:
             else:
                 self._first = _END
             data = core.send_data(chunk)
-            self.sent += len(chunk)
+            self.sent += nbytes(chunk)
             connection.write(data)
         return False
 

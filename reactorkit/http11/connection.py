@@ -38,6 +38,7 @@ from reactorkit.http11.responses import (
     content_type_line,
     encode_fields,
     length_line,
+    nbytes,
     plain_prefix,
     status_line,
 )
@@ -597,7 +598,7 @@ class ServerConnection:
         else:
             parts.append(content_type_line(content_type or "application/octet-stream"))
             if not streamed:
-                parts.append(b"content-length: %d\r\n" % len(body))  # type: ignore[arg-type]
+                parts.append(b"content-length: %d\r\n" % nbytes(body))  # type: ignore[arg-type]
             elif declared is not None:
                 parts.append(b"content-length: %s\r\n" % declared)
                 self._stream_left = int(declared)
@@ -645,12 +646,13 @@ class ServerConnection:
             raise HttpProtocolError("no streamed body in progress")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise HttpProtocolError(f"a body chunk must be bytes, got a {type(data).__name__}")
-        if not data:
+        size = nbytes(data)
+        if not size:
             return b""
         if self._stream_chunked:
-            return b"%x\r\n%s\r\n" % (len(data), data)
+            return b"%x\r\n%s\r\n" % (size, data)
         if self._stream_left is not None:
-            self._stream_left -= len(data)
+            self._stream_left -= size
             if self._stream_left < 0:
                 raise HttpProtocolError("the body is longer than its Content-Length")
         return data

@@ -20,6 +20,7 @@ __all__ = [
     "content_type_line",
     "encode_fields",
     "length_line",
+    "nbytes",
     "plain_prefix",
     "status_line",
 ]
@@ -83,6 +84,11 @@ def plain_prefix(status: int, content_type: str | None) -> bytes | None:
         by_status = _PREFIXES[content_type] = {}
     by_status[status] = prefix
     return prefix
+
+
+def nbytes(data: bytes | bytearray | memoryview) -> int:
+    """The size in bytes of a body: ``len()`` of a memoryview counts its items, not bytes."""
+    return data.nbytes if type(data) is memoryview else len(data)
 
 
 def length_line(size: int) -> bytes:

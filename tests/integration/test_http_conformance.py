@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import contextlib
 import json
 import logging
@@ -79,6 +80,12 @@ ODD: dict[str, Any] = {
 }
 
 
+def items(request: reactorkit.Request) -> reactorkit.Response:
+    """A memoryview of 4-byte ints, whole or streamed: 8 bytes, 2 items."""
+    body = memoryview(array.array("i", [0x41414141, 0x42424242]))
+    return reactorkit.Response(body=body if request.query_string == "whole" else iter([body]))
+
+
 def odd(request: reactorkit.Request) -> reactorkit.Response:
     return reactorkit.Response(**ODD[request.captures["kind"]])
 
@@ -95,6 +102,7 @@ class Routes:
             reactorkit.Route(method="GET", path="/streamed", function=streamed),
             reactorkit.Route(method="GET", path="/bad-stream/{how}", function=bad_stream),
             reactorkit.Route(method="GET", path="/odd/{kind}", function=odd),
+            reactorkit.Route(method="GET", path="/items", function=items),
             reactorkit.Route(
                 method="GET", path="/odd-blocking/{kind}", function=odd, blocking=True
             ),
@@ -406,6 +414,21 @@ def test_a_route_returning_an_odd_response_gets_a_500_and_the_next_request_is_an
     assert reply.endswith(CANARY_BODY)
     assert "refused to send the response" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("how", ["whole", "streamed"])
+def test_a_memoryview_body_is_framed_by_its_bytes_and_the_next_response_follows(
+    web: RunningServer, how: str
+) -> None:
+    reply = exchange(web, b"GET /items?%s HTTP/1.1\r\nHost: x\r\n\r\n" % how.encode() + CANARY)
+    first, _, rest = reply.partition(b"\r\n\r\n")
+    if how == "whole":
+        assert b"\r\ncontent-length: 8" in first, reply
+        framed = b"AAAABBBB"
+    else:
+        framed = b"8\r\nAAAABBBB\r\n0\r\n\r\n"
+    assert rest.startswith(framed + b"HTTP/1.1 200 OK\r\n"), reply
+    assert reply.endswith(CANARY_BODY)
 
 
 def test_a_streamed_response_that_ends_the_connection_drops_the_pipeline_behind_it(
