@@ -163,7 +163,7 @@ class HttpSite:
             return result
         try:
             return _as_response(result)
-        except TypeError as exc:
+        except Exception as exc:  # TypeError; json's ValueError (a cycle, a lone surrogate)
             return self.route_failed(route, request, exc)
 
     def finish_blocking(
@@ -177,7 +177,7 @@ class HttpSite:
             return self.route_failed(route, request, error)
         try:
             return _as_response(future.result())
-        except TypeError as exc:
+        except Exception as exc:  # as in dispatch()
             return self.route_failed(route, request, exc)
 
     def _unrouted(self, request: reactorkit.Request, allowed: list[str]) -> reactorkit.Response:

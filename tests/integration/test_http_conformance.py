@@ -86,6 +86,15 @@ def items(request: reactorkit.Request) -> reactorkit.Response:
     return reactorkit.Response(body=body if request.query_string == "whole" else iter([body]))
 
 
+def unjsonable(request: reactorkit.Request) -> Any:
+    """A dict or list that json cannot encode (ValueError, not TypeError)."""
+    if request.captures["kind"] == "cycle":
+        cycle: list[Any] = []
+        cycle.append(cycle)
+        return cycle
+    return {"lone surrogate": "\ud800"}
+
+
 def odd(request: reactorkit.Request) -> reactorkit.Response:
     return reactorkit.Response(**ODD[request.captures["kind"]])
 
@@ -103,6 +112,10 @@ class Routes:
             reactorkit.Route(method="GET", path="/bad-stream/{how}", function=bad_stream),
             reactorkit.Route(method="GET", path="/odd/{kind}", function=odd),
             reactorkit.Route(method="GET", path="/items", function=items),
+            reactorkit.Route(method="GET", path="/unjsonable/{kind}", function=unjsonable),
+            reactorkit.Route(
+                method="GET", path="/unjsonable-blocking/{kind}", function=unjsonable, blocking=True
+            ),
             reactorkit.Route(
                 method="GET", path="/odd-blocking/{kind}", function=odd, blocking=True
             ),
@@ -414,6 +427,18 @@ def test_a_route_returning_an_odd_response_gets_a_500_and_the_next_request_is_an
     assert reply.endswith(CANARY_BODY)
     assert "refused to send the response" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("route", ["unjsonable", "unjsonable-blocking"])
+@pytest.mark.parametrize("kind", ["cycle", "surrogate"])
+def test_a_route_returning_what_json_cannot_encode_gets_a_500_naming_the_route(
+    web: RunningServer, route: str, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = b"GET /%s/%s HTTP/1.1\r\nHost: x\r\n\r\n" % (route.encode(), kind.encode())
+    reply = exchange(web, request + CANARY)
+    assert statuses(reply) == [500, 200], reply[:300]
+    assert reply.endswith(CANARY_BODY)
+    assert f"route GET /{route}/{{kind}} (unjsonable) from plugin" in caplog.text
 
 
 @pytest.mark.parametrize("how", ["whole", "streamed"])
