@@ -298,6 +298,20 @@ def test_a_memoryview_body_is_framed_by_its_bytes_not_its_items() -> None:
         conn.send_data(items)
 
 
+def test_a_strided_or_typed_memoryview_is_sent_as_plain_bytes() -> None:
+    strided = memoryview(b"aXbXc")[::2]  # not contiguous: b"".join() refuses it
+    conn = feed_one(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert conn.send(reactorkit.Response(body=strided)).endswith(b"content-length: 3\r\n\r\nabc")
+    # Close-delimited (HTTP/1.0): the chunk goes out as given, so it must be
+    # bytes a transport can slice by len() after a partial send.
+    old = feed_one(b"GET / HTTP/1.0\r\n\r\n")
+    old.send(reactorkit.Response(body=iter([])))
+    for view in (strided, memoryview(array.array("i", [0x41414141]))):
+        data = old.send_data(view)
+        assert bytes(data) == view.tobytes()
+        assert len(data) == view.nbytes
+
+
 def test_a_streamed_body_must_match_its_declared_length() -> None:
     conn = feed_one(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     conn.send(reactorkit.Response(body=iter([]), headers=[("Content-Length", "4")]))

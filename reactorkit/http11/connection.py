@@ -37,8 +37,8 @@ from reactorkit.http11.responses import (
     NO_BODY_STATUS,
     content_type_line,
     encode_fields,
+    flat,
     length_line,
-    nbytes,
     plain_prefix,
     status_line,
 )
@@ -589,6 +589,8 @@ class ServerConnection:
         declared: bytes | None = None
         if response.headers:
             declared = encode_fields(response.headers, parts)
+        if type(body) is memoryview:
+            body = flat(body)  # type: ignore[assignment]  # Body says Iterable[bytes]
         streamed = not isinstance(body, (bytes, bytearray, memoryview))
         self._stream_chunked = False
         self._stream_left = None
@@ -598,7 +600,7 @@ class ServerConnection:
         else:
             parts.append(content_type_line(content_type or "application/octet-stream"))
             if not streamed:
-                parts.append(b"content-length: %d\r\n" % nbytes(body))  # type: ignore[arg-type]
+                parts.append(b"content-length: %d\r\n" % len(body))  # type: ignore[arg-type]
             elif declared is not None:
                 parts.append(b"content-length: %s\r\n" % declared)
                 self._stream_left = int(declared)
@@ -636,7 +638,7 @@ class ServerConnection:
         if self.their_state not in (State.CLOSED, State.ERROR):
             self.their_state = State.MUST_CLOSE
 
-    def send_data(self, data: bytes) -> bytes:
+    def send_data(self, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
         """The bytes for one chunk of a streamed body.
 
         Raises:
@@ -646,7 +648,9 @@ class ServerConnection:
             raise HttpProtocolError("no streamed body in progress")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise HttpProtocolError(f"a body chunk must be bytes, got a {type(data).__name__}")
-        size = nbytes(data)
+        if type(data) is memoryview:
+            data = flat(data)
+        size = len(data)
         if not size:
             return b""
         if self._stream_chunked:

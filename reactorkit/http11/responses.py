@@ -19,6 +19,7 @@ __all__ = [
     "NO_BODY_STATUS",
     "content_type_line",
     "encode_fields",
+    "flat",
     "length_line",
     "nbytes",
     "plain_prefix",
@@ -89,6 +90,17 @@ def plain_prefix(status: int, content_type: str | None) -> bytes | None:
 def nbytes(data: bytes | bytearray | memoryview) -> int:
     """The size in bytes of a body: ``len()`` of a memoryview counts its items, not bytes."""
     return data.nbytes if type(data) is memoryview else len(data)
+
+
+def flat(view: memoryview) -> memoryview | bytes:
+    """``view`` as one dimension of bytes, so ``len()`` and slicing count bytes.
+
+    A contiguous view is cast (no copy); a strided one (``b[::2]``, which
+    ``b"".join()`` and a transport's slicing cannot use) is copied.
+    """
+    if view.format == "B" and view.ndim == 1 and view.c_contiguous:
+        return view
+    return view.cast("B") if view.c_contiguous else view.tobytes()
 
 
 def length_line(size: int) -> bytes:
