@@ -122,6 +122,15 @@ def encode_value(value: str) -> bytes:
 def encode_fields(fields: Iterable[tuple[str, str]], parts: list[bytes]) -> bytes | None:
     """Append ``fields`` to ``parts``; returns a Content-Length value given among them."""
     declared = None
+    if type(fields) is not list:
+        try:
+            items = iter(fields)
+        except TypeError:
+            raise HttpProtocolError(f"headers {fields!r:.80} are not (name, value) pairs") from None
+        try:
+            fields = list(items)
+        except Exception as exc:  # a route's generator that fails
+            raise HttpProtocolError(f"the headers raised {exc!r}") from exc
     for field in fields:
         try:
             name, value = field

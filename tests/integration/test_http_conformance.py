@@ -75,6 +75,7 @@ ODD: dict[str, Any] = {
     "status-1000": {"status": 1000},
     "header-int": {"headers": [("X-A", 1)]},
     "header-not-a-pair": {"headers": [("X-A",)]},
+    "headers-not-iterable": {"headers": 5},
     "content-type-int": {"content_type": 5},
     "body-int": {"body": 123},
 }
@@ -98,6 +99,13 @@ def unjsonable(request: reactorkit.Request) -> Any:
 
 
 def odd(request: reactorkit.Request) -> reactorkit.Response:
+    if request.captures["kind"] == "headers-raising":
+
+        def fields() -> Iterator[tuple[str, str]]:
+            yield ("X-A", "b")
+            raise LookupError("the headers generator failed")
+
+        return reactorkit.Response(headers=fields())  # type: ignore[arg-type]
     return reactorkit.Response(**ODD[request.captures["kind"]])
 
 
@@ -429,6 +437,18 @@ def test_a_route_returning_an_odd_response_gets_a_500_and_the_next_request_is_an
     assert reply.endswith(CANARY_BODY)
     assert "refused to send the response" in caplog.text
     assert "Traceback" not in caplog.text
+
+
+@pytest.mark.parametrize("route", ["odd", "odd-blocking"])
+def test_headers_that_raise_while_iterated_are_a_500_with_the_cause_logged(
+    web: RunningServer, route: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = b"GET /%s/headers-raising HTTP/1.1\r\nHost: x\r\n\r\n" % route.encode()
+    reply = exchange(web, request + CANARY)
+    assert statuses(reply) == [500, 200], reply[:300]
+    assert reply.endswith(CANARY_BODY)
+    assert "refused to send the response" in caplog.text
+    assert "LookupError: the headers generator failed" in caplog.text
 
 
 @pytest.mark.parametrize("route", ["unjsonable", "unjsonable-blocking"])
