@@ -231,6 +231,17 @@ class HttpSite:
         )
         self.count_error()
 
+    def close_failed(self, request: reactorkit.Request | None, error: Exception) -> None:
+        """Log a body whose ``close()`` raised (the response, if any, stands)."""
+        log.error(
+            "closing the body of %s failed: %s",
+            self.describe(request),
+            error,
+            exc_info=error,
+            extra=self._log_fields(),
+        )
+        self.count_error()
+
     def describe(self, request: reactorkit.Request | None) -> str:
         """What answered ``request``, for a log line: the route and its plugin, or a file."""
         if request is None:

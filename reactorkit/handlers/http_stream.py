@@ -12,7 +12,7 @@ its last chunk), never a wrong one taken for whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, final
 
 import reactorkit
@@ -68,8 +68,15 @@ class BodyStream:
             return None
         try:
             chunks = iter(body)
-        except TypeError:
-            return None  # not iterable: ServerConnection.send refuses it, with its type
+        except _PROCESS_EXITS:
+            raise
+        except BaseException as exc:
+            if not isinstance(body, Iterable):
+                return None  # not iterable: ServerConnection.send refuses it, with its type
+            stream = cls(body, iter(()), request, response.status)  # its __iter__ raised
+            stream.failure = reactorkit.HttpProtocolError(f"the body raised {exc!r}")
+            stream.failure.__cause__ = exc
+            return stream
         stream = cls(body, chunks, request, response.status)
         if response.status in _NOT_SENT or (request is not None and request.method == "HEAD"):
             return stream
@@ -115,10 +122,20 @@ class BodyStream:
             connection.write(data)
         return False
 
-    def close(self) -> None:
-        """Close the iterable (a file, a generator) whether or not it was sent."""
+    def close(self) -> Exception | None:
+        """Close the iterable (a file, a generator) whether or not it was sent.
+
+        Returns:
+            What a ``close()`` raised (the route's bug, for the caller to
+            log), or None.
+        """
         sources = (self._chunks,) if self._body is self._chunks else (self._chunks, self._body)
+        error = None
         for source in sources:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
+            try:
+                close = getattr(source, "close", None)
+                if close is not None:
+                    close()
+            except Exception as exc:
+                error = error or exc
+        return error

@@ -50,9 +50,28 @@ def streamed(request: reactorkit.Request) -> reactorkit.Response:
     return reactorkit.Response(body=(b"%065535d\n" % i for i in range(STREAMED_CHUNKS)))
 
 
+class BadIterable:
+    """A body whose ``__iter__`` or ``close()`` raises, by ``how``."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.how == "iter-raises":
+            raise RuntimeError("iter bug on purpose")
+        return iter([b"abc"])
+
+    def close(self) -> None:
+        if self.how == "close-raises":
+            raise RuntimeError("close bug on purpose")
+
+
 def bad_stream(request: reactorkit.Request) -> reactorkit.Response:
     """A streamed body that goes wrong at its first chunk or later, by ``{how}``."""
     how = request.captures["how"]
+    if how in ("iter-raises", "close-raises"):
+        status = 204 if request.query_string == "204" else 200
+        return reactorkit.Response(status=status, body=BadIterable(how))
 
     def chunks() -> Iterator[Any]:
         if how.endswith("-later"):
@@ -510,6 +529,32 @@ def test_a_stream_failing_at_its_first_chunk_is_a_500_before_any_head(
         "refused to send the response of route GET /bad-stream/{how} (bad_stream) from plugin"
         in (record.getMessage())
     )
+
+
+def test_a_body_whose_iter_raises_is_a_500_naming_the_route(
+    web: RunningServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    reply = exchange(web, b"GET /bad-stream/iter-raises HTTP/1.1\r\nHost: x\r\n\r\n" + CANARY)
+    assert statuses(reply) == [500, 200], reply[:300]
+    assert reply.endswith(CANARY_BODY)
+    assert "refused to send the response of route GET /bad-stream/{how}" in caplog.text
+    assert "iter bug on purpose" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "request_line", [b"HEAD /bad-stream/close-raises", b"GET /bad-stream/close-raises?204"]
+)
+def test_an_unsent_body_whose_close_raises_is_logged_and_the_answer_stands(
+    web: RunningServer, request_line: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # HEAD and 204 never send the body, only close it: its close() failing
+    # is the route's bug, logged with it; the response and the pipeline stand.
+    reply = exchange(web, request_line + b" HTTP/1.1\r\nHost: x\r\n\r\n" + CANARY)
+    assert reply.startswith(b"HTTP/1.1 20")
+    assert reply.endswith(CANARY_BODY), reply[:300]
+    assert reply.count(b"HTTP/1.1 ") == 2
+    assert "closing the body of route GET /bad-stream/{how} (bad_stream) from plugin" in caplog.text
+    assert "close bug on purpose" in caplog.text
 
 
 @pytest.mark.parametrize("how", ["str-later", "raise-later"])
