@@ -315,6 +315,8 @@ class HttpHandler(reactorkit.Handler):
         connection = self.connection
         try:
             if not stream.pump(self._core, connection, lambda: self._write_paused):
+                if not (self._write_paused or connection.is_closing()):
+                    connection.reactor.call_soon(self._pump_again, stream)  # its turn is over
                 return  # paused (resume_writing pumps again) or closing
         except _PROCESS_EXITS:
             raise
@@ -328,6 +330,11 @@ class HttpHandler(reactorkit.Handler):
         self._busy = False
         if self._log:
             self._log_response(stream.request, stream.status, stream.sent, stream.started)
+
+    def _pump_again(self, stream: BodyStream) -> None:
+        if self._stream is stream and not (self._write_paused or self.connection.is_closing()):
+            self._pump()
+            self._advance()  # as resume_writing: what waited behind the stream
 
     def _log_response(
         self, request: reactorkit.Request | None, status: int, size: int, started: float

@@ -19,11 +19,12 @@ import reactorkit
 from reactorkit import http11
 from reactorkit.http11.responses import nbytes
 
-__all__ = ["BodyStream"]
+__all__ = ["TURN", "BodyStream"]
 
 _BYTES = (bytes, bytearray, memoryview)
 _NOT_SENT = frozenset({204, 304})
 _END: Final = object()
+TURN: Final = 64  # chunks written per pump() before other connections get the loop
 _PROCESS_EXITS = (KeyboardInterrupt, SystemExit)
 
 
@@ -101,14 +102,21 @@ class BodyStream:
         connection: reactorkit.Transport,
         paused: Callable[[], bool],
     ) -> bool:
-        """Write chunks until the body ends (True) or writing pauses or the connection closes.
+        """Write chunks until the body ends (True) or this turn stops (False).
+
+        A turn stops when writing pauses, the connection closes, or ``TURN``
+        chunks are written: a body of tiny or empty chunks never fills the
+        socket, so it would never pause, and would hold the loop; after a
+        full turn the caller pumps again on the loop's next pass.
 
         Raises:
             Exception: whatever the iterable raised, or
                 :class:`~reactorkit.HttpProtocolError` from the core (a chunk
                 that is not bytes, a length that does not match).
         """
-        while not paused() and not connection.is_closing():
+        for _ in range(TURN):
+            if paused() or connection.is_closing():
+                return False
             chunk = self._first
             if chunk is _END:
                 chunk = next(self._chunks, _END)

@@ -9,6 +9,8 @@ import logging
 import os
 import re
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,29 @@ def nul(request: reactorkit.Request) -> reactorkit.Response:
 def streamed(request: reactorkit.Request) -> reactorkit.Response:
     # Past the socket buffers: the stream pauses and resumes on resume_writing.
     return reactorkit.Response(body=(b"%065535d\n" % i for i in range(STREAMED_CHUNKS)))
+
+
+RELEASE = threading.Event()
+
+
+def spin(request: reactorkit.Request) -> reactorkit.Response:
+    """Empty chunks until /release runs (a careless long poll), 5 s at most."""
+
+    def chunks() -> Iterator[bytes]:
+        deadline = time.monotonic() + 5
+        while not RELEASE.is_set():
+            if time.monotonic() > deadline:
+                yield b"gave up"
+                return
+            yield b""
+        yield b"released"
+
+    return reactorkit.Response(body=chunks())
+
+
+def release(request: reactorkit.Request) -> str:
+    RELEASE.set()
+    return "set"
 
 
 class BadIterable:
@@ -141,6 +166,8 @@ class Routes:
             reactorkit.Route(method="GET", path="/bad-stream/{how}", function=bad_stream),
             reactorkit.Route(method="GET", path="/odd/{kind}", function=odd),
             reactorkit.Route(method="GET", path="/items", function=items),
+            reactorkit.Route(method="GET", path="/spin", function=spin),
+            reactorkit.Route(method="GET", path="/release", function=release),
             reactorkit.Route(method="GET", path="/unjsonable/{kind}", function=unjsonable),
             reactorkit.Route(
                 method="GET", path="/unjsonable-blocking/{kind}", function=unjsonable, blocking=True
@@ -529,6 +556,18 @@ def test_a_stream_failing_at_its_first_chunk_is_a_500_before_any_head(
         "refused to send the response of route GET /bad-stream/{how} (bad_stream) from plugin"
         in (record.getMessage())
     )
+
+
+def test_a_stream_of_empty_chunks_does_not_hold_the_loop(web: RunningServer) -> None:
+    # A body that yields b"" while it waits never fills the socket, so it
+    # never pauses: pumped in one go it would hold the loop, and /release,
+    # on another connection, could not run until the stream gave up.
+    RELEASE.clear()
+    with connect(web.address()) as spinning:
+        spinning.sendall(b"GET /spin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert exchange(web, b"GET /release HTTP/1.1\r\nHost: x\r\n\r\n").endswith(b"set")
+        reply = recv_until_closed(spinning)
+    assert reply.endswith(b"8\r\nreleased\r\n0\r\n\r\n"), reply[-100:]
 
 
 def test_a_body_whose_iter_raises_is_a_500_naming_the_route(
