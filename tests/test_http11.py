@@ -164,6 +164,39 @@ CASES: dict[str, tuple[bytes, list[tuple[Any, ...]]]] = {
         [("error", 431)],
     ),
     "eof mid-head": (b"GET / HTTP/1.1\r\nHost", [("error", 400)]),
+    # Smuggling classes, each refused alike in one read (the fast path) and in pieces.
+    "signed CL": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\na", [("error", 400)]),
+    "CL list": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 1\r\n\r\na", [("error", 400)]),
+    "TE xchunked": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n",
+        [("error", 400)],
+    ),
+    "TE chunked, chunked": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+        [("error", 400)],
+    ),
+    "TE with a space before the colon": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n",
+        [("error", 400)],
+    ),
+    "TE folded (obs-fold)": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n",
+        [("error", 400)],
+    ),
+    "NUL in a field": (b"GET / HTTP/1.1\r\nHost: x\r\nA: b\x00c\r\n\r\n", [("error", 400)]),
+    "bare LF ends the head, a request behind": (
+        b"GET / HTTP/1.1\r\nHost: x\n\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        [("error", 400)],
+    ),
+    "CR ends the request line": (b"GET / HTTP/1.1\rHost: x\r\n\r\n", [("error", 400)]),
+    "HTTP/2 preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", [("error", 400)]),
+    "http/1.2": (b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", [("error", 505)]),
+    "http/0.9": (b"GET /\r\n\r\n", [("error", 400)]),
+    "leading bare LF": (b"\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", [("error", 400)]),
+    "expect 100-continue without a body": (
+        b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+        [request(), ("end", ()), ("closed",)],
+    ),
 }
 
 

@@ -19,6 +19,7 @@ import pytest
 
 import reactorkit
 from reactorkit.testing import RunningServer, serve
+from tests import test_http11 as http11_cases
 from tests.helpers import connect, recv_until_closed
 
 CANARY = b"GET /canary HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -556,6 +557,19 @@ def test_a_stream_failing_at_its_first_chunk_is_a_500_before_any_head(
         "refused to send the response of route GET /bad-stream/{how} (bad_stream) from plugin"
         in (record.getMessage())
     )
+
+
+@pytest.mark.parametrize("name", sorted(http11_cases.CASES))
+def test_one_read_and_behind_another_request_are_answered_alike(
+    web: RunningServer, name: str
+) -> None:
+    # Alone, the bytes come in one read: ServerConnection.receive_request's
+    # fast path. Behind a request in the same send, the general path parses
+    # them. Both must answer (or refuse) them with the same statuses.
+    data = http11_cases.CASES[name][0]
+    alone = re.findall(rb"HTTP/1\.1 (\d{3}) ", exchange(web, data))
+    behind = re.findall(rb"HTTP/1\.1 (\d{3}) ", exchange(web, CANARY + data))
+    assert behind == [b"200", *alone]
 
 
 def test_a_stream_of_empty_chunks_does_not_hold_the_loop(web: RunningServer) -> None:
