@@ -85,6 +85,8 @@ class BadIterable:
     def __iter__(self) -> Iterator[bytes]:
         if self.how == "iter-raises":
             raise RuntimeError("iter bug on purpose")
+        if self.how == "iter-raises-typeerror":  # not "not iterable": it is
+            raise TypeError("iter bug on purpose")
         return iter([b"abc"])
 
     def close(self) -> None:
@@ -95,7 +97,7 @@ class BadIterable:
 def bad_stream(request: reactorkit.Request) -> reactorkit.Response:
     """A streamed body that goes wrong at its first chunk or later, by ``{how}``."""
     how = request.captures["how"]
-    if how in ("iter-raises", "close-raises"):
+    if how in ("iter-raises", "iter-raises-typeerror", "close-raises"):
         status = 204 if request.query_string == "204" else 200
         return reactorkit.Response(status=status, body=BadIterable(how))
 
@@ -584,10 +586,12 @@ def test_a_stream_of_empty_chunks_does_not_hold_the_loop(web: RunningServer) -> 
     assert reply.endswith(b"8\r\nreleased\r\n0\r\n\r\n"), reply[-100:]
 
 
+@pytest.mark.parametrize("how", ["iter-raises", "iter-raises-typeerror"])
 def test_a_body_whose_iter_raises_is_a_500_naming_the_route(
-    web: RunningServer, caplog: pytest.LogCaptureFixture
+    web: RunningServer, how: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    reply = exchange(web, b"GET /bad-stream/iter-raises HTTP/1.1\r\nHost: x\r\n\r\n" + CANARY)
+    request = b"GET /bad-stream/%s HTTP/1.1\r\nHost: x\r\n\r\n" % how.encode()
+    reply = exchange(web, request + CANARY)
     assert statuses(reply) == [500, 200], reply[:300]
     assert reply.endswith(CANARY_BODY)
     assert "refused to send the response of route GET /bad-stream/{how}" in caplog.text
