@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import itertools
 from typing import Any
 
@@ -97,6 +98,10 @@ CASES: dict[str, tuple[bytes, list[tuple[Any, ...]]]] = {
         b"GET / HTTP/1.0\r\n\r\n",
         [request(host="", keep=False), ("end", ()), ("closed",)],
     ),
+    "trailing whitespace is not part of a field value (RFC 9110 5.5)": (
+        b"GET / HTTP/1.1\r\nHost: x \t\r\nConnection: close \r\n\r\n",
+        [request(keep=False), ("end", ()), ("closed",)],
+    ),
     "no host": (b"GET / HTTP/1.1\r\n\r\n", [("error", 400)]),
     "two hosts": (b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", [("error", 400)]),
     "bad host": (b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", [("error", 400)]),
@@ -145,6 +150,10 @@ CASES: dict[str, tuple[bytes, list[tuple[Any, ...]]]] = {
         b"GET / HTTP/1.1\r\nHost: x\r\nExpect: magic\r\n\r\n",
         [("error", 417)],
     ),
+    "request line padded past its limit with spaces": (
+        b"GET" + b" " * 300 + b"/ HTTP/1.1\r\nHost: x\r\n\r\n",
+        [("error", 414)],
+    ),
     "target too long": (b"GET /" + b"a" * 300 + b" HTTP/1.1\r\nHost: x\r\n\r\n", [("error", 414)]),
     "header block too large": (
         b"GET / HTTP/1.1\r\nHost: x\r\nA: " + b"b" * 500 + b"\r\n\r\n",
@@ -155,6 +164,39 @@ CASES: dict[str, tuple[bytes, list[tuple[Any, ...]]]] = {
         [("error", 431)],
     ),
     "eof mid-head": (b"GET / HTTP/1.1\r\nHost", [("error", 400)]),
+    # Smuggling classes, each refused alike in one read (the fast path) and in pieces.
+    "signed CL": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\na", [("error", 400)]),
+    "CL list": (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 1\r\n\r\na", [("error", 400)]),
+    "TE xchunked": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n",
+        [("error", 400)],
+    ),
+    "TE chunked, chunked": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+        [("error", 400)],
+    ),
+    "TE with a space before the colon": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n",
+        [("error", 400)],
+    ),
+    "TE folded (obs-fold)": (
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n",
+        [("error", 400)],
+    ),
+    "NUL in a field": (b"GET / HTTP/1.1\r\nHost: x\r\nA: b\x00c\r\n\r\n", [("error", 400)]),
+    "bare LF ends the head, a request behind": (
+        b"GET / HTTP/1.1\r\nHost: x\n\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+        [("error", 400)],
+    ),
+    "CR ends the request line": (b"GET / HTTP/1.1\rHost: x\r\n\r\n", [("error", 400)]),
+    "HTTP/2 preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", [("error", 400)]),
+    "http/1.2": (b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", [("error", 505)]),
+    "http/0.9": (b"GET /\r\n\r\n", [("error", 400)]),
+    "leading bare LF": (b"\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", [("error", 400)]),
+    "expect 100-continue without a body": (
+        b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+        [request(), ("end", ()), ("closed",)],
+    ),
 }
 
 
@@ -272,6 +314,35 @@ def test_streamed_body_is_chunked_on_11_and_close_delimited_on_10() -> None:
     assert old.send_data(b"ab") == b"ab"
     assert old.send_end() == b""
     assert old.our_state is State.MUST_CLOSE
+
+
+def test_a_memoryview_body_is_framed_by_its_bytes_not_its_items() -> None:
+    # len() of a memoryview counts items: 2 for two 4-byte ints, 8 bytes sent.
+    items = memoryview(array.array("i", [0x41414141, 0x42424242]))
+    conn = feed_one(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    out = conn.send(reactorkit.Response(body=items))
+    assert out.endswith(b"content-length: 8\r\n\r\nAAAABBBB")
+    conn = feed_one(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.send(reactorkit.Response(body=iter([items])))
+    assert conn.send_data(items) == b"8\r\nAAAABBBB\r\n"
+    conn = feed_one(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.send(reactorkit.Response(body=iter([]), headers=[("Content-Length", "2")]))
+    with pytest.raises(reactorkit.HttpProtocolError, match="longer"):
+        conn.send_data(items)
+
+
+def test_a_strided_or_typed_memoryview_is_sent_as_plain_bytes() -> None:
+    strided = memoryview(b"aXbXc")[::2]  # not contiguous: b"".join() refuses it
+    conn = feed_one(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert conn.send(reactorkit.Response(body=strided)).endswith(b"content-length: 3\r\n\r\nabc")
+    # Close-delimited (HTTP/1.0): the chunk goes out as given, so it must be
+    # bytes a transport can slice by len() after a partial send.
+    old = feed_one(b"GET / HTTP/1.0\r\n\r\n")
+    old.send(reactorkit.Response(body=iter([])))
+    for view in (strided, memoryview(array.array("i", [0x41414141]))):
+        data = old.send_data(view)
+        assert bytes(data) == view.tobytes()
+        assert len(data) == view.nbytes
 
 
 def test_a_streamed_body_must_match_its_declared_length() -> None:

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import reactorkit
+from reactorkit.http11.responses import nbytes
 
 __all__ = ["access_log", "body_size", "log_response"]
 
@@ -64,4 +65,4 @@ def body_size(request: reactorkit.Request | None, response: reactorkit.Response)
         return 0
     if isinstance(body, str):
         return len(body.encode(errors="replace"))
-    return len(body) if isinstance(body, (bytes, bytearray, memoryview)) else 0
+    return nbytes(body) if isinstance(body, (bytes, bytearray, memoryview)) else 0

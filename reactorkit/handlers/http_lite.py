@@ -139,7 +139,7 @@ class HttpHandler(reactorkit.Handler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._deadlines.cancel()
         if self._stream is not None:
-            self._stream.close()
+            self._close(self._stream)
             self._stream = None
 
     def pause_writing(self) -> None:
@@ -262,13 +262,13 @@ class HttpHandler(reactorkit.Handler):
         if type(response.body) is not bytes and type(response.body) is not str:
             stream = BodyStream.open(response, request)
             if stream is not None and stream.failure is not None:
-                stream.close()
+                self._close(stream)
                 response, stream = self.site.refused(request, stream.failure), None
         try:
             data = core.send(response, date=date_line(), close=close)
         except reactorkit.HttpProtocolError as exc:
             if stream is not None:
-                stream.close()
+                self._close(stream)
                 stream = None
             response = self.site.refused(request, exc)
             data = core.send(response, date=date_line(), close=close)
@@ -284,10 +284,15 @@ class HttpHandler(reactorkit.Handler):
                 self._flush()
                 self._pump()
                 return
-            stream.close()  # HEAD, 204, 304: the body is not sent
+            self._close(stream)  # HEAD, 204, 304: the body is not sent
         if self._log:
             size = body_size(request, response) if stream is None else 0
             self._log_response(request, response.status, size, started)
+
+    def _close(self, stream: BodyStream) -> None:
+        error = stream.close()
+        if error is not None:
+            self.site.close_failed(stream.request, error)
 
     def _is_last(self) -> bool:
         core = self._core
@@ -310,19 +315,26 @@ class HttpHandler(reactorkit.Handler):
         connection = self.connection
         try:
             if not stream.pump(self._core, connection, lambda: self._write_paused):
+                if not (self._write_paused or connection.is_closing()):
+                    connection.reactor.call_soon(self._pump_again, stream)  # its turn is over
                 return  # paused (resume_writing pumps again) or closing
         except _PROCESS_EXITS:
             raise
         except BaseException as exc:
             self.site.stream_failed(stream.request, exc)
             self._stream = None
-            stream.close()
+            self._close(stream)
             connection.abort()
             return
         self._stream = None
         self._busy = False
         if self._log:
             self._log_response(stream.request, stream.status, stream.sent, stream.started)
+
+    def _pump_again(self, stream: BodyStream) -> None:
+        if self._stream is stream and not (self._write_paused or self.connection.is_closing()):
+            self._pump()
+            self._advance()  # as resume_writing: what waited behind the stream
 
     def _log_response(
         self, request: reactorkit.Request | None, status: int, size: int, started: float

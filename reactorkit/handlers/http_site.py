@@ -168,7 +168,7 @@ class HttpSite:
             return result
         try:
             return _as_response(result)
-        except TypeError as exc:
+        except Exception as exc:  # TypeError; json's ValueError (a cycle, a lone surrogate)
             return self.route_failed(route, request, exc)
 
     def finish_blocking(
@@ -182,7 +182,7 @@ class HttpSite:
             return self.route_failed(route, request, error)
         try:
             return _as_response(future.result())
-        except TypeError as exc:
+        except Exception as exc:  # as in dispatch()
             return self.route_failed(route, request, exc)
 
     def _unrouted(self, request: reactorkit.Request, allowed: list[str]) -> reactorkit.Response:
@@ -229,6 +229,17 @@ class HttpSite:
         """Log a streamed body that failed after its head (the caller aborts the connection)."""
         log.error(
             "streaming the body of %s failed: %s; closing the connection",
+            self.describe(request),
+            error,
+            exc_info=error,
+            extra=self._log_fields(),
+        )
+        self.count_error()
+
+    def close_failed(self, request: reactorkit.Request | None, error: Exception) -> None:
+        """Log a body whose ``close()`` raised (the response, if any, stands)."""
+        log.error(
+            "closing the body of %s failed: %s",
             self.describe(request),
             error,
             exc_info=error,

@@ -12,17 +12,19 @@ its last chunk), never a wrong one taken for whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Final, final
 
 import reactorkit
 from reactorkit import http11
+from reactorkit.http11.responses import nbytes
 
-__all__ = ["BodyStream"]
+__all__ = ["TURN", "BodyStream"]
 
 _BYTES = (bytes, bytearray, memoryview)
 _NOT_SENT = frozenset({204, 304})
 _END: Final = object()
+TURN: Final = 64  # chunks written per pump() before other connections get the loop
 _PROCESS_EXITS = (KeyboardInterrupt, SystemExit)
 
 
@@ -67,8 +69,15 @@ class BodyStream:
             return None
         try:
             chunks = iter(body)
-        except TypeError:
-            return None  # not iterable: ServerConnection.send refuses it, with its type
+        except _PROCESS_EXITS:
+            raise
+        except BaseException as exc:
+            if not isinstance(body, Iterable):
+                return None  # not iterable: ServerConnection.send refuses it, with its type
+            stream = cls(body, iter(()), request, response.status)  # its __iter__ raised
+            stream.failure = reactorkit.HttpProtocolError(f"the body raised {exc!r}")
+            stream.failure.__cause__ = exc
+            return stream
         stream = cls(body, chunks, request, response.status)
         if response.status in _NOT_SENT or (request is not None and request.method == "HEAD"):
             return stream
@@ -93,14 +102,21 @@ class BodyStream:
         connection: reactorkit.Transport,
         paused: Callable[[], bool],
     ) -> bool:
-        """Write chunks until the body ends (True) or writing pauses or the connection closes.
+        """Write chunks until the body ends (True) or this turn stops (False).
+
+        A turn stops when writing pauses, the connection closes, or ``TURN``
+        chunks are written: a body of tiny or empty chunks never fills the
+        socket, so it would never pause, and would hold the loop; after a
+        full turn the caller pumps again on the loop's next pass.
 
         Raises:
             Exception: whatever the iterable raised, or
                 :class:`~reactorkit.HttpProtocolError` from the core (a chunk
                 that is not bytes, a length that does not match).
         """
-        while not paused() and not connection.is_closing():
+        for _ in range(TURN):
+            if paused() or connection.is_closing():
+                return False
             chunk = self._first
             if chunk is _END:
                 chunk = next(self._chunks, _END)
@@ -110,14 +126,24 @@ class BodyStream:
             else:
                 self._first = _END
             data = core.send_data(chunk)
-            self.sent += len(chunk)
+            self.sent += nbytes(chunk)
             connection.write(data)
         return False
 
-    def close(self) -> None:
-        """Close the iterable (a file, a generator) whether or not it was sent."""
+    def close(self) -> Exception | None:
+        """Close the iterable (a file, a generator) whether or not it was sent.
+
+        Returns:
+            What a ``close()`` raised (the route's bug, for the caller to
+            log), or None.
+        """
         sources = (self._chunks,) if self._body is self._chunks else (self._chunks, self._body)
+        error = None
         for source in sources:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
+            try:
+                close = getattr(source, "close", None)
+                if close is not None:
+                    close()
+            except Exception as exc:
+                error = error or exc
+        return error

@@ -37,6 +37,7 @@ from reactorkit.http11.responses import (
     NO_BODY_STATUS,
     content_type_line,
     encode_fields,
+    flat,
     length_line,
     plain_prefix,
     status_line,
@@ -295,11 +296,12 @@ class ServerConnection:
         try:
             if (
                 len(self._url) > limits.max_request_line
+                or line_end > limits.max_request_line + 33
                 or len(self._fields) > limits.max_headers
                 or not self._head_done
                 or end - line_end > limits.max_header_size
             ):
-                self._check_sizes(end)  # raises the right refusal
+                self._check_sizes(0, end)  # raises the right refusal
             self._version = (
                 "1.1"
                 if buffer.startswith(b" HTTP/1.1\r\n", line_end - 11)
@@ -334,11 +336,15 @@ class ServerConnection:
             return self._fail(505, VERSIONS)
         return self._fail(400, f"malformed request: {exc}")
 
-    def _check_sizes(self, stop: int) -> None:
-        """The limits of a head that llhttp read to its end at ``stop``, or :class:`Refused`."""
+    def _check_sizes(self, start: int, stop: int) -> None:
+        """The limits of a head that llhttp read from ``start`` to ``stop``, or :class:`Refused`."""
         limits = self.limits
         if len(self._url) > limits.max_request_line:
             raise Refused(414, "request target too long")
+        # The line as a whole, as _read_head bounds one still arriving: else
+        # padding (spaces llhttp skips) passes in one read and not in two.
+        if self._line_end - 1 - start > limits.max_request_line + 32:
+            raise Refused(414, "request line too long")
         if len(self._fields) > limits.max_headers:
             raise Refused(431, "too many header fields")
         if not self._head_done:  # llhttp agrees the head ended, or it is a bug
@@ -349,7 +355,7 @@ class ServerConnection:
     def _head_read(self, pos: int, stop: int, renew: bool) -> None:
         """The head ``buffer[pos:stop]`` went through llhttp: check it, emit the request."""
         try:
-            self._check_sizes(stop)
+            self._check_sizes(pos, stop)
             self._version = check_request_line(self._buffer[pos : self._line_end - 1])
             request, body = self._check_head()
         except Refused as refused:
@@ -395,7 +401,9 @@ class ServerConnection:
         self._url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields.append((name.decode("latin-1"), value.decode("latin-1")))
+        # llhttp strips the leading whitespace of a value, not the trailing
+        # (RFC 9110 section 5.5: neither is part of it).
+        self._fields.append((name.decode("latin-1"), value.rstrip(b" \t").decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         self._head_done = True
@@ -581,6 +589,8 @@ class ServerConnection:
         declared: bytes | None = None
         if response.headers:
             declared = encode_fields(response.headers, parts)
+        if type(body) is memoryview:
+            body = flat(body)  # type: ignore[assignment]  # Body says Iterable[bytes]
         streamed = not isinstance(body, (bytes, bytearray, memoryview))
         self._stream_chunked = False
         self._stream_left = None
@@ -628,7 +638,7 @@ class ServerConnection:
         if self.their_state not in (State.CLOSED, State.ERROR):
             self.their_state = State.MUST_CLOSE
 
-    def send_data(self, data: bytes) -> bytes:
+    def send_data(self, data: bytes | bytearray | memoryview) -> bytes | bytearray | memoryview:
         """The bytes for one chunk of a streamed body.
 
         Raises:
@@ -638,12 +648,15 @@ class ServerConnection:
             raise HttpProtocolError("no streamed body in progress")
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise HttpProtocolError(f"a body chunk must be bytes, got a {type(data).__name__}")
-        if not data:
+        if type(data) is memoryview:
+            data = flat(data)
+        size = len(data)
+        if not size:
             return b""
         if self._stream_chunked:
-            return b"%x\r\n%s\r\n" % (len(data), data)
+            return b"%x\r\n%s\r\n" % (size, data)
         if self._stream_left is not None:
-            self._stream_left -= len(data)
+            self._stream_left -= size
             if self._stream_left < 0:
                 raise HttpProtocolError("the body is longer than its Content-Length")
         return data

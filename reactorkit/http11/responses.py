@@ -19,7 +19,9 @@ __all__ = [
     "NO_BODY_STATUS",
     "content_type_line",
     "encode_fields",
+    "flat",
     "length_line",
+    "nbytes",
     "plain_prefix",
     "status_line",
 ]
@@ -85,6 +87,22 @@ def plain_prefix(status: int, content_type: str | None) -> bytes | None:
     return prefix
 
 
+def nbytes(data: bytes | bytearray | memoryview) -> int:
+    """The size in bytes of a body: ``len()`` of a memoryview counts its items, not bytes."""
+    return data.nbytes if type(data) is memoryview else len(data)
+
+
+def flat(view: memoryview) -> memoryview | bytes:
+    """``view`` as one dimension of bytes, so ``len()`` and slicing count bytes.
+
+    A contiguous view is cast (no copy); a strided one (``b[::2]``, which
+    ``b"".join()`` and a transport's slicing cannot use) is copied.
+    """
+    if view.format == "B" and view.ndim == 1 and view.c_contiguous:
+        return view
+    return view.cast("B") if view.c_contiguous else view.tobytes()
+
+
 def length_line(size: int) -> bytes:
     """``content-length: <size>``, then the blank line that ends the head."""
     return _LENGTHS[size] if size < 1024 else b"content-length: %d\r\n\r\n" % size
@@ -104,6 +122,15 @@ def encode_value(value: str) -> bytes:
 def encode_fields(fields: Iterable[tuple[str, str]], parts: list[bytes]) -> bytes | None:
     """Append ``fields`` to ``parts``; returns a Content-Length value given among them."""
     declared = None
+    if type(fields) is not list:
+        try:
+            items = iter(fields)
+        except TypeError:
+            raise HttpProtocolError(f"headers {fields!r:.80} are not (name, value) pairs") from None
+        try:
+            fields = list(items)
+        except Exception as exc:  # a route's generator that fails
+            raise HttpProtocolError(f"the headers raised {exc!r}") from exc
     for field in fields:
         try:
             name, value = field

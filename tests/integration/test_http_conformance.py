@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import array
 import contextlib
 import json
 import logging
 import os
 import re
 import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import pytest
 
 import reactorkit
 from reactorkit.testing import RunningServer, serve
+from tests import test_http11 as http11_cases
 from tests.helpers import connect, recv_until_closed
 
 CANARY = b"GET /canary HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -49,9 +53,53 @@ def streamed(request: reactorkit.Request) -> reactorkit.Response:
     return reactorkit.Response(body=(b"%065535d\n" % i for i in range(STREAMED_CHUNKS)))
 
 
+RELEASE = threading.Event()
+
+
+def spin(request: reactorkit.Request) -> reactorkit.Response:
+    """Empty chunks until /release runs (a careless long poll), 5 s at most."""
+
+    def chunks() -> Iterator[bytes]:
+        deadline = time.monotonic() + 5
+        while not RELEASE.is_set():
+            if time.monotonic() > deadline:
+                yield b"gave up"
+                return
+            yield b""
+        yield b"released"
+
+    return reactorkit.Response(body=chunks())
+
+
+def release(request: reactorkit.Request) -> str:
+    RELEASE.set()
+    return "set"
+
+
+class BadIterable:
+    """A body whose ``__iter__`` or ``close()`` raises, by ``how``."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    def __iter__(self) -> Iterator[bytes]:
+        if self.how == "iter-raises":
+            raise RuntimeError("iter bug on purpose")
+        if self.how == "iter-raises-typeerror":  # not "not iterable": it is
+            raise TypeError("iter bug on purpose")
+        return iter([b"abc"])
+
+    def close(self) -> None:
+        if self.how == "close-raises":
+            raise RuntimeError("close bug on purpose")
+
+
 def bad_stream(request: reactorkit.Request) -> reactorkit.Response:
     """A streamed body that goes wrong at its first chunk or later, by ``{how}``."""
     how = request.captures["how"]
+    if how in ("iter-raises", "iter-raises-typeerror", "close-raises"):
+        status = 204 if request.query_string == "204" else 200
+        return reactorkit.Response(status=status, body=BadIterable(how))
 
     def chunks() -> Iterator[Any]:
         if how.endswith("-later"):
@@ -74,12 +122,37 @@ ODD: dict[str, Any] = {
     "status-1000": {"status": 1000},
     "header-int": {"headers": [("X-A", 1)]},
     "header-not-a-pair": {"headers": [("X-A",)]},
+    "headers-not-iterable": {"headers": 5},
     "content-type-int": {"content_type": 5},
     "body-int": {"body": 123},
 }
 
 
+def items(request: reactorkit.Request) -> reactorkit.Response:
+    """A memoryview of 4-byte ints, whole or streamed: 8 bytes, 2 items."""
+    body = memoryview(array.array("i", [0x41414141, 0x42424242]))
+    if request.query_string == "strided":  # every other byte: not contiguous
+        return reactorkit.Response(body=memoryview(b"AXAXAXAXBXBXBXBX")[::2])
+    return reactorkit.Response(body=body if request.query_string == "whole" else iter([body]))
+
+
+def unjsonable(request: reactorkit.Request) -> Any:
+    """A dict or list that json cannot encode (ValueError, not TypeError)."""
+    if request.captures["kind"] == "cycle":
+        cycle: list[Any] = []
+        cycle.append(cycle)
+        return cycle
+    return {"lone surrogate": "\ud800"}
+
+
 def odd(request: reactorkit.Request) -> reactorkit.Response:
+    if request.captures["kind"] == "headers-raising":
+
+        def fields() -> Iterator[tuple[str, str]]:
+            yield ("X-A", "b")
+            raise LookupError("the headers generator failed")
+
+        return reactorkit.Response(headers=fields())  # type: ignore[arg-type]
     return reactorkit.Response(**ODD[request.captures["kind"]])
 
 
@@ -95,6 +168,13 @@ class Routes:
             reactorkit.Route(method="GET", path="/streamed", function=streamed),
             reactorkit.Route(method="GET", path="/bad-stream/{how}", function=bad_stream),
             reactorkit.Route(method="GET", path="/odd/{kind}", function=odd),
+            reactorkit.Route(method="GET", path="/items", function=items),
+            reactorkit.Route(method="GET", path="/spin", function=spin),
+            reactorkit.Route(method="GET", path="/release", function=release),
+            reactorkit.Route(method="GET", path="/unjsonable/{kind}", function=unjsonable),
+            reactorkit.Route(
+                method="GET", path="/unjsonable-blocking/{kind}", function=unjsonable, blocking=True
+            ),
             reactorkit.Route(
                 method="GET", path="/odd-blocking/{kind}", function=odd, blocking=True
             ),
@@ -322,6 +402,18 @@ def test_options_asterisk_is_200_with_the_servers_methods_rfc9110_9_3_7(
     assert b"\r\ncontent-length: 0\r\n" in head
 
 
+def test_trailing_whitespace_is_not_part_of_a_field_value_rfc9110_5_5(
+    web: RunningServer,
+) -> None:
+    # One read (the fast path) and the same head pipelined (the general path).
+    head = b"GET /info HTTP/1.1\r\nHost: x \t\r\n\r\n"
+    for data in (head, head + head):
+        replies = responses(exchange(web, data))
+        assert [status for status, _, _ in replies] == [200] * (len(data) // len(head))
+        for _, _, body in replies:
+            assert json.loads(body)["hosts"] == ["x"]
+
+
 def test_http_10_without_host_is_served(web: RunningServer) -> None:
     reply = exchange(web, b"GET /canary HTTP/1.0\r\n\r\n")
     assert statuses(reply) == [200]
@@ -396,6 +488,45 @@ def test_a_route_returning_an_odd_response_gets_a_500_and_the_next_request_is_an
     assert "Traceback" not in caplog.text
 
 
+@pytest.mark.parametrize("route", ["odd", "odd-blocking"])
+def test_headers_that_raise_while_iterated_are_a_500_with_the_cause_logged(
+    web: RunningServer, route: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = b"GET /%s/headers-raising HTTP/1.1\r\nHost: x\r\n\r\n" % route.encode()
+    reply = exchange(web, request + CANARY)
+    assert statuses(reply) == [500, 200], reply[:300]
+    assert reply.endswith(CANARY_BODY)
+    assert "refused to send the response" in caplog.text
+    assert "LookupError: the headers generator failed" in caplog.text
+
+
+@pytest.mark.parametrize("route", ["unjsonable", "unjsonable-blocking"])
+@pytest.mark.parametrize("kind", ["cycle", "surrogate"])
+def test_a_route_returning_what_json_cannot_encode_gets_a_500_naming_the_route(
+    web: RunningServer, route: str, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = b"GET /%s/%s HTTP/1.1\r\nHost: x\r\n\r\n" % (route.encode(), kind.encode())
+    reply = exchange(web, request + CANARY)
+    assert statuses(reply) == [500, 200], reply[:300]
+    assert reply.endswith(CANARY_BODY)
+    assert f"route GET /{route}/{{kind}} (unjsonable) from plugin" in caplog.text
+
+
+@pytest.mark.parametrize("how", ["whole", "strided", "streamed"])
+def test_a_memoryview_body_is_framed_by_its_bytes_and_the_next_response_follows(
+    web: RunningServer, how: str
+) -> None:
+    reply = exchange(web, b"GET /items?%s HTTP/1.1\r\nHost: x\r\n\r\n" % how.encode() + CANARY)
+    first, _, rest = reply.partition(b"\r\n\r\n")
+    if how != "streamed":
+        assert b"\r\ncontent-length: 8" in first, reply
+        framed = b"AAAABBBB"
+    else:
+        framed = b"8\r\nAAAABBBB\r\n0\r\n\r\n"
+    assert rest.startswith(framed + b"HTTP/1.1 200 OK\r\n"), reply
+    assert reply.endswith(CANARY_BODY)
+
+
 def test_a_streamed_response_that_ends_the_connection_drops_the_pipeline_behind_it(
     web: RunningServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -428,6 +559,59 @@ def test_a_stream_failing_at_its_first_chunk_is_a_500_before_any_head(
         "refused to send the response of route GET /bad-stream/{how} (bad_stream) from plugin"
         in (record.getMessage())
     )
+
+
+@pytest.mark.parametrize("name", sorted(http11_cases.CASES))
+def test_one_read_and_behind_another_request_are_answered_alike(
+    web: RunningServer, name: str
+) -> None:
+    # Alone, the bytes come in one read: ServerConnection.receive_request's
+    # fast path. Behind a request in the same send, the general path parses
+    # them. Both must answer (or refuse) them with the same statuses.
+    data = http11_cases.CASES[name][0]
+    alone = re.findall(rb"HTTP/1\.1 (\d{3}) ", exchange(web, data))
+    behind = re.findall(rb"HTTP/1\.1 (\d{3}) ", exchange(web, CANARY + data))
+    assert behind == [b"200", *alone]
+
+
+def test_a_stream_of_empty_chunks_does_not_hold_the_loop(web: RunningServer) -> None:
+    # A body that yields b"" while it waits never fills the socket, so it
+    # never pauses: pumped in one go it would hold the loop, and /release,
+    # on another connection, could not run until the stream gave up.
+    RELEASE.clear()
+    with connect(web.address()) as spinning:
+        spinning.sendall(b"GET /spin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert exchange(web, b"GET /release HTTP/1.1\r\nHost: x\r\n\r\n").endswith(b"set")
+        reply = recv_until_closed(spinning)
+    assert reply.endswith(b"8\r\nreleased\r\n0\r\n\r\n"), reply[-100:]
+
+
+@pytest.mark.parametrize("how", ["iter-raises", "iter-raises-typeerror"])
+def test_a_body_whose_iter_raises_is_a_500_naming_the_route(
+    web: RunningServer, how: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = b"GET /bad-stream/%s HTTP/1.1\r\nHost: x\r\n\r\n" % how.encode()
+    reply = exchange(web, request + CANARY)
+    assert statuses(reply) == [500, 200], reply[:300]
+    assert reply.endswith(CANARY_BODY)
+    assert "refused to send the response of route GET /bad-stream/{how}" in caplog.text
+    assert "iter bug on purpose" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "request_line", [b"HEAD /bad-stream/close-raises", b"GET /bad-stream/close-raises?204"]
+)
+def test_an_unsent_body_whose_close_raises_is_logged_and_the_answer_stands(
+    web: RunningServer, request_line: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    # HEAD and 204 never send the body, only close it: its close() failing
+    # is the route's bug, logged with it; the response and the pipeline stand.
+    reply = exchange(web, request_line + b" HTTP/1.1\r\nHost: x\r\n\r\n" + CANARY)
+    assert reply.startswith(b"HTTP/1.1 20")
+    assert reply.endswith(CANARY_BODY), reply[:300]
+    assert reply.count(b"HTTP/1.1 ") == 2
+    assert "closing the body of route GET /bad-stream/{how} (bad_stream) from plugin" in caplog.text
+    assert "close bug on purpose" in caplog.text
 
 
 @pytest.mark.parametrize("how", ["str-later", "raise-later"])

@@ -104,6 +104,29 @@ def wait_for(srv: RunningServer, predicate: Any, timeout: float = 5.0) -> dict[s
         assert time.monotonic() < deadline, state
 
 
+def test_ten_thousand_pipelined_requests_in_one_send_are_answered_in_order(
+    web: RunningServer,
+) -> None:
+    # One sendall of 10 000 requests, bodiless and with bodies in turn, the
+    # client reading all along: every one answered, once, in order.
+    count = 10_000
+    parts = [
+        HEALTHZ
+        if i % 2
+        else b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%d" % (len(b"%d" % i), i)
+        for i in range(count)
+    ]
+    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with connect(web.address(), timeout=30) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(b"".join(parts) + last,))
+        sender.start()
+        reply = recv_until_closed(sock)
+        sender.join(30)
+    assert not sender.is_alive()
+    expected = [b"ok\n" if i % 2 else b"%d" % i for i in range(count)]
+    assert bodies(reply) == [*expected, b"ok\n"]
+
+
 # -- issue 9 item 7: nothing fully received is lost --------------------------
 
 
