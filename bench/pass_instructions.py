@@ -20,7 +20,7 @@ same for any server). Unlike time, the line-command count does not move
 with the machine's load, so it compares two versions on a busy machine.
 The echo count does move some: on a busy machine the kernel may deliver
 the loopback bytes late, and the loop then makes passes that find nothing
-ready (measured: 19-23 thousand per request, the same code run twice);
+ready (on this VM the same code counted 8 to 23 thousand per request);
 compare echo counts only within one run. With
 ``--before DIR`` the reactorkit package in DIR (an older checkout) is
 counted too.
