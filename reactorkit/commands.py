@@ -32,7 +32,8 @@ _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
 _SPEC_WORD = re.compile(r"(\[)?([A-Za-z][A-Za-z0-9_-]*)(\.\.\.)?(\])?\Z")
 
 Reply = str | Sequence[str] | None
-CommandFunction = Callable[["CommandContext"], Reply]
+#: ``function(ctx)``, or ``function()`` when it takes no parameter.
+CommandFunction = Callable[..., Reply]
 
 
 def _arity(spec: str) -> tuple[int, int | None]:
@@ -81,6 +82,15 @@ def _check_function(instance: Any, attribute: Any, value: Any) -> None:
         )
 
 
+def _takes_parameter(function: Any) -> bool:
+    # Decided once, when the command is declared: a function with an empty
+    # signature is called without a context (one object fewer per request).
+    try:
+        return bool(inspect.signature(function).parameters)
+    except (TypeError, ValueError):  # no signature to read (some builtins): pass one
+        return True
+
+
 @attrs.frozen(kw_only=True)
 class LineCommand:
     """One command of the line-command protocol.
@@ -88,6 +98,8 @@ class LineCommand:
     Attributes:
         name: the command word; matched case-insensitively (shown upper case).
         function: called with a :class:`CommandContext`; returns the reply.
+            A function that takes no parameter at all (``def ping():``) is
+            called without one, and the handler builds no context for it.
         args: the argument spec, e.g. ``"KEY [VALUE]"``: ``NAME`` is required,
             ``[NAME]`` optional, ``NAME...`` one or more, ``[NAME...]`` any
             number. It is the usage line shown on a wrong number of arguments.
@@ -103,11 +115,20 @@ class LineCommand:
     blocking: bool = False
     min_args: int = attrs.field(init=False)
     max_args: int | None = attrs.field(init=False)
+    #: False when ``function`` takes no parameter: it is called as ``function()``.
+    takes_context: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         low, high = _arity(self.args)
         object.__setattr__(self, "min_args", low)
         object.__setattr__(self, "max_args", high)
+        object.__setattr__(self, "takes_context", _takes_parameter(self.function))
+
+    def call(self, context: CommandContext) -> Reply:
+        """Run ``function`` with ``context``, or with nothing if it takes no parameter."""
+        if self.takes_context:
+            return self.function(context)
+        return self.function()
 
     @property
     def usage(self) -> str:
@@ -134,6 +155,9 @@ class CommandContext:
             None when the handler runs without one (tests).
         commands: every enabled command by name, for introspection (``HELP``).
         sources: where each command came from, by name (``plugin 'x' (dist)``).
+
+    Treat it as read-only: a connection's handler may pass the same context
+    to successive calls of a command that got no arguments.
     """
 
     command: LineCommand

@@ -42,6 +42,11 @@ _CommandContext = reactorkit.CommandContext
 
 # Replies gathered for one write() at most (bytes), while the kernel keeps up.
 _MAX_BATCH = 16 * 1024
+# The encoded-reply cache of a table: at most this many replies, each at most
+# _CACHED_REPLY characters (a bound a client cannot push past: ~40 KB).
+_MAX_CACHED_REPLIES = 256
+_CACHED_REPLY = 64
+_NO_MAX_ARGS = 1 << 62
 
 
 @attrs.frozen(kw_only=True)
@@ -67,6 +72,31 @@ class CommandTable:
     commands: dict[str, reactorkit.LineCommand]
     sources: dict[str, str]
     listener: reactorkit.Listener | None = None
+    #: name -> (command, min args, max args) for the commands the handler's
+    #: one-line fast path may run: neither blocking nor QUIT.
+    fast: dict[str, tuple[reactorkit.LineCommand, int, int]] = attrs.field(init=False)
+    #: Simple-string reply -> its encoded ``+reply\r\n`` (bounded, see above).
+    replies: dict[str, bytes] = attrs.field(init=False, factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        self.fast = {
+            name: (
+                command,
+                command.min_args,
+                _NO_MAX_ARGS if command.max_args is None else command.max_args,
+            )
+            for name, command in self.commands.items()
+            if not command.blocking and command is not QUIT
+        }
+
+    def encode_reply(self, reply: str) -> bytes:
+        """``+reply\r\n`` for a reply without CR or LF, remembered if short."""
+        data = self.replies.get(reply)
+        if data is None:
+            data = f"+{reply}\r\n".encode("utf-8", "replace")
+            if len(reply) <= _CACHED_REPLY and len(self.replies) < _MAX_CACHED_REPLIES:
+                self.replies[reply] = data
+        return data
 
     @classmethod
     def from_listener(cls, listener: reactorkit.Listener) -> CommandTable:
@@ -157,6 +187,8 @@ class LineCommandHandler(reactorkit.LineHandler):
         self._batching = False
         self._out: list[bytes] = []
         self._out_size = 0
+        # The context reused by argument-less calls (the fast path, data_received).
+        self._bare_context: reactorkit.CommandContext | None = None
 
     def connection_made(self, connection: reactorkit.Transport) -> None:
         self.connection = connection
@@ -221,6 +253,101 @@ class LineCommandHandler(reactorkit.LineHandler):
             self.connection.write(data)
 
     # -- input -----------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        """One read; the common case, one whole request line, runs right here.
+
+        That case (nothing buffered, queued, held or in flight; one line
+        ending the read; an enabled, non-blocking command with the right
+        number of arguments, and a token when ``rate`` is on) is framing,
+        :meth:`line_received` and ``_execute`` folded into one method: at
+        one request per read, each Python call saved is paid per request.
+        Everything else, and every error, takes the general path of
+        :class:`reactorkit.LineHandler` with the same checks and replies.
+        """
+        end = len(data) - 1
+        if (
+            end < 0
+            or data.find(b"\n") != end  # not exactly one LF-terminated line
+            or self._dispatching
+            or self._held
+            or self._discarding
+            or self._line_buffer
+            or self._queue
+            or self._busy
+            or self._batching
+            or self.delimiter != b"\n"
+        ):
+            super().data_received(data)
+            return
+        if end and data[end - 1] == 13:
+            end -= 1
+        connection = self.connection
+        if end > self.max_line_length or connection.is_closing():
+            super().data_received(data)
+            return
+        try:
+            text = data.decode("utf-8")  # split() drops the CR LF with the spaces
+        except UnicodeDecodeError:
+            text = '"'  # the general path answers it
+        words = [] if '"' in text or "'" in text else text.split()
+        table = self.table
+        entry = table.fast.get(words[0].upper()) if words else None
+        if entry is None or not entry[1] <= len(words) - 1 <= entry[2]:
+            super().data_received(data)  # quotes, unknown, arity, blocking, QUIT...
+            return
+        bucket = self._bucket
+        if bucket is not None and not bucket.take(connection.reactor.time):
+            super().data_received(data)  # queued until a token comes (_admitted)
+            return
+        command = entry[0]
+        self._dispatching = True  # a re-entrant data_received only appends
+        try:
+            try:
+                if command.takes_context:
+                    if len(words) > 1:
+                        context = _CommandContext(
+                            command,
+                            tuple(words[1:]),
+                            connection,
+                            table.listener,
+                            table.commands,
+                            table.sources,
+                        )
+                    else:
+                        # No arguments: the context of the last such call of
+                        # this command serves again (see CommandContext).
+                        context = self._bare_context  # type: ignore[assignment]
+                        if context is None or context.command is not command or context.args:
+                            context = self._bare_context = _CommandContext(
+                                command,
+                                (),
+                                connection,
+                                table.listener,
+                                table.commands,
+                                table.sources,
+                            )
+                    reply = command.function(context)
+                else:
+                    reply = command.function()
+            except reactorkit.CommandError as exc:
+                self._error(str(exc))
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException:  # as _execute
+                self._internal_error(command)
+            else:
+                if type(reply) is str and "\r" not in reply and "\n" not in reply:
+                    encoded = table.replies.get(reply)  # pre-encoded: +PONG\r\n
+                    connection.write(encoded or table.encode_reply(reply))
+                else:
+                    self._reply(reply)
+            if self._line_buffer:  # the command fed the handler more
+                self._dispatch_lines()
+        finally:
+            self._dispatching = False
+        if self._batching:  # only if _dispatch_lines ran: else nothing is gathered
+            self.lines_dispatched()
 
     def line_too_long(self, length: int) -> None:
         reactorkit.limit_closed(self.connection, "line_too_long", f"{length} bytes")
@@ -338,11 +465,11 @@ class LineCommandHandler(reactorkit.LineHandler):
         )
         if command.blocking:
             self._busy = True
-            future = self.connection.reactor.run_in_thread(command.function, context)
+            future = self.connection.reactor.run_in_thread(command.call, context)
             future.add_done_callback(lambda f: self._blocking_done(command, f))
             return
         try:
-            reply = command.function(context)
+            reply = command.call(context)
         except reactorkit.CommandError as exc:
             self._error(str(exc))
         except (KeyboardInterrupt, SystemExit):
@@ -352,7 +479,7 @@ class LineCommandHandler(reactorkit.LineHandler):
         else:
             if type(reply) is str and "\r" not in reply and "\n" not in reply:
                 # _reply and _write, inline: this runs per request.
-                data = f"+{reply}\r\n".encode("utf-8", "replace")
+                data = table.encode_reply(reply)
                 if self._batching:
                     self._write(data)
                 else:
@@ -448,13 +575,13 @@ def _echo(ctx: reactorkit.CommandContext) -> str:
     return " ".join(ctx.args)
 
 
-def _time(ctx: reactorkit.CommandContext) -> str:
+def _time() -> str:
     now = time.time()
     stamp = datetime.datetime.fromtimestamp(now, datetime.UTC).isoformat(timespec="milliseconds")
     return f"{stamp.replace('+00:00', 'Z')} {now:.6f}"
 
 
-def _quit(ctx: reactorkit.CommandContext) -> str:
+def _quit() -> str:
     return "BYE"
 
 

@@ -429,3 +429,132 @@ def test_rate_zero_turns_flood_control_off() -> None:
     conn = client(rate=0, burst=1)
     conn.feed(b"PING\r\n" * 100)
     assert lines(conn.take()) == ["+PONG"] * 100
+
+
+# -- the one-line-per-read fast path -------------------------------------------
+
+
+def _shout(ctx: reactorkit.CommandContext) -> str:
+    if ctx.args and ctx.args[0] == "bad":
+        raise CommandError("bad word")
+    if ctx.args and ctx.args[0] == "boom":
+        raise RuntimeError("boom")
+    return " ".join(ctx.args).upper() or "QUIET"
+
+
+def _answer() -> str:
+    return "42"
+
+
+def _multi(ctx: reactorkit.CommandContext) -> list[str]:
+    return ["a", "b\r\nc"]
+
+
+_FAST_EXTRA = (
+    LineCommand(name="SHOUT", function=_shout, args="[WORD...]"),
+    LineCommand(name="ANSWER", function=_answer),
+    LineCommand(name="MULTI", function=_multi),
+    LineCommand(name="SLOW", function=_answer, blocking=True),
+)
+_REQUESTS = [
+    b"PING",
+    b"ping hello",
+    b"PING a b",
+    b"ECHO x y",
+    b"SHOUT",
+    b"shout hi there",
+    b"SHOUT bad",
+    b"ANSWER",
+    b"ANSWER extra",
+    b"MULTI",
+    b"NOPE",
+    b"",
+    b"   ",
+    b'ECHO "a b"',
+    b"ECHO 'x",
+    b"\xff\xfe",
+    b"PING\r",
+    b"SLOW",
+]
+
+
+def test_a_command_without_parameters_is_called_without_a_context() -> None:
+    command = LineCommand(name="ANSWER", function=_answer)
+    assert command.takes_context is False
+    assert LineCommand(name="SHOUT", function=_shout).takes_context is True
+    assert ask(client(command), b"ANSWER\r\n") == ["+42"]
+    assert ask(client(command), b"ANSWER 1\r\n") == [
+        "-ERR wrong number of arguments for ANSWER; usage: ANSWER"
+    ]
+
+
+@given(
+    st.lists(st.sampled_from(_REQUESTS), min_size=1, max_size=12),
+    st.sampled_from([b"\n", b"\r\n"]),
+)
+def test_one_line_per_read_answers_exactly_as_a_pipelined_batch(
+    requests: list[bytes], ending: bytes
+) -> None:
+    # One line per feed takes the fast path where it can; the same lines
+    # in one feed take the general path. The replies must be identical.
+    one_by_one = client(*_FAST_EXTRA)
+    for request in requests:
+        one_by_one.feed(request + ending)
+        run_until(one_by_one.reactor, lambda: not one_by_one.handler._busy)  # type: ignore[attr-defined]
+    batched = client(*_FAST_EXTRA)
+    batched.feed(b"".join(request + ending for request in requests))
+    expected = len(requests)
+    run_until(batched.reactor, lambda: _replies(batched.value()) >= expected)
+    assert one_by_one.value() == batched.value()
+
+
+def _replies(output: bytes) -> int:
+    count = 0
+    lines = output.split(b"\r\n")
+    i = 0
+    while i < len(lines) - 1:
+        if lines[i].startswith(b"*"):
+            i += int(lines[i][1:])
+        count += 1
+        i += 1
+    return count
+
+
+def test_the_fast_path_reuses_a_context_only_for_argument_less_calls() -> None:
+    seen: list[reactorkit.CommandContext] = []
+
+    def record(ctx: reactorkit.CommandContext) -> str:
+        seen.append(ctx)
+        return "ok"
+
+    conn = client(LineCommand(name="REC", function=record, args="[X]"))
+    for request in (b"REC\r\n", b"REC\r\n", b"REC 1\r\n", b"REC\r\n"):
+        conn.feed(request)
+    assert conn.take() == b"+ok\r\n" * 4
+    assert seen[0] is seen[1] is seen[3]
+    assert seen[2].args == ("1",)
+    assert seen[0].args == ()
+
+
+def test_the_fast_path_keeps_the_rate_limit() -> None:
+    conn = client(rate=10.0, burst=2)
+    for i in range(3):  # one request per read: the fast path's case
+        conn.feed(b"ECHO %d\r\n" % i)
+    assert lines(conn.take()) == ["+0", "+1"]  # the third waits for a token
+    assert not conn.is_reading  # and the client with it
+    conn.advance(0.1)
+    assert lines(conn.take()) == ["+2"]
+    assert conn.is_reading
+    conn.feed(b"PING\r\n")  # the bucket is empty again: this one waits too
+    assert conn.take() == b""
+    conn.advance(0.1)
+    assert lines(conn.take()) == ["+PONG"]
+
+
+def test_the_encoded_reply_cache_is_bounded() -> None:
+    t = table()
+    for i in range(1000):
+        assert t.encode_reply(f"r{i}") == f"+r{i}\r\n".encode()
+    assert t.encode_reply("x" * 100) == b"+" + b"x" * 100 + b"\r\n"
+    assert len(t.replies) == 256
+    assert all(len(reply) <= 64 for reply in t.replies)
