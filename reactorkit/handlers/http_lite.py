@@ -90,18 +90,7 @@ class HttpHandler(reactorkit.Handler):
         else:
             head = core.receive_request(data)
             if head is not None:  # the common case: one whole bodyless request, nothing ahead
-                request = build_request(
-                    head.method,
-                    head.path,
-                    head.query,
-                    head.headers,
-                    head.host,
-                    head.http_version,
-                    self._scheme,
-                    self._peer,
-                    self._listener,
-                )
-                self._answer(request, self.connection.reactor.time)
+                self._answer(self._request_of(head), self.connection.reactor.time)
                 self._flush()
                 if (
                     core.their_state is _IDLE
