@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
+# valgrind's count, run from bench/ (see pass_instructions.instructions).
+from pass_instructions import BENCH, per_request
 
 FEED = """
 import sys
@@ -49,29 +46,6 @@ for n in range(int(sys.argv[1])):
 """
 
 
-def instructions(count: int, env: dict[str, str]) -> int:
-    valgrind = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
-    out = subprocess.run(
-        [*valgrind, sys.executable, "-c", FEED, str(count)],
-        capture_output=True,
-        text=True,
-        env=env,
-        # Not the caller's directory: "python -c" puts it first on sys.path, so
-        # run from a checkout it would shadow the package --before names.
-        cwd=BENCH,
-        timeout=600,
-        check=True,
-    ).stderr
-    found = re.search(r"Collected : (\d+)", out)
-    if found is None:
-        raise RuntimeError(f"no count in valgrind's output:\n{out}")
-    return int(found.group(1))
-
-
-def per_request(env: dict[str, str]) -> float:
-    return (instructions(3000, env) - instructions(1000, env)) / 2000
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -79,11 +53,11 @@ def main() -> None:
     parser.add_argument("--before", metavar="DIR", help="also count the reactorkit in DIR")
     args = parser.parse_args()
     env = dict(os.environ, PYTHONPATH=str(BENCH), PYTHONDONTWRITEBYTECODE="1")
-    now = per_request(env)
+    now = per_request(FEED, env)
     print(f"reactorkit http-lite: {now:,.0f} instructions per request")
     if args.before:
         old_env = dict(env, PYTHONPATH=f"{args.before}{os.pathsep}{BENCH}")
-        old = per_request(old_env)
+        old = per_request(FEED, old_env)
         print(f"reactorkit before:    {old:,.0f} instructions per request ({now / old:.2f}x)")
 
 
