@@ -86,7 +86,6 @@ def test_saved_results_load_back_to_the_same_table(report: ModuleType, tmp_path:
 def test_chart_is_a_valid_svg_with_a_bar_per_server_and_no_date(
     report: ModuleType, tmp_path: Path
 ) -> None:
-    pytest.importorskip("matplotlib", reason="matplotlib is in the bench extra, not in test")
     import charts
 
     s = section(report)
