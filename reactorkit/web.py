@@ -232,8 +232,15 @@ class Response:
 def json_response(
     data: Any, status: int = 200, *, headers: Iterable[tuple[str, str]] = ()
 ) -> Response:
-    """A JSON response (``application/json``), compact and UTF-8."""
-    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    """A JSON response (``application/json``), compact and UTF-8.
+
+    Raises:
+        ValueError: ``data`` holds what JSON cannot carry: a cycle, a lone
+            surrogate, or a float NaN or infinity (RFC 8259 has no ``NaN``;
+            strict parsers refuse it). A route that returns such data is
+            answered 500 and logged with its name.
+    """
+    body = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     return Response(
         status=status, body=body, headers=list(headers), content_type="application/json"
     )

@@ -142,6 +142,8 @@ def unjsonable(request: reactorkit.Request) -> Any:
         cycle: list[Any] = []
         cycle.append(cycle)
         return cycle
+    if request.captures["kind"] == "nan":
+        return {"ratio": float("nan")}  # RFC 8259 has no NaN: it is not sent as bare NaN
     return {"lone surrogate": "\ud800"}
 
 
@@ -501,7 +503,7 @@ def test_headers_that_raise_while_iterated_are_a_500_with_the_cause_logged(
 
 
 @pytest.mark.parametrize("route", ["unjsonable", "unjsonable-blocking"])
-@pytest.mark.parametrize("kind", ["cycle", "surrogate"])
+@pytest.mark.parametrize("kind", ["cycle", "surrogate", "nan"])
 def test_a_route_returning_what_json_cannot_encode_gets_a_500_naming_the_route(
     web: RunningServer, route: str, kind: str, caplog: pytest.LogCaptureFixture
 ) -> None:
