@@ -15,11 +15,8 @@ reactorkit package in DIR (an older checkout) is counted too.
 
 from __future__ import annotations
 
-import argparse
-import os
-
-# valgrind's count, run from bench/ (see pass_instructions.instructions).
-from pass_instructions import BENCH, per_request
+# valgrind's count, run from bench/, and --before (see pass_instructions).
+from pass_instructions import count_main
 
 FEED = """
 import sys
@@ -47,18 +44,7 @@ for n in range(int(sys.argv[1])):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--before", metavar="DIR", help="also count the reactorkit in DIR")
-    args = parser.parse_args()
-    env = dict(os.environ, PYTHONPATH=str(BENCH), PYTHONDONTWRITEBYTECODE="1")
-    now = per_request(FEED, env)
-    print(f"reactorkit http-lite: {now:,.0f} instructions per request")
-    if args.before:
-        old_env = dict(env, PYTHONPATH=f"{args.before}{os.pathsep}{BENCH}")
-        old = per_request(FEED, old_env)
-        print(f"reactorkit before:    {old:,.0f} instructions per request ({now / old:.2f}x)")
+    count_main(__doc__, [("reactorkit http-lite", FEED)])
 
 
 if __name__ == "__main__":

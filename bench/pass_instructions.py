@@ -110,20 +110,25 @@ def per_request(feed: str, env: dict[str, str]) -> float:
     return (instructions(feed, 3000, env) - instructions(feed, 1000, env)) / 2000
 
 
-def main() -> None:
+def count_main(doc: str | None, feeds: list[tuple[str, str]]) -> None:
+    """The command line of this script and http_instructions.py: count each feed, and --before."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--before", metavar="DIR", help="also count the reactorkit in DIR")
     args = parser.parse_args()
     env = dict(os.environ, PYTHONPATH=str(BENCH), PYTHONDONTWRITEBYTECODE="1")
-    for name, feed in (("echo pass", ECHO), ("line-command PING", LINE)):
+    for name, feed in feeds:
         now = per_request(feed, env)
         print(f"{name}: {now:,.0f} instructions per request")
         if args.before:
             old_env = dict(env, PYTHONPATH=f"{args.before}{os.pathsep}{BENCH}")
             old = per_request(feed, old_env)
             print(f"{name}, before: {old:,.0f} instructions per request ({now / old:.2f}x)")
+
+
+def main() -> None:
+    count_main(__doc__, [("echo pass", ECHO), ("line-command PING", LINE)])
 
 
 if __name__ == "__main__":
