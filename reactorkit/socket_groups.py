@@ -117,27 +117,36 @@ def bind_groups(
     """The socket group of every planned listener, by listener name.
 
     Groups in ``old`` whose address is unchanged are reused (and grown to
-    ``workers`` sockets); others are bound. On an error only what this call
-    bound is closed.
+    ``workers`` sockets); others are bound. Every address is tried, so one
+    error names each one that failed; then only what this call bound is
+    closed.
 
     Args:
         reuse_port: one ``SO_REUSEPORT`` socket per worker where supported;
             False binds one shared socket per listener.
 
     Raises:
-        BindError: naming the config file, the listener and the address.
+        BindError: one line per address that failed, naming the config
+            file, the listener and the address.
     """
     by_key = {g.key: g for g in old.values()}
     slots = max([config.reactor.workers] + [len(g.socks) for g in old.values()])
     table: dict[str, SocketGroup] = {}
     fresh: list[SocketGroup] = []
+    failures: list[BindError] = []
     try:
         for plan in plans:
             listen = plan.config
             key = _group_key(listen, plan.port)
             group = by_key.get(key)
             if group is None:
-                group = _bind_group(config, listen, key, plan.port, slots, inherited, reuse_port)
+                try:
+                    group = _bind_group(
+                        config, listen, key, plan.port, slots, inherited, reuse_port
+                    )
+                except BindError as exc:
+                    failures.append(exc)
+                    continue
                 if group.owned:
                     fresh.append(group)
                 log.info("%s: bound %s (%s)", listen.label, group.address, group.describe())
@@ -146,6 +155,8 @@ def bind_groups(
                     sock.listen(listen.backlog)
             group.grow(slots, listen.backlog)
             table[listen.name] = group
+        if failures:
+            raise BindError(failures[0].errno, "\n".join(str(f) for f in failures))
     except OSError as exc:
         for group in fresh:
             group.close()

@@ -326,7 +326,10 @@ def test_run_logs_serving_one_listener_in_the_singular(run_server, tmp_path: Pat
     assert re.search(r"reactorkit \S+ serving 1 listener \(pid \d+\)", log), log
 
 
-def test_run_reports_every_address_in_use_and_binds_none(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["alone", "workers"])
+def test_run_reports_every_address_in_use_and_binds_none(
+    tmp_path: Path, workers: list[str]
+) -> None:
     path = tmp_path / "free.sock"
     with taken_port() as first, taken_port() as second:
         config = write_config(
@@ -344,13 +347,15 @@ def test_run_reports_every_address_in_use_and_binds_none(tmp_path: Path) -> None
 
             [[listen]]
             name = "b"
-            handler = "chat"
+            handler = "line-command"
             port = {second}
         """,
         )
-        result = reactorkit_cli("run", config)
+        result = reactorkit_cli("run", *workers, config)
     assert result.returncode == 1
-    assert result.stderr.splitlines() == [
+    # With workers the supervisor also logs each address it bound (INFO).
+    errors = [line for line in result.stderr.splitlines() if "bound unix:" not in line]
+    assert errors == [
         f"reactorkit: error: {config}: listen[1] 'a': cannot listen on 127.0.0.1:{first}: "
         "Address already in use",
         f"reactorkit: error: {config}: listen[2] 'b': cannot listen on 127.0.0.1:{second}: "
