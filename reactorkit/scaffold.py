@@ -6,8 +6,9 @@ implementation, a README, and tests that use reactorkit's pytest plugin.
 Right after ``pip install -e '.[test]'`` in the folder, ``python -m pytest``
 passes and ``reactorkit plugins`` lists it; the README says so, and how to
 serve it. The name must not be one an installed plugin or handler type
-already has (a plugin cannot replace another), and only the plugin's own
-folder is created.
+already has (a plugin cannot replace another), nor, for ``line-commands``,
+make a command an installed plugin defines; only the plugin's own folder is
+created.
 """
 
 from __future__ import annotations
@@ -48,8 +49,9 @@ def add_command(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     try:
+        taken, commands = _installed_names()
         folder = create_plugin(
-            args.name, directory=args.dir, kind=args.kind, taken=_installed_names()
+            args.name, directory=args.dir, kind=args.kind, taken=taken, taken_commands=commands
         )
     except (ValueError, FileExistsError, FileNotFoundError) as exc:
         print(f"reactorkit: error: {exc}", file=sys.stderr)
@@ -61,9 +63,13 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _installed_names() -> dict[str, str]:
-    """Every plugin and handler type name installed here, with who provides it."""
+def _installed_names() -> tuple[dict[str, str], dict[str, str]]:
+    """Every plugin and handler type name installed here, then every line command.
+
+    Each name maps to who provides it.
+    """
     # Imported here: the scaffold needs no plugin machinery until it runs.
+    from reactorkit.commands import LineCommand
     from reactorkit.errors import PluginError
     from reactorkit.handler import HandlerType
     from reactorkit.plugins import load_plugins
@@ -80,7 +86,15 @@ def _installed_names() -> dict[str, str]:
     for c in contributions:
         if isinstance(c.item, HandlerType):
             taken[c.item.name] = f"the handler type {c.item.name!r} of {c.source}"
-    return taken
+    commands: dict[str, str] = {}
+    try:
+        contributions = plugins.collect("reactorkit_line_commands")
+    except PluginError:
+        contributions = []
+    for c in contributions:
+        if isinstance(c.item, LineCommand):
+            commands[c.item.name] = f"the line command {c.item.name!r} of {c.source}"
+    return taken, commands
 
 
 def create_plugin(
@@ -89,6 +103,7 @@ def create_plugin(
     directory: str = ".",
     kind: str = "handler",
     taken: Mapping[str, str] | None = None,
+    taken_commands: Mapping[str, str] | None = None,
 ) -> str:
     """Write the distribution folder; returns its path.
 
@@ -100,6 +115,10 @@ def create_plugin(
         taken: plugin and handler type names already installed, each with
             a description of its provider; ``name`` must not be one of them,
             since a plugin cannot replace an installed one.
+        taken_commands: line commands already installed (upper case), each
+            with its provider; a ``line-commands`` plugin's command (its
+            name upper-cased) must not be one of them, since two plugins
+            defining one command stop every line-command listener.
 
     Raises:
         ValueError: an invalid or taken name, or an invalid kind.
@@ -119,6 +138,13 @@ def create_plugin(
             f"plugin name {name!r} is taken by {taken[name]}: two plugins cannot share a "
             "name, so choose another one (e.g. 'my-" + name + "')"
         )
+    command = name.replace("-", "_").upper()
+    if kind == "line-commands" and taken_commands and command in taken_commands:
+        raise ValueError(
+            f"plugin name {name!r} would add the command {command!r}, which is taken by "
+            f"{taken_commands[command]}: two plugins cannot define one command, so choose "
+            "another name (e.g. 'my-" + name + "')"
+        )
     module = "reactorkit_" + name.replace("-", "_")
     if keyword.iskeyword(module):  # pragma: no cover - the prefix makes this impossible
         raise ValueError(f"invalid plugin name {name!r}")
@@ -135,7 +161,7 @@ def create_plugin(
         "dist": f"reactorkit-{name}",
         "module": module,
         "title": name.replace("-", " "),
-        "command": name.replace("-", "_").upper(),
+        "command": command,
         "route": name,
         "klass": "".join(part.capitalize() for part in name.split("-")),
         "setup": "\n".join(SETUP_COMMANDS),

@@ -66,6 +66,29 @@ def test_a_name_already_installed_is_refused(tmp_path: Path, name: str, owner: s
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("name", "owner"),
+    [
+        ("help", "the line command 'HELP' of plugin 'line-command' (reactorkit "),
+        ("ping", "the line command 'PING' of plugin 'line-command' (reactorkit "),
+    ],
+)
+def test_a_line_commands_plugin_whose_command_is_installed_is_refused(
+    tmp_path: Path, name: str, owner: str
+) -> None:
+    # Installed, it would stop every line-command listener: HELP defined twice.
+    result = reactorkit_cli("new-plugin", name, "--dir", str(tmp_path), "--kind", "line-commands")
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"reactorkit: error: plugin name {name!r} would add the command {name.upper()!r}, "
+        f"which is taken by {owner}"
+    )
+    assert list(tmp_path.iterdir()) == []
+    # As a protocol of its own the name is free: it adds no command.
+    handler = reactorkit_cli("new-plugin", name, "--dir", str(tmp_path))
+    assert handler.returncode == 0, handler.stderr
+
+
 def test_a_missing_dir_is_refused_and_nothing_is_created(tmp_path: Path) -> None:
     missing = tmp_path / "a" / "missing" / "path"
     result = reactorkit_cli("new-plugin", "nowhere", "--dir", str(missing))
