@@ -113,7 +113,8 @@ def run_worker() -> int:
     # Runs on the first pass, after serve_forever installed the signal
     # handlers: the supervisor may send RETIRE_SIGNAL as soon as it reads this.
     reactor.call_soon(report_ready)
-    log.info("worker %d serving %d listeners", spec["index"], len(server.listeners))
+    count = len(server.listeners)
+    log.info("worker %d serving %d %s", spec["index"], count, _listeners(count))
     server.serve_forever()
     log.info("worker %d stopped", spec["index"])
     return 0
@@ -164,7 +165,8 @@ def run_single(
         server.serve_control(config.reactor.control_socket, source=config.path)
     server.plugins.pm.register(_StoppingNotifier(), name="reactorkit-systemd-notify")
     server.reactor.call_soon(systemd.notify, f"READY=1\nMAINPID={os.getpid()}")
-    log.info("serving %d listeners (pid %d)", len(server.listeners), os.getpid())
+    count = len(server.listeners)
+    log.info("serving %d %s (pid %d)", count, _listeners(count), os.getpid())
     server.serve_forever(early_signals=early_signals)
     log.info("stopped")
     return 0
@@ -183,3 +185,7 @@ def _inherit(fd: int) -> socket.socket:
     sock.set_inheritable(False)
     sock.setblocking(False)
     return sock
+
+
+def _listeners(count: int) -> str:
+    return "listener" if count == 1 else "listeners"

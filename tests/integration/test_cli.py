@@ -314,16 +314,29 @@ def test_log_level_is_accepted_before_and_after_the_command() -> None:
     assert "invalid choice: 'loud'" in bad.stderr
 
 
-def test_run_logs_serving_one_listener_in_the_singular(run_server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["alone", "workers", "systemd"])
+def test_run_logs_serving_one_listener_in_the_singular(
+    run_server, tmp_path: Path, mode: str
+) -> None:
     config = write_config(tmp_path / "c.toml", '[[listen]]\nhandler = "echo"\nport = 0\n')
-    server = run_server("run", config)
-    server.wait_serving(1)
-    with connect(server.tcp("echo")) as sock:  # the loop runs: signals are handled
-        sock.sendall(b"ping")
-        assert sock.recv(10) == b"ping"
-    code, log = server.terminate()
+    args, env, expected = ["run", config], None, r"reactorkit \S+ serving 1 listener \(pid \d+\)"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if mode == "workers":
+        args, expected = ["run", "--workers", "2", config], r"worker 1 serving 1 listener\n"
+    elif mode == "systemd":  # one process serving under systemd: Type=notify
+        notify.bind(str(tmp_path / "notify"))
+        env = child_env(NOTIFY_SOCKET=str(tmp_path / "notify"))
+        expected = r"\] reactorkit.worker: serving 1 listener \(pid \d+\)"
+    with notify:
+        server = run_server(*args, env=env)
+        server.wait_serving(1)
+        with connect(server.tcp("echo")) as sock:  # the loop runs: signals are handled
+            sock.sendall(b"ping")
+            assert sock.recv(10) == b"ping"
+        code, log = server.terminate()
     assert code == 0
-    assert re.search(r"reactorkit \S+ serving 1 listener \(pid \d+\)", log), log
+    assert re.search(expected, log), log
+    assert "1 listeners" not in log
 
 
 @pytest.mark.parametrize("workers", [[], ["--workers", "2"]], ids=["alone", "workers"])
