@@ -121,3 +121,13 @@ def test_readme_quick_start_has_exactly_the_two_commands() -> None:
     assert commands == ["pip install . && reactorkit run", "pip install tox && tox"]
     ci = (ROOT / ".ci" / "run").read_text()
     assert "pip install tox && tox" in ci
+
+
+def test_the_systemd_units_reload_is_the_supervisors_sighup_reload() -> None:
+    # A reload runs `kill -HUP` (the supervisor's real reload, tested in
+    # tests/integration/test_systemd.py), never a `check` that reloads nothing.
+    page = (DOCS / "operations.md").read_text()
+    unit = page.split("# /etc/systemd/system/reactorkit.service", 1)[1].split("```", 1)[0]
+    reloads = re.findall(r"^ExecReload=(.*)$", unit, re.MULTILINE)
+    assert reloads == ["/bin/kill -HUP $MAINPID"]
+    assert "systemctl reload reactorkit` sends SIGHUP" in page
