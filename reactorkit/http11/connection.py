@@ -32,6 +32,7 @@ from reactorkit.http11.framing import (
     split_target,
     valid_authority,
 )
+from reactorkit.http11.head import simple_head
 from reactorkit.http11.responses import (
     CONTINUE,
     NO_BODY_STATUS,
@@ -91,6 +92,8 @@ class ServerConnection:
         self._fields: list[tuple[str, str]] = []  # decoded as llhttp reports them
         self._head_done = False
         self._valid_host = ""
+        # A head this short is within every size limit: simple_head may read it.
+        self._simple_max = min(self.limits.max_request_line, self.limits.max_header_size)
         # The body being read.
         self._remaining = 0  # Content-Length still to come
         self._chunked: ChunkedReader | None = None
@@ -276,8 +279,29 @@ class ServerConnection:
 
         Returns the request if it has no body (complete: the caller emits it,
         with :data:`END` if it pulls events); otherwise queues what came (the
-        request, or an error) and returns None.
+        request, or an error) and returns None. A simple head within every
+        limit is checked by :func:`~reactorkit.http11.head.simple_head`,
+        anything else by llhttp.
         """
+        if len(buffer) <= self._simple_max:
+            head = simple_head(buffer)
+            if head is not None and len(head[3]) <= self.limits.max_headers:
+                method, target, version, fields = head
+                self._version = version
+                try:
+                    request, body = self._check_head(method, target, fields)
+                except Refused as refused:
+                    self.their_state = _HEAD
+                    self._events.append(self._fail(refused.status, refused.reason))
+                    return None
+                # No body: simple_head leaves Content-Length and Transfer-Encoding to llhttp.
+                self._unanswered.append(
+                    _RECORDS[(method == "HEAD") * 4 + (version == "1.0") * 2 + request.keep_alive]
+                )
+                self.their_state = _HEAD_DONE if request.keep_alive else _HEAD_DONE_CLOSE
+                self._buffer = b""
+                self._pos = 0
+                return request
         self.their_state = _HEAD
         self._url = b""
         self._fields = []
@@ -307,7 +331,7 @@ class ServerConnection:
                 if buffer.startswith(b" HTTP/1.1\r\n", line_end - 11)
                 else check_request_line(buffer[: line_end - 1])
             )
-            request, body = self._check_head()
+            request, body = self._check_parsed()
         except Refused as refused:
             self._events.append(self._fail(refused.status, refused.reason))
             return None
@@ -357,7 +381,7 @@ class ServerConnection:
         try:
             self._check_sizes(pos, stop)
             self._version = check_request_line(self._buffer[pos : self._line_end - 1])
-            request, body = self._check_head()
+            request, body = self._check_parsed()
         except Refused as refused:
             self._events.append(self._fail(refused.status, refused.reason))
             return
@@ -408,14 +432,19 @@ class ServerConnection:
     def on_headers_complete(self) -> None:
         self._head_done = True
 
-    def _check_head(self) -> tuple[Request, int | None]:
-        """The request and its body length (-1: chunked, None: no body)."""
+    def _check_parsed(self) -> tuple[Request, int | None]:
+        """:meth:`_check_head` of what llhttp read."""
         raw_method = self._parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
+        return self._check_head(method, self._url.decode("latin-1"), self._fields)
+
+    def _check_head(
+        self, method: str, target: str, headers: list[tuple[str, str]]
+    ) -> tuple[Request, int | None]:
+        """The request and its body length (-1: chunked, None: no body)."""
         if method == "CONNECT":
             raise Refused(501, "CONNECT is not supported: this server is not a proxy")
         version = self._version
-        headers = self._fields
         host = ""
         hosts = 0
         length: int | None = None
@@ -458,7 +487,6 @@ class ServerConnection:
             if not valid_authority(host):
                 raise Refused(400, f"invalid Host: {host!r}")
             self._valid_host = host  # a keep-alive client sends the same one each time
-        target = self._url.decode("latin-1")
         if target[:1] == "/" and "?" not in target and "#" not in target:
             path, query, authority = target, "", None  # origin-form without a query
         else:
