@@ -32,6 +32,7 @@ __all__ = ["HttpHandler", "HttpOptions", "HttpSite", "RouteTable"]
 _REQUEST, _END, _DATA, _ERROR = http11.Request, http11.EndOfMessage, http11.Data, http11.Error
 _IDLE, _HEAD, _BODY = http11.State.IDLE, http11.State.HEAD, http11.State.BODY
 _MUST_CLOSE = http11.State.MUST_CLOSE
+_Response = reactorkit.Response
 _LIMITS = {"header block": "header_timeout", "body": "body_timeout"}  # reactorkit.observe
 
 
@@ -80,7 +81,22 @@ class HttpHandler(reactorkit.Handler):
         else:
             head = core.receive_request(data)
             if head is not None:  # the common case: one whole bodyless request, nothing ahead
-                self._answer(self._request_of(head), self._reactor.time)
+                request = build_request(
+                    head.method,
+                    head.path,
+                    head.query,
+                    head.headers,
+                    head.host,
+                    head.http_version,
+                    self._scheme,
+                    self._peer,
+                    self._listener,
+                )
+                answer = self._dispatch(request)
+                if type(answer) is _Response:
+                    self._send(request, answer, self._reactor.time)
+                else:
+                    self._answered(request, answer, self._reactor.time)
                 out.flush()
                 if (
                     core.their_state is _IDLE
@@ -201,7 +217,14 @@ class HttpHandler(reactorkit.Handler):
             self._send(None, error_response(item.status, item.reason), started)
             return
         request: reactorkit.Request = item  # type: ignore[assignment]
-        answer = self._dispatch(request)
+        self._answered(request, self._dispatch(request), started)
+
+    def _answered(
+        self,
+        request: reactorkit.Request,
+        answer: reactorkit.Response | reactorkit.Route,
+        started: float,
+    ) -> None:
         if isinstance(answer, reactorkit.Route):  # blocking: its answer comes later
             self._running = True
             future = self._reactor.run_in_thread(answer.function, request)

@@ -35,7 +35,9 @@ from reactorkit.http11.framing import (
 from reactorkit.http11.head import simple_head
 from reactorkit.http11.responses import (
     CONTINUE,
+    LENGTH_LINES,
     NO_BODY_STATUS,
+    PREFIXES,
     content_type_line,
     encode_fields,
     flat,
@@ -145,6 +147,10 @@ class ServerConnection:
         ):
             self.feed(data)
             return None
+        if len(data) <= self._simple_max:
+            head = simple_head(data)
+            if head is not None and len(head[3]) <= self.limits.max_headers:
+                return self._simple_request(*head)
         self._buffer = data
         self._pos = 0
         return self._whole_head(data)
@@ -286,22 +292,7 @@ class ServerConnection:
         if len(buffer) <= self._simple_max:
             head = simple_head(buffer)
             if head is not None and len(head[3]) <= self.limits.max_headers:
-                method, target, version, fields = head
-                self._version = version
-                try:
-                    request, body = self._check_head(method, target, fields)
-                except Refused as refused:
-                    self.their_state = _HEAD
-                    self._events.append(self._fail(refused.status, refused.reason))
-                    return None
-                # No body: simple_head leaves Content-Length and Transfer-Encoding to llhttp.
-                self._unanswered.append(
-                    _RECORDS[(method == "HEAD") * 4 + (version == "1.0") * 2 + request.keep_alive]
-                )
-                self.their_state = _HEAD_DONE if request.keep_alive else _HEAD_DONE_CLOSE
-                self._buffer = b""
-                self._pos = 0
-                return request
+                return self._simple_request(*head)
         self.their_state = _HEAD
         self._url = b""
         self._fields = []
@@ -346,6 +337,27 @@ class ServerConnection:
             self._buffer = b""
             self._pos = 0
         return None
+
+    def _simple_request(
+        self, method: str, target: str, version: str, fields: list[tuple[str, str]]
+    ) -> Request | None:
+        """The request of a head :func:`simple_head` read (no body), or None if refused."""
+        self._version = version
+        try:
+            request, _ = self._check_head(method, target, fields)
+        except Refused as refused:
+            self.their_state = _HEAD
+            self._events.append(self._fail(refused.status, refused.reason))
+            return None
+        # No body: simple_head leaves Content-Length and Transfer-Encoding to llhttp.
+        keep_alive = request.keep_alive
+        self._unanswered.append(
+            _RECORDS[(method == "HEAD") * 4 + (version == "1.0") * 2 + keep_alive]
+        )
+        self.their_state = _HEAD_DONE if keep_alive else _HEAD_DONE_CLOSE
+        self._buffer = b""
+        self._pos = 0
+        return request
 
     def _complete(self, request: Request) -> Request:
         # A bodyless request pulled through next_event(): END follows it.
@@ -600,11 +612,16 @@ class ServerConnection:
         if type(body) is bytes and keep_alive and not (close or old or is_head or response.headers):
             # The common response: a body in hand to a keep-alive HTTP/1.1
             # request, no fields of its own: pre-encoded lines, state unchanged.
-            prefix = plain_prefix(status, content_type)
+            by_status = PREFIXES.get(content_type)  # what plain_prefix() would look up
+            prefix = by_status.get(status) if by_status and type(status) is int else None
+            if prefix is None:
+                prefix = plain_prefix(status, content_type)
             if prefix is not None:
                 unanswered.popleft()
                 self.our_state = _ANSWERED
-                return b"".join((prefix, date, length_line(len(body)), body))
+                size = len(body)
+                length = LENGTH_LINES[size] if size < 1024 else length_line(size)
+                return b"".join((prefix, date, length, body))
         if type(status) is not int or not 200 <= status <= 599:
             # RFC 9110 section 15: a final status is 2xx-5xx; a 1xx here
             # would be read as interim and the next response taken for this one.
