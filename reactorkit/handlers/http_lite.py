@@ -15,15 +15,13 @@ connection's high-water mark, and no response is produced while it is.
 
 from __future__ import annotations
 
-import collections
-import functools
 from typing import Any
 
 import reactorkit
 from reactorkit import http11
 from reactorkit.handlers.http_deadlines import Deadlines
 from reactorkit.handlers.http_output import Output
-from reactorkit.handlers.http_site import HttpOptions, HttpSite, error_response
+from reactorkit.handlers.http_site import HttpOptions, HttpSite
 from reactorkit.routes import RouteTable
 from reactorkit.web import build_request
 
@@ -32,7 +30,6 @@ __all__ = ["HttpHandler", "HttpOptions", "HttpSite", "RouteTable"]
 _REQUEST, _END, _DATA, _ERROR = http11.Request, http11.EndOfMessage, http11.Data, http11.Error
 _IDLE, _HEAD, _BODY = http11.State.IDLE, http11.State.HEAD, http11.State.BODY
 _MUST_CLOSE = http11.State.MUST_CLOSE
-_Response = reactorkit.Response
 _LIMITS = {"header block": "header_timeout", "body": "body_timeout"}  # reactorkit.observe
 
 
@@ -42,18 +39,12 @@ class HttpHandler(reactorkit.Handler):
     def __init__(self, site: HttpSite) -> None:
         super().__init__(site)
         self.site = site
-        self.options = options = site.options
+        self.options = site.options
         self._core = http11.ServerConnection(site.limits)
-        self._dispatch = site.dispatch
-        self._max_pending = options.max_pending
-        self._max_requests = options.max_requests
-        self._queue: collections.deque[tuple[reactorkit.Request | http11.Error, float]] = (
-            collections.deque()  # complete, not answered
-        )
+        self._max_pending = site.options.max_pending
         self._head: http11.Request | None = None  # the request whose body is arriving
         self._started = 0.0
         self._body = bytearray()  # not a list: a body in many small reads stays its size
-        self._running = False  # a blocking route runs
         self._closing = False  # EOF or shutdown: answer what came, then close
         self._shutdown = False
         # Shutdown began while idle: a request may be on its way. Read on until
@@ -61,7 +52,6 @@ class HttpHandler(reactorkit.Handler):
         self._grace = False
         self._reading = True
         self._want_continue = False
-        self._served = 0
 
     def connection_made(self, connection: reactorkit.Transport) -> None:
         self.connection = connection
@@ -69,39 +59,23 @@ class HttpHandler(reactorkit.Handler):
         self._peer = connection.peername
         self._scheme = "https" if connection.is_tls else "http"
         self._listener = self.site.listener
-        self._out = Output(self.site, self._core, connection, self._advance)
+        self._out = Output(self.site, self._core, connection, self._advance, self._is_last)
         self._deadlines = Deadlines(connection.reactor, self.options, self._deadline_passed)
         self._settle()
 
     def data_received(self, data: bytes) -> None:
-        core = self._core
-        out = self._out
-        if self._queue or self._running or out.stream or out.paused or self._closing:
+        core, out = self._core, self._out
+        if out.queue or out.running or out.stream or out.paused or self._closing:
             core.feed(data)
         else:
             head = core.receive_request(data)
             if head is not None:  # the common case: one whole bodyless request, nothing ahead
-                request = build_request(
-                    head.method,
-                    head.path,
-                    head.query,
-                    head.headers,
-                    head.host,
-                    head.http_version,
-                    self._scheme,
-                    self._peer,
-                    self._listener,
-                )
-                answer = self._dispatch(request)
-                if type(answer) is _Response:
-                    self._send(request, answer, self._reactor.time)
-                else:
-                    self._answered(request, answer, self._reactor.time)
+                out.answer(self._request_of(head), self._reactor.time)
                 out.flush()
                 if (
                     core.their_state is _IDLE
                     and self._reading
-                    and not (self._running or out.stream or out.paused)
+                    and not (out.paused or out.is_busy())
                 ):
                     self._deadlines.update(_IDLE, True)  # all _settle would do
                 else:
@@ -111,15 +85,15 @@ class HttpHandler(reactorkit.Handler):
 
     def eof_received(self) -> bool:
         self._core.feed_eof()
-        self._closing = True
+        self._closing = self._out.closing = True
         self._grace = False
         self._advance()
         return True  # answer what was received, then close (in _settle)
 
     def shutdown_requested(self) -> None:
-        self._closing = self._shutdown = True
+        self._closing = self._out.closing = self._shutdown = True
         core = self._core
-        idle = not (self._queue or self._is_busy() or self._head or core.buffered)
+        idle = not (self._out.queue or self._out.is_busy() or self._head or core.buffered)
         if self.options.drain_grace > 0 and idle and core.their_state is _IDLE:
             self._grace = True
             self._reactor.call_later(self.options.drain_grace, self._grace_over)
@@ -143,13 +117,9 @@ class HttpHandler(reactorkit.Handler):
         self._out.pump()
         self._advance()
 
-    def _is_busy(self) -> bool:
-        # A blocking route runs or a body streams (or failed): nothing else is answered.
-        out = self._out
-        return self._running or out.stream is not None or out.broken
-
     def _advance(self) -> None:
-        core, queue, out, connection = self._core, self._queue, self._out, self.connection
+        core, out, connection = self._core, self._out, self.connection
+        queue = out.queue
         while not connection.is_closing():
             more = True
             while len(queue) < self._max_pending:
@@ -159,12 +129,7 @@ class HttpHandler(reactorkit.Handler):
                     self._head, self._started = event, self._reactor.time
                     self._want_continue = event.expects_continue
                 elif kind is _END:
-                    request = self._request(event)
-                    if queue or self._is_busy() or out.paused:
-                        queue.append((request, self._started))
-                    else:  # nothing ahead of it: answered at once
-                        self._answer(request, self._started)
-                        out.flush_if_full()
+                    out.add(self._request(event), self._started)
                 elif kind is _DATA:
                     self._body += event.data
                 else:
@@ -177,13 +142,8 @@ class HttpHandler(reactorkit.Handler):
                 out.flush()  # the responses before it, then the 100
                 connection.write(data)
                 self._want_continue = False
-            while queue and not (self._is_busy() or out.paused):
-                if connection.is_closing() or core.our_state is _MUST_CLOSE or not core.pending:
-                    queue.clear()  # answered "close": what was queued is dropped
-                    break
-                self._answer(*queue.popleft())
-                out.flush_if_full()
-            if not more or queue or self._is_busy() or out.paused:
+            out.drain()
+            if not more or queue or out.paused or out.is_busy():
                 break
         out.flush()
         self._settle()
@@ -212,56 +172,18 @@ class HttpHandler(reactorkit.Handler):
             self._listener,
         )
 
-    def _answer(self, item: reactorkit.Request | http11.Error, started: float) -> None:
-        if type(item) is _ERROR:
-            self._send(None, error_response(item.status, item.reason), started)
-            return
-        request: reactorkit.Request = item  # type: ignore[assignment]
-        self._answered(request, self._dispatch(request), started)
-
-    def _answered(
-        self,
-        request: reactorkit.Request,
-        answer: reactorkit.Response | reactorkit.Route,
-        started: float,
-    ) -> None:
-        if isinstance(answer, reactorkit.Route):  # blocking: its answer comes later
-            self._running = True
-            future = self._reactor.run_in_thread(answer.function, request)
-            future.add_done_callback(functools.partial(self._ran, answer, request, started))
-        else:
-            self._send(request, answer, started)
-
-    def _ran(
-        self,
-        route: reactorkit.Route,
-        request: reactorkit.Request,
-        started: float,
-        future: reactorkit.Future[Any],
-    ) -> None:
-        self._running = False
-        if not self.connection.is_closing():
-            self._send(request, self.site.finish_blocking(route, request, future), started)
-            self._advance()
-
-    def _send(
-        self, request: reactorkit.Request | None, response: reactorkit.Response, started: float
-    ) -> None:
-        self._served += 1
-        close = (self._closing and self._is_last()) or 0 < self._max_requests <= self._served
-        self._out.send(request, response, started, close)
-
     def _is_last(self) -> bool:
         core = self._core
-        return not (self._queue or self._head or core.buffered) and core.their_state is not _HEAD
+        return (
+            not (self._out.queue or self._head or core.buffered) and core.their_state is not _HEAD
+        )
 
     def _settle(self) -> None:
-        connection = self.connection
+        connection, core, out = self.connection, self._core, self._out
         if connection.is_closing():
             return
-        core = self._core
         state = core.their_state
-        finished = not self._queue and not self._is_busy()
+        finished = not out.queue and not out.is_busy()
         if finished and core.our_state is _MUST_CLOSE:
             connection.close()
             return
@@ -274,8 +196,8 @@ class HttpHandler(reactorkit.Handler):
             connection.close()
             return
         reading = (
-            not self._out.paused
-            and len(self._queue) < self._max_pending
+            not out.paused
+            and len(out.queue) < self._max_pending
             and (mid_request or not self._shutdown or self._grace)
         )
         if reading is not self._reading:
@@ -294,7 +216,7 @@ class HttpHandler(reactorkit.Handler):
             return
         reactorkit.limit_closed(self.connection, _LIMITS[what])
         error = self._core.fail(408, f"request timeout: the {what} took too long")
-        self._queue.append((error, self._reactor.time))
+        self._out.queue.append((error, self._reactor.time))
         self._head, self._want_continue = None, False  # answered by the 408
         self._advance()
 

@@ -1,31 +1,39 @@
-"""The response side of one http-lite connection: encode, batch, stream, log.
+"""The response side of one http-lite connection: answer in order, encode, batch, stream, log.
 
-:class:`Output` turns each response, oldest request first, into bytes
-through the sans-IO core (:meth:`reactorkit.http11.ServerConnection.send`),
-gathers a batch of pipelined responses into one ``write``, streams an
-iterable body at the client's pace (:class:`~.http_stream.BodyStream`) and
-writes the access log line. A response the core refuses (response
+:class:`Output` answers the connection's complete requests strictly in
+order: at once when nothing is ahead, else from its queue; a blocking
+route runs on the thread pool while what follows waits. Each response goes
+through the sans-IO core (:meth:`reactorkit.http11.ServerConnection.send`);
+a batch of pipelined responses leaves in one ``write``; an iterable body is
+streamed at the client's pace (:class:`~.http_stream.BodyStream`); the
+access log line is written. A response the core refuses (response
 splitting, a body of the wrong type) or a body that fails before its head
 is answered 500 instead, logged with the route and its plugin
-(:class:`~.http_site.HttpSite`). What to answer and when to close is the
-handler's business; this class only knows the connection it writes to.
+(:class:`~.http_site.HttpSite`). What is read, and when the connection
+closes, is the handler's business.
 """
 
 from __future__ import annotations
 
+import collections
+import functools
 from collections.abc import Callable
-from typing import final
+from typing import Any, final
 
 import reactorkit
 from reactorkit import http11
 from reactorkit.handlers.http_access_log import body_size, log_response
-from reactorkit.handlers.http_site import HttpSite, date_line
+from reactorkit.handlers.http_site import HttpSite, date_line, error_response
 from reactorkit.handlers.http_stream import BodyStream
 
 __all__ = ["BATCH", "Output"]
 
 BATCH = 65536  # pipelined responses gathered before one write
 _BODY = http11.State.BODY
+_MUST_CLOSE = http11.State.MUST_CLOSE
+_ERROR = http11.Error
+_Response = reactorkit.Response
+_Route = reactorkit.Route
 _PROCESS_EXITS = (KeyboardInterrupt, SystemExit)
 _HttpProtocolError = reactorkit.HttpProtocolError
 
@@ -38,10 +46,17 @@ class Output:
         site: the listener's routes and error logging.
         core: the connection's sans-IO HTTP core.
         connection: where the bytes go.
-        streamed: called after each turn of a stream that :meth:`send` did
-            not finish at once, so what waited behind it is answered.
+        streamed: called when a blocking route's answer was sent, and after
+            each turn of a stream that :meth:`send` did not finish at once,
+            so what waited behind it is answered.
+        is_last: once :attr:`closing`, whether the response about to be sent
+            is the connection's last (nothing more was read).
 
     Attributes:
+        queue: complete requests (or errors) waiting for their turn.
+        running: a blocking route runs on the thread pool.
+        closing: EOF or shutdown (the handler sets it): the last response
+            says ``Connection: close``.
         paused: the connection's output is past its high-water mark.
         stream: the body being streamed, or None.
         broken: a stream failed after its head and the connection was
@@ -51,16 +66,23 @@ class Output:
     __slots__ = (
         "_connection",
         "_core",
+        "_dispatch",
+        "_is_last",
         "_log",
+        "_max_requests",
         "_parts",
         "_peer",
         "_requests",
         "_scheme",
+        "_served",
         "_site",
         "_size",
         "_streamed",
         "broken",
+        "closing",
         "paused",
+        "queue",
+        "running",
         "stream",
     )
 
@@ -70,33 +92,94 @@ class Output:
         core: http11.ServerConnection,
         connection: reactorkit.Transport,
         streamed: Callable[[], object],
+        is_last: Callable[[], bool],
     ) -> None:
         self._site = site
         self._core = core
         self._connection = connection
         self._streamed = streamed
+        self._is_last = is_last
+        self._dispatch = site.dispatch
+        self._max_requests = site.options.max_requests
+        self._served = 0
         self._log = site.options.access_log
         self._requests = site.requests  # per-route metrics, None when not observed
         self._peer = connection.peername
         self._scheme = "https" if connection.is_tls else "http"
         self._parts: list[bytes] = []
         self._size = 0
+        self.queue: collections.deque[tuple[reactorkit.Request | http11.Error, float]] = (
+            collections.deque()
+        )
+        self.running = False
+        self.closing = False
         self.paused = False
         self.stream: BodyStream | None = None
         self.broken = False
 
-    def send(
+    def is_busy(self) -> bool:
+        """A blocking route runs or a body streams (or failed): nothing else is answered."""
+        return self.running or self.stream is not None or self.broken
+
+    def add(self, item: reactorkit.Request | http11.Error, started: float) -> None:
+        """A complete request (or an error to answer): answered now if nothing is ahead."""
+        if self.queue or self.paused or self.is_busy():
+            self.queue.append((item, started))
+        else:
+            self.answer(item, started)
+            self.flush_if_full()
+
+    def drain(self) -> None:
+        """Answer what is queued, in order, until a route blocks, a body streams or writes pause."""
+        queue = self.queue
+        core = self._core
+        while queue and not (self.paused or self.is_busy()):
+            if self._connection.is_closing() or core.our_state is _MUST_CLOSE or not core.pending:
+                queue.clear()  # answered "close": what was queued is dropped
+                break
+            self.answer(*queue.popleft())
+            self.flush_if_full()
+
+    def answer(self, item: reactorkit.Request | http11.Error, started: float) -> None:
+        """Answer ``item`` now: an error's response, or what the site dispatches."""
+        if type(item) is _ERROR:
+            self.send(None, error_response(item.status, item.reason), started)
+            return
+        request: reactorkit.Request = item  # type: ignore[assignment]
+        answer = self._dispatch(request)
+        if type(answer) is _Response:
+            self.send(request, answer, started)
+        elif isinstance(answer, _Route):  # blocking: its answer comes later
+            self.running = True
+            future = self._connection.reactor.run_in_thread(answer.function, request)
+            future.add_done_callback(functools.partial(self._ran, answer, request, started))
+        else:
+            self.send(request, answer, started)
+
+    def _ran(
         self,
-        request: reactorkit.Request | None,
-        response: reactorkit.Response,
+        route: reactorkit.Route,
+        request: reactorkit.Request,
         started: float,
-        close: bool,
+        future: reactorkit.Future[Any],
     ) -> None:
-        """Answer the oldest request with ``response`` (``close``: the last on this connection).
+        self.running = False
+        if not self._connection.is_closing():
+            self.send(request, self._site.finish_blocking(route, request, future), started)
+            self._streamed()
+
+    def send(
+        self, request: reactorkit.Request | None, response: reactorkit.Response, started: float
+    ) -> None:
+        """Answer the oldest request with ``response``.
 
         The bytes are batched until :meth:`flush`; an iterable body starts
-        streaming at once (:attr:`stream` is set until it ends).
+        streaming at once (:attr:`stream` is set until it ends). The response
+        says ``Connection: close`` if it is the last (``max_requests``, or
+        the handler says so).
         """
+        self._served += 1
+        close = 0 < self._max_requests <= self._served or (self.closing and self._is_last())
         core = self._core
         body = response.body
         stream = None
