@@ -29,10 +29,8 @@ from reactorkit.http11.framing import (
     Limits,
     Refused,
     check_request_line,
-    split_target,
-    valid_authority,
 )
-from reactorkit.http11.head import simple_head
+from reactorkit.http11.head import check_head, simple_head
 from reactorkit.http11.responses import (
     CONTINUE,
     LENGTH_LINES,
@@ -61,8 +59,6 @@ _ANSWERED = SERVER_TRANSITIONS[_IDLE, "response"]
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 # Per request not yet answered: (is HEAD, HTTP/1.0, keep-alive), shared, not rebuilt.
 _RECORDS = [(bool(i & 4), bool(i & 2), bool(i & 1)) for i in range(8)]
-# The request fields the core reads itself; every other one is only passed on.
-_FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection", "expect"})
 
 
 @final
@@ -93,7 +89,7 @@ class ServerConnection:
         self._url = b""
         self._fields: list[tuple[str, str]] = []  # decoded as llhttp reports them
         self._head_done = False
-        self._valid_host = ""
+        self._max_body = self.limits.max_body_size
         # A head this short is within every size limit: simple_head may read it.
         self._simple_max = min(self.limits.max_request_line, self.limits.max_header_size)
         # The body being read.
@@ -344,7 +340,7 @@ class ServerConnection:
         """The request of a head :func:`simple_head` read (no body), or None if refused."""
         self._version = version
         try:
-            request, _ = self._check_head(method, target, fields)
+            request, _ = check_head(method, target, version, fields, self._max_body)
         except Refused as refused:
             self.their_state = _HEAD
             self._events.append(self._fail(refused.status, refused.reason))
@@ -445,81 +441,12 @@ class ServerConnection:
         self._head_done = True
 
     def _check_parsed(self) -> tuple[Request, int | None]:
-        """:meth:`_check_head` of what llhttp read."""
+        """:func:`~reactorkit.http11.head.check_head` of what llhttp read."""
         raw_method = self._parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
-        return self._check_head(method, self._url.decode("latin-1"), self._fields)
-
-    def _check_head(
-        self, method: str, target: str, headers: list[tuple[str, str]]
-    ) -> tuple[Request, int | None]:
-        """The request and its body length (-1: chunked, None: no body)."""
-        if method == "CONNECT":
-            raise Refused(501, "CONNECT is not supported: this server is not a proxy")
-        version = self._version
-        host = ""
-        hosts = 0
-        length: int | None = None
-        chunked = False
-        keep_alive = version == "1.1"
-        expects_continue = False
-        for name, value in headers:
-            lower = name.lower()
-            if lower not in _FRAMING:
-                continue
-            if lower == "host":
-                host = value
-                hosts += 1
-            elif lower == "content-length":
-                length = int(value)  # llhttp checked: digits, not repeated
-            elif lower == "transfer-encoding":
-                if version == "1.0":  # RFC 9112 section 6.1: faulty framing
-                    raise Refused(400, "Transfer-Encoding in an HTTP/1.0 request")
-                if value.strip().lower() != "chunked" or chunked:
-                    raise Refused(501, f"unsupported transfer coding: {value}")
-                chunked = True
-            elif lower == "connection":
-                tokens = {t.strip().lower() for t in value.split(",")}
-                if "close" in tokens:
-                    keep_alive = False
-                elif "keep-alive" in tokens and version == "1.0":
-                    keep_alive = True
-            elif lower == "expect":
-                if value.strip().lower() != "100-continue":
-                    raise Refused(417, f"unsupported expectation: {value}")
-                # RFC 9110 section 10.1.1: ignore it from an HTTP/1.0 client.
-                expects_continue = version == "1.1"
-        # RFC 9112 section 3.2: exactly one valid Host on HTTP/1.1.
-        if hosts != 1:
-            if hosts:
-                raise Refused(400, "more than one Host header field")
-            if version == "1.1":
-                raise Refused(400, "an HTTP/1.1 request needs a Host header field")
-        elif host != self._valid_host:
-            if not valid_authority(host):
-                raise Refused(400, f"invalid Host: {host!r}")
-            self._valid_host = host  # a keep-alive client sends the same one each time
-        if target[:1] == "/" and "?" not in target and "#" not in target:
-            path, query, authority = target, "", None  # origin-form without a query
-        else:
-            path, query, authority = split_target(method, target)
-        limit = self.limits.max_body_size
-        if length is not None and length > limit:
-            raise Refused(413, f"request body too large (limit {limit} bytes)")
-        request = Request(
-            method,
-            target,
-            path,
-            query,
-            host if authority is None else authority,
-            headers,
-            version,
-            keep_alive,
-            expects_continue,
+        return check_head(
+            method, self._url.decode("latin-1"), self._version, self._fields, self._max_body
         )
-        if chunked:
-            return request, -1
-        return request, length or None
 
     # -- the body -----------------------------------------------------------
 
