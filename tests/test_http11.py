@@ -450,3 +450,14 @@ def test_a_streamed_chunk_that_is_not_bytes_is_refused() -> None:
     conn.send(reactorkit.Response(body=iter([])))
     with pytest.raises(reactorkit.HttpProtocolError, match="must be bytes, got a str"):
         conn.send_data("text")  # type: ignore[arg-type]
+
+
+def test_a_float_status_is_refused_even_when_its_int_is_cached() -> None:
+    conn = ServerConnection(LIMITS)
+    for status in (200, 200.0):
+        assert conn.receive_request(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") is not None
+        if status == 200:
+            conn.send(reactorkit.Response(body=b"ok", content_type="text/plain"))
+            continue
+        with pytest.raises(reactorkit.HttpProtocolError, match="not a final status"):
+            conn.send(reactorkit.Response(status=status, body=b"ok", content_type="text/plain"))  # type: ignore[arg-type]

@@ -16,6 +16,9 @@ Framing, in one place:
   end in CRLF (RFC 9112 section 2.2, a bare LF or CR is a 400) and name
   ``HTTP/1.1`` or ``HTTP/1.0`` (another HTTP version is a 505, another
   protocol such as ``RTSP/1.0`` a 400).
+* A read that holds exactly one simple head (``GET``/``HEAD``, plain
+  origin-form target, visible-ASCII fields, no body) is recognised by one
+  regular expression (``head.simple_head``); the rest goes to llhttp:
 * The head is tokenized by httptools (llhttp), fed exactly the head's bytes
   (this module finds the blank line that ends it, remembering how far it
   searched), so llhttp's strictness about field syntax applies: obs-fold,
@@ -36,7 +39,8 @@ Memory: the receive buffer holds at most one head (``max_request_line`` +
 is handed out as :class:`Data` as it arrives.
 
 The package, one job per module: ``events`` (what comes out), ``state``
-(the states and their tables), ``framing`` (request checks, chunked
+(the states and their tables), ``head`` (the checks of a request head, and
+simple heads), ``framing`` (request-line and target checks, chunked
 decoding, limits), ``responses`` (response encoding and its checks),
 ``connection`` (:class:`ServerConnection`, which applies them).
 """

@@ -29,12 +29,13 @@ from reactorkit.http11.framing import (
     Limits,
     Refused,
     check_request_line,
-    split_target,
-    valid_authority,
 )
+from reactorkit.http11.head import check_head, simple_head
 from reactorkit.http11.responses import (
     CONTINUE,
+    LENGTH_LINES,
     NO_BODY_STATUS,
+    PREFIXES,
     content_type_line,
     encode_fields,
     flat,
@@ -58,8 +59,6 @@ _ANSWERED = SERVER_TRANSITIONS[_IDLE, "response"]
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 # Per request not yet answered: (is HEAD, HTTP/1.0, keep-alive), shared, not rebuilt.
 _RECORDS = [(bool(i & 4), bool(i & 2), bool(i & 1)) for i in range(8)]
-# The request fields the core reads itself; every other one is only passed on.
-_FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection", "expect"})
 
 
 @final
@@ -90,7 +89,9 @@ class ServerConnection:
         self._url = b""
         self._fields: list[tuple[str, str]] = []  # decoded as llhttp reports them
         self._head_done = False
-        self._valid_host = ""
+        self._max_body = self.limits.max_body_size
+        # A head this short is within every size limit: simple_head may read it.
+        self._simple_max = min(self.limits.max_request_line, self.limits.max_header_size)
         # The body being read.
         self._remaining = 0  # Content-Length still to come
         self._chunked: ChunkedReader | None = None
@@ -142,6 +143,10 @@ class ServerConnection:
         ):
             self.feed(data)
             return None
+        if len(data) <= self._simple_max:
+            head = simple_head(data)
+            if head is not None and len(head[3]) <= self.limits.max_headers:
+                return self._simple_request(*head)
         self._buffer = data
         self._pos = 0
         return self._whole_head(data)
@@ -276,8 +281,14 @@ class ServerConnection:
 
         Returns the request if it has no body (complete: the caller emits it,
         with :data:`END` if it pulls events); otherwise queues what came (the
-        request, or an error) and returns None.
+        request, or an error) and returns None. A simple head within every
+        limit is checked by :func:`~reactorkit.http11.head.simple_head`,
+        anything else by llhttp.
         """
+        if len(buffer) <= self._simple_max:
+            head = simple_head(buffer)
+            if head is not None and len(head[3]) <= self.limits.max_headers:
+                return self._simple_request(*head)
         self.their_state = _HEAD
         self._url = b""
         self._fields = []
@@ -307,7 +318,7 @@ class ServerConnection:
                 if buffer.startswith(b" HTTP/1.1\r\n", line_end - 11)
                 else check_request_line(buffer[: line_end - 1])
             )
-            request, body = self._check_head()
+            request, body = self._check_parsed()
         except Refused as refused:
             self._events.append(self._fail(refused.status, refused.reason))
             return None
@@ -322,6 +333,27 @@ class ServerConnection:
             self._buffer = b""
             self._pos = 0
         return None
+
+    def _simple_request(
+        self, method: str, target: str, version: str, fields: list[tuple[str, str]]
+    ) -> Request | None:
+        """The request of a head :func:`simple_head` read (no body), or None if refused."""
+        self._version = version
+        try:
+            request, _ = check_head(method, target, version, fields, self._max_body)
+        except Refused as refused:
+            self.their_state = _HEAD
+            self._events.append(self._fail(refused.status, refused.reason))
+            return None
+        # No body: simple_head leaves Content-Length and Transfer-Encoding to llhttp.
+        keep_alive = request.keep_alive
+        self._unanswered.append(
+            _RECORDS[(method == "HEAD") * 4 + (version == "1.0") * 2 + keep_alive]
+        )
+        self.their_state = _HEAD_DONE if keep_alive else _HEAD_DONE_CLOSE
+        self._buffer = b""
+        self._pos = 0
+        return request
 
     def _complete(self, request: Request) -> Request:
         # A bodyless request pulled through next_event(): END follows it.
@@ -357,7 +389,7 @@ class ServerConnection:
         try:
             self._check_sizes(pos, stop)
             self._version = check_request_line(self._buffer[pos : self._line_end - 1])
-            request, body = self._check_head()
+            request, body = self._check_parsed()
         except Refused as refused:
             self._events.append(self._fail(refused.status, refused.reason))
             return
@@ -408,78 +440,13 @@ class ServerConnection:
     def on_headers_complete(self) -> None:
         self._head_done = True
 
-    def _check_head(self) -> tuple[Request, int | None]:
-        """The request and its body length (-1: chunked, None: no body)."""
+    def _check_parsed(self) -> tuple[Request, int | None]:
+        """:func:`~reactorkit.http11.head.check_head` of what llhttp read."""
         raw_method = self._parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("ascii")
-        if method == "CONNECT":
-            raise Refused(501, "CONNECT is not supported: this server is not a proxy")
-        version = self._version
-        headers = self._fields
-        host = ""
-        hosts = 0
-        length: int | None = None
-        chunked = False
-        keep_alive = version == "1.1"
-        expects_continue = False
-        for name, value in headers:
-            lower = name.lower()
-            if lower not in _FRAMING:
-                continue
-            if lower == "host":
-                host = value
-                hosts += 1
-            elif lower == "content-length":
-                length = int(value)  # llhttp checked: digits, not repeated
-            elif lower == "transfer-encoding":
-                if version == "1.0":  # RFC 9112 section 6.1: faulty framing
-                    raise Refused(400, "Transfer-Encoding in an HTTP/1.0 request")
-                if value.strip().lower() != "chunked" or chunked:
-                    raise Refused(501, f"unsupported transfer coding: {value}")
-                chunked = True
-            elif lower == "connection":
-                tokens = {t.strip().lower() for t in value.split(",")}
-                if "close" in tokens:
-                    keep_alive = False
-                elif "keep-alive" in tokens and version == "1.0":
-                    keep_alive = True
-            elif lower == "expect":
-                if value.strip().lower() != "100-continue":
-                    raise Refused(417, f"unsupported expectation: {value}")
-                # RFC 9110 section 10.1.1: ignore it from an HTTP/1.0 client.
-                expects_continue = version == "1.1"
-        # RFC 9112 section 3.2: exactly one valid Host on HTTP/1.1.
-        if hosts != 1:
-            if hosts:
-                raise Refused(400, "more than one Host header field")
-            if version == "1.1":
-                raise Refused(400, "an HTTP/1.1 request needs a Host header field")
-        elif host != self._valid_host:
-            if not valid_authority(host):
-                raise Refused(400, f"invalid Host: {host!r}")
-            self._valid_host = host  # a keep-alive client sends the same one each time
-        target = self._url.decode("latin-1")
-        if target[:1] == "/" and "?" not in target and "#" not in target:
-            path, query, authority = target, "", None  # origin-form without a query
-        else:
-            path, query, authority = split_target(method, target)
-        limit = self.limits.max_body_size
-        if length is not None and length > limit:
-            raise Refused(413, f"request body too large (limit {limit} bytes)")
-        request = Request(
-            method,
-            target,
-            path,
-            query,
-            host if authority is None else authority,
-            headers,
-            version,
-            keep_alive,
-            expects_continue,
+        return check_head(
+            method, self._url.decode("latin-1"), self._version, self._fields, self._max_body
         )
-        if chunked:
-            return request, -1
-        return request, length or None
 
     # -- the body -----------------------------------------------------------
 
@@ -572,11 +539,16 @@ class ServerConnection:
         if type(body) is bytes and keep_alive and not (close or old or is_head or response.headers):
             # The common response: a body in hand to a keep-alive HTTP/1.1
             # request, no fields of its own: pre-encoded lines, state unchanged.
-            prefix = plain_prefix(status, content_type)
+            by_status = PREFIXES.get(content_type)  # what plain_prefix() would look up
+            prefix = by_status.get(status) if by_status and type(status) is int else None
+            if prefix is None:
+                prefix = plain_prefix(status, content_type)
             if prefix is not None:
                 unanswered.popleft()
                 self.our_state = _ANSWERED
-                return b"".join((prefix, date, length_line(len(body)), body))
+                size = len(body)
+                length = LENGTH_LINES[size] if size < 1024 else length_line(size)
+                return b"".join((prefix, date, length, body))
         if type(status) is not int or not 200 <= status <= 599:
             # RFC 9110 section 15: a final status is 2xx-5xx; a 1xx here
             # would be read as interim and the next response taken for this one.

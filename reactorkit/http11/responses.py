@@ -16,7 +16,9 @@ from reactorkit.web import Response
 
 __all__ = [
     "CONTINUE",
+    "LENGTH_LINES",
     "NO_BODY_STATUS",
+    "PREFIXES",
     "content_type_line",
     "encode_fields",
     "flat",
@@ -34,8 +36,8 @@ _CONTENT_TYPES: dict[str, bytes] = {}
 _CACHED = 256  # content types (and prefixes per type) kept: a route that varies them is not
 # The status and content-type lines of a response with a body, by content
 # type then status: the common response is one dict lookup each, no encoding.
-_PREFIXES: dict[str | None, dict[int, bytes]] = {}
-_LENGTHS = [b"content-length: %d\r\n\r\n" % n for n in range(1024)]
+PREFIXES: dict[str | None, dict[int, bytes]] = {}
+LENGTH_LINES = [b"content-length: %d\r\n\r\n" % n for n in range(1024)]
 
 
 def status_line(status: int) -> bytes:
@@ -70,7 +72,7 @@ def plain_prefix(status: int, content_type: str | None) -> bytes | None:
     """
     if type(status) is not int or not (content_type is None or type(content_type) is str):
         return None
-    by_status = _PREFIXES.get(content_type)
+    by_status = PREFIXES.get(content_type)
     if by_status is not None:
         prefix = by_status.get(status)
         if prefix is not None:
@@ -80,9 +82,9 @@ def plain_prefix(status: int, content_type: str | None) -> bytes | None:
     value = "application/octet-stream" if content_type is None else content_type
     prefix = status_line(status) + content_type_line(value)
     if by_status is None:
-        if len(_PREFIXES) >= _CACHED:
+        if len(PREFIXES) >= _CACHED:
             return prefix
-        by_status = _PREFIXES[content_type] = {}
+        by_status = PREFIXES[content_type] = {}
     by_status[status] = prefix
     return prefix
 
@@ -105,7 +107,7 @@ def flat(view: memoryview) -> memoryview | bytes:
 
 def length_line(size: int) -> bytes:
     """``content-length: <size>``, then the blank line that ends the head."""
-    return _LENGTHS[size] if size < 1024 else b"content-length: %d\r\n\r\n" % size
+    return LENGTH_LINES[size] if size < 1024 else b"content-length: %d\r\n\r\n" % size
 
 
 def encode_value(value: str) -> bytes:

@@ -282,7 +282,7 @@ def test_a_client_that_does_not_read_gets_one_response_past_high_water() -> None
     one_response = len(_one_response())
     assert conn.get_write_buffer_size() <= conn.high_water + one_response
     assert h._core.buffered <= len(request) * 50  # at most the last read, unparsed
-    assert len(h._queue) <= h.options.max_pending
+    assert len(h._out.queue) <= h.options.max_pending
     conn.drain()
     answered = len(bodies(conn.value()))
     assert answered > 0

@@ -89,7 +89,7 @@ def _read_state(srv: RunningServer) -> dict[str, Any] | None:
         "high_water": connection.high_water,
         "max_read": connection.max_read,
         "reading": connection.is_reading,
-        "queued": len(handler._queue),
+        "queued": len(handler._out.queue),
         "unparsed": handler._core.buffered,
     }
 
