@@ -298,7 +298,7 @@ class Connection:
         """
         if self._state is not _OPEN or not data:
             return
-        if self._buffer:
+        if self._buffer_size:  # the buffer holds only non-empty chunks: size 0 is empty
             if not isinstance(data, bytes):
                 data = bytes(data)  # the caller may reuse its buffer
             self._buffer.append(data)
@@ -483,8 +483,10 @@ class Connection:
         self._events = events
 
     def _on_event(self, mask: int) -> None:
-        # The readiness path: literals for the event bits, no hook, no log.
-        if mask & 1:  # EVENT_READ
+        # The readiness path: no hook, no log. A mask is 1, 2 or 3 (EVENT_READ,
+        # EVENT_WRITE, both): compared, not masked, as int comparisons are
+        # what the interpreter specializes.
+        if mask != 2:  # EVENT_READ
             if self._state is _OPEN:
                 try:
                     data = self._sock.recv(self.max_read)
@@ -513,7 +515,7 @@ class Connection:
             elif self._state is _LINGERING:
                 self._discard_input()
                 return
-        if mask & 2 and self._buffer:  # EVENT_WRITE
+        if mask > 1 and self._buffer_size:  # EVENT_WRITE
             self._write_ready()
 
     def _read_now(self) -> None:

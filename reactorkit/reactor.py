@@ -478,7 +478,9 @@ class Reactor:
             if ready or signals or self._stopping:
                 timeout: float | None = 0
             elif timers:
-                timeout = max(0.0, timers[0][0] - clock())
+                timeout = timers[0][0] - clock()
+                if timeout < 0:  # a comparison, not a max() call, per pass
+                    timeout = 0
             else:
                 timeout = None
             events = poll(timeout, len(callbacks))

@@ -428,3 +428,43 @@ def test_cancel_from_another_thread_leaves_the_timer_heap_to_the_reactor_thread(
     assert all(handle.cancelled() for handle in handles)
     assert heap_touched_from == {loop_thread}
     assert len(reactor._timers) < 100  # counted on the loop, the heap was compacted there
+
+
+def test_the_poll_timeout_is_timed_from_the_clock_not_from_the_start_of_a_long_pass() -> None:
+    # The poll's timeout is measured from the clock as it is after the pass's
+    # callbacks, not from the time stamped when the pass began: a pass that
+    # ran long (here 10 s of clock, in one callback) must not make the poll
+    # wait those 10 s on top of the timer's own delay.
+    offset = [0.0]
+    reactor = Reactor(clock=lambda: time.monotonic() + offset[0])
+    epoll = getattr(reactor.selector, "epoll", None)
+    if epoll is None:
+        pytest.skip("the poller is the selectors fallback here (not Linux)")
+    timeouts: list[float | None] = []
+
+    class Recording:
+        def poll(self, timeout: float | None = None, maxevents: int = -1) -> list:
+            timeouts.append(timeout)
+            return epoll.poll(timeout, maxevents)
+
+        def __getattr__(self, name: str):
+            return getattr(epoll, name)
+
+    reactor.selector.epoll = Recording()  # type: ignore[attr-defined]
+    fired: list[float] = []
+
+    def long_pass() -> None:
+        offset[0] += 10.0  # the callback "took" 10 s
+        timeouts.clear()
+        reactor.call_later(0.2, lambda: (fired.append(reactor.clock()), reactor.stop()))
+
+    reactor.call_later(3600, print)  # a far timer, as the idle sweep keeps one
+    reactor.call_soon(long_pass)
+    started = time.monotonic()
+    try:
+        reactor.run()
+    finally:
+        reactor.close()
+    assert fired
+    assert time.monotonic() - started < 5
+    assert all(t is not None and t <= 0.2 for t in timeouts), timeouts
