@@ -43,13 +43,18 @@ class TextFormatter(logging.Formatter):
         return super().formatMessage(record)
 
 
+# The keys the formatter writes itself (besides the ones set before the extras).
+_OWN = frozenset({"exc", "stack"})
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line.
 
     Keys: ``ts`` (UTC, ISO 8601 with milliseconds), ``level``, ``logger``,
     ``msg``, ``pid``, every ``extra`` field the caller passed (``conn_id``,
     ``listener``, ``peer``; the access log adds ``method``, ``path``,
-    ``status``...), and ``exc`` with the traceback when there is one.
+    ``status``...), and ``exc`` with the traceback when there is one. An
+    extra named like one of these keys is kept as ``extra_<name>``.
     Values JSON cannot hold are written as their ``str()``. It never raises:
     a careless call (an extra with tuple keys, a cycle or NaN; too few
     arguments for the format) still gives one line of strict JSON rather
@@ -71,8 +76,11 @@ class JsonFormatter(logging.Formatter):
             "pid": record.process,
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and key not in out:
-                out[key] = value
+            if key in _STANDARD:
+                continue
+            while key in out or key in _OWN:  # an extra named like our own keys is kept, renamed
+                key = f"extra_{key}"
+            out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         elif record.exc_text:

@@ -84,3 +84,19 @@ def test_json_line_survives_what_a_careless_plugin_passes() -> None:
     assert "%s and %s" in str(data["msg"])
     assert "one" in str(data["msg"])
     assert data["conn_id"] == 5
+
+
+def test_json_extras_named_like_the_formatters_own_keys_are_kept_renamed() -> None:
+    # A plugin's extra={"level": ..., "ts": ...} must neither replace the
+    # record's own level and time nor vanish.
+    line = JsonFormatter().format(
+        record(level="deep", ts="then", pid="p", exc="mine")
+    )
+    data = json.loads(line)
+    assert data["level"] == "warning"
+    assert data["ts"].endswith("Z")
+    assert data["extra_level"] == "deep"
+    assert data["extra_ts"] == "then"
+    assert data["extra_pid"] == "p"
+    assert data["extra_exc"] == "mine"
+    assert "exc" not in data  # no traceback: the key stays free
