@@ -89,9 +89,7 @@ def test_json_line_survives_what_a_careless_plugin_passes() -> None:
 def test_json_extras_named_like_the_formatters_own_keys_are_kept_renamed() -> None:
     # A plugin's extra={"level": ..., "ts": ...} must neither replace the
     # record's own level and time nor vanish.
-    line = JsonFormatter().format(
-        record(level="deep", ts="then", pid="p", exc="mine")
-    )
+    line = JsonFormatter().format(record(level="deep", ts="then", pid="p", exc="mine"))
     data = json.loads(line)
     assert data["level"] == "warning"
     assert data["ts"].endswith("Z")
