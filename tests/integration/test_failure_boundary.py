@@ -314,6 +314,32 @@ def test_backlog_clients_are_served_at_shutdown_not_reset(family: str) -> None:
         assert not srv.thread.is_alive()
 
 
+def test_sigterm_serves_the_http_clients_queued_in_the_backlog(tmp_path, run_server) -> None:
+    # The reporter's case through `reactorkit run`: 30 clients wait in the
+    # accept queue of a full listener when SIGTERM comes; none gets a reset.
+    config = tmp_path / "web.toml"
+    config.write_text(
+        "[reactor]\nshutdown_timeout = 10\n"
+        '[[listen]]\nhandler = "http-lite"\nport = 0\nmax_connections = 1\n'
+    )
+    proc = run_server("run", str(config))
+    proc.wait_serving(1)
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(proc.tcp("http-lite")) as first:
+        first.sendall(request)
+        assert first.recv(100).startswith(b"HTTP/1.1 200 ")
+        waiting = [connect(proc.tcp("http-lite")) for _ in range(30)]
+        for sock in waiting:
+            sock.sendall(request)
+        code, log = proc.terminate()
+        replies = [recv_until_closed(sock) for sock in waiting]
+        for sock in waiting:
+            sock.close()
+    assert code == 0, log
+    assert [r.split(b"\r\n", 1)[0] for r in replies] == [b"HTTP/1.1 200 OK"] * 30, log
+    assert "accepted 30 queued clients" in log
+
+
 def test_server_close_leaves_a_reactor_it_was_given_open() -> None:
     reactor = reactorkit.Reactor()
     try:
