@@ -149,6 +149,7 @@ class Connection:
         "max_read",
         "peername",
         "reactor",
+        "reads_paused",
     )
 
     # Unset until sockname is first read (see the property).
@@ -184,6 +185,8 @@ class Connection:
         self._handler_told = False
         self.bytes_received = 0
         self.bytes_sent = 0
+        #: Times reading was paused (flow control); the listener adds it up.
+        self.reads_paused = 0
         self.last_activity = reactor.time
         # Most connections never buffer: they share one empty deque until they do
         # (an empty deque costs ~600 bytes, a lot per idle connection).
@@ -273,8 +276,7 @@ class Connection:
         """Stop reading until :meth:`resume_reading`; the kernel's buffer fills."""
         if self._reading:
             self._reading = False
-            if self.listener is not None:
-                self.listener.stats.reads_paused += 1
+            self.reads_paused += 1
             self._update_events()
 
     def resume_reading(self) -> None:

@@ -90,7 +90,8 @@ class ListenerStats:
     closed_bytes_sent: int = 0
     #: Times accepting paused at max_connections (clients wait in the backlog).
     accept_paused: int = 0
-    #: Times a connection's reading was paused (flow control).
+    #: Times a closed connection's reading was paused (flow control); see
+    #: :attr:`Listener.reads_paused` for the total with the open ones.
     reads_paused: int = 0
     #: Connections closed by each limit (see :func:`reactorkit.observe.limit_closed`).
     closed_by_limit: dict[str, int] = attrs.Factory(dict)
@@ -291,6 +292,11 @@ class Listener:
         return self.stats.closed_bytes_sent + sum(c.bytes_sent for c in self.connections)
 
     @property
+    def reads_paused(self) -> int:
+        """Times a connection's reading paused (flow control), open connections included."""
+        return self.stats.reads_paused + sum(c.reads_paused for c in self.connections)
+
+    @property
     def is_closed(self) -> bool:
         """True once :meth:`close` was called (no more accepting)."""
         return self._closed
@@ -466,6 +472,7 @@ class Listener:
         self.connections.pop(connection, None)
         self.stats.closed_bytes_received += connection.bytes_received
         self.stats.closed_bytes_sent += connection.bytes_sent
+        self.stats.reads_paused += connection.reads_paused
         if exc is not None and not isinstance(exc, OSError):
             self.stats.errors += 1  # the handler (or a callback it scheduled) raised
         if self._backoff is not None and not self._closed:

@@ -402,7 +402,7 @@ def _add_listener(entry: dict[str, Any], listener: Listener) -> None:
         c.bytes_received for c in connections
     )
     entry["bytes_sent"] += stats.closed_bytes_sent + sum(c.bytes_sent for c in connections)
-    entry["reads_paused"] += stats.reads_paused
+    entry["reads_paused"] += stats.reads_paused + sum(c.reads_paused for c in connections)
     entry["errors"] += stats.errors
     limits = entry["closed_by_limit"]
     for limit, count in stats.closed_by_limit.items():

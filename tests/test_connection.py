@@ -366,3 +366,21 @@ def test_on_lost_runs_after_the_handlers_connection_lost(reactor, pair) -> None:
     assert who is conn
     assert exc is None
     assert events[-1] == ("lost", None)  # the handler was told first
+
+
+def test_the_connection_counts_its_read_pauses_without_touching_its_listener(reactor, pair) -> None:
+    # Dependencies run one way (issue 9 item 17): a connection knows its
+    # listener's name for log lines, never its counters.
+    class NameOnly:
+        name = "named"
+        plugin = "plugin 'x'"
+
+    a, _ = pair
+    conn = Connection(reactor, a, Recorder(), listener=NameOnly(), peername=("test", 0))  # type: ignore[arg-type]
+    conn.start()
+    conn.pause_reading()
+    conn.resume_reading()
+    conn.pause_reading()
+    assert conn.reads_paused == 2
+    conn.abort()
+    run_once(reactor)

@@ -70,12 +70,22 @@ class Deadlines:
         self._timer: TimerHandle | None = None
         self._due = 0.0
 
-    def update(self, state: State, idle: bool) -> None:
+    def update(
+        self, state: State, idle: bool, reading: bool = True, head_done: float = -1.0
+    ) -> None:
         """Follow the client's side ``state``; ``idle``: nothing queued, running or buffered.
 
         A ``HEAD`` or ``BODY`` deadline starts when that state is first
-        seen and keeps running until another state is; the keep-alive one
-        restarts at every idle update.
+        seen and keeps running until another state is, or until a request
+        head completes (``head_done``, the reactor time of the last one):
+        the state seen then is the next request's, whose clock starts anew.
+        A pipelining client whose every read ends inside a head is never in
+        another state at an update, and must not be timed over all its
+        requests at once. The keep-alive deadline restarts at every idle
+        update. While the handler does not read (``reading`` False: flow
+        control, ``max_pending``) neither runs: the client cannot be late
+        with bytes the server is not taking; the clock starts again when
+        reading resumes.
         """
         if state is _IDLE:
             self._head_since = self._body_since = None
@@ -88,14 +98,19 @@ class Deadlines:
                 self._idle_since = None
             return
         self._idle_since = None
+        if not reading:
+            self._head_since = self._body_since = None
+            return
         if state is _HEAD:
             self._body_since = None
-            if self._head_since is None:
+            since = self._head_since
+            if since is None or head_done > since:
                 now = self._head_since = self._reactor.time
                 self._arm(now + self._header)
         elif state is _BODY:
             self._head_since = None
-            if self._body and self._body_since is None:
+            since = self._body_since
+            if self._body and (since is None or head_done > since):
                 now = self._body_since = self._reactor.time
                 self._arm(now + self._body)
         else:

@@ -206,7 +206,7 @@ class HttpHandler(reactorkit.Handler):
                 connection.resume_reading()
             else:
                 connection.pause_reading()
-        self._deadlines.update(state, finished and not core.buffered)
+        self._deadlines.update(state, finished and not core.buffered, reading, self._started)
 
     def _deadline_passed(self, what: str) -> None:
         if self.connection.is_closing():

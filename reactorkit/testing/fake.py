@@ -132,7 +132,7 @@ class FakeConnection:
         self._pending = bytearray()
         self._writing_paused = False
         if start:
-            self.handler.connection_made(self)  # type: ignore[arg-type]
+            self.handler.connection_made(self)
 
     # -- the Connection API a handler uses ---------------------------------
 

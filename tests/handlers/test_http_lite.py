@@ -356,3 +356,56 @@ def test_request_scheme_follows_the_connection() -> None:
         conn = FakeConnection(h, is_tls=is_tls)
         conn.feed(b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n")
     assert seen == ["http", "https"]
+
+
+def test_the_header_clock_does_not_run_while_the_server_holds_reading() -> None:
+    # Issue 9 item 6 meets the header deadline: reading paused for flow
+    # control is the server's doing; a client that reads late must not get
+    # a 408 for a request head the server itself stopped reading.
+    _h, conn = handler(header_timeout=1.0)
+    conn.block_writes()
+    request = b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+    stream = request * 20_000
+    fed = 0
+    while conn.is_reading:
+        assert fed < len(stream), "the handler never stopped reading"
+        conn.feed(stream[fed : fed + 1000])  # 1000 is no multiple of a request
+        fed += 1000
+    conn.advance(5.0)  # the client is slow to read, far past header_timeout
+    conn.drain()
+    run_until(conn.reactor, lambda: conn.is_reading or conn.is_closing())
+    assert b" 408 " not in conn.value()
+    assert not conn.is_closing()
+    conn.feed(stream[fed : fed + len(request)])  # completes the request cut in two
+    complete = (fed + len(request)) // len(request)
+    for _ in range(1000):
+        if len(bodies(conn.value())) == complete or not conn.is_reading:
+            break
+        conn.drain()
+        conn.settle()
+    conn.drain()
+    run_until(conn.reactor, lambda: len(bodies(conn.value())) >= complete)
+    assert b" 408 " not in conn.value()
+    assert len(bodies(conn.value())) == complete
+
+
+def test_a_client_pipelining_longer_than_header_timeout_gets_no_408() -> None:
+    # Every read ends inside a head, so the handler never sees another state
+    # between reads: the header clock must still start anew for each head.
+    _h, conn = handler(header_timeout=1.0)
+    request = b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+    stream = request * 200
+    step = 3 * len(request) + 7  # three requests and the start of a fourth
+    fed = 0
+    while fed + step <= len(stream):
+        conn.feed(stream[fed : fed + step])
+        fed += step
+        conn.advance(0.3)  # 62 reads, 18 s in all: far past header_timeout
+    assert b" 408 " not in conn.value()
+    assert len(bodies(conn.value())) == fed // len(request)
+    assert not conn.is_closing()
+    conn.feed(stream[fed : fed + len(request) - fed % len(request)])
+    conn.feed(request[:25])  # a head that stalls does have its deadline
+    conn.advance(1.5)
+    conn.settle()
+    assert b" 408 " in conn.value()

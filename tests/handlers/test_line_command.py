@@ -558,3 +558,45 @@ def test_the_encoded_reply_cache_is_bounded() -> None:
     assert t.encode_reply("x" * 100) == b"+" + b"x" * 100 + b"\r\n"
     assert len(t.replies) == 256
     assert all(len(reply) <= 64 for reply in t.replies)
+
+
+def test_the_fast_path_stops_reading_at_high_water_and_answers_all_at_eof() -> None:
+    # One request per read, the inline path: a client that never reads is
+    # still stopped at high water + one reply, and what it sent is answered.
+    conn = client(rate=0)
+    conn.block_writes()
+    sent = 0
+    while conn.is_reading:
+        assert sent < 100_000, "the fast path never stopped reading"
+        conn.feed(b"PING\r\n")
+        sent += 1
+        assert conn.get_write_buffer_size() <= conn.high_water + len(b"+PONG\r\n")
+    assert conn.get_write_buffer_size() > conn.high_water  # the mark stopped it
+    conn.feed_eof()
+    for _ in range(sent):
+        conn.drain()
+        run_once(conn.reactor)
+        if conn.is_closing():
+            break
+    conn.drain()
+    assert conn.value() == b"+PONG\r\n" * sent
+    assert conn.is_closing()
+
+
+def test_the_fast_path_behind_a_blocking_command_queues_up_to_max_pending() -> None:
+    release = threading.Event()
+    conn = client(
+        LineCommand(name="slow", function=lambda c: str(release.wait(5)), blocking=True),
+        max_pending=4,
+        rate=0,
+    )
+    conn.feed(b"SLOW\r\n")
+    sent = 0
+    while conn.is_reading:
+        assert sent < 100, "reading never paused behind the blocking command"
+        conn.feed(b"PING\r\n")  # one line per read
+        sent += 1
+    assert sent == 4  # max_pending
+    release.set()
+    run_until(conn.reactor, lambda: conn.is_reading)
+    assert lines(conn.take()) == ["+True"] + ["+PONG"] * 4

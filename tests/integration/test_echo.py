@@ -84,6 +84,8 @@ def test_client_that_never_reads_pauses_reading_and_bounds_the_buffer() -> None:
         assert not reading
         assert buffered <= bound
         assert received_later == received
+        # Counted while the connection is still open (the metrics' reads_paused).
+        assert srv.call(lambda: srv.listeners["echo"].reads_paused) >= 1
         # Once the client reads, the echo resumes (the server reads again too).
         sock.setblocking(True)
         sock.settimeout(5)

@@ -169,6 +169,47 @@ def test_closing_a_listener_inside_its_own_select_batch_is_harmless() -> None:
         assert srv.thread.is_alive()
 
 
+def test_a_handler_closing_its_listener_while_a_client_queues_in_one_batch() -> None:
+    # The reporter's EBADF: a command closes its own listener while the
+    # listener's readiness waits in the same poll() batch. The loop is held
+    # (on an event, not a sleep) while the command arrives and a client
+    # queues, so both events come out of one poll.
+    class Closer(Handler):
+        def data_received(self, data: bytes) -> None:
+            if data == b"close":
+                self.connection.listener.close()
+            self.connection.write(data)
+
+    held, release = threading.Event(), threading.Event()
+
+    def hold_the_loop() -> None:
+        held.set()
+        assert release.wait(10)
+
+    with serve(handler=_handler_type("closer", Closer)) as srv, connect(srv.address()) as first:
+        first.sendall(b"hi")
+        assert first.recv(2) == b"hi"
+        srv.reactor.call_soon_threadsafe(hold_the_loop)
+        assert held.wait(5)
+        first.sendall(b"close")  # ready first...
+        queued = connect(srv.address())  # ...then the listener: same batch
+        release.set()
+        assert first.recv(5) == b"close"
+        first.sendall(b"still")  # the loop and this connection go on
+        assert first.recv(5) == b"still"
+        assert srv.call(lambda: srv.listeners["closer"].is_closed)
+        # The queued client was reset with the listener (or accepted just
+        # before the close, if its event came first): never left hanging.
+        try:
+            queued.sendall(b"q")
+            reply = queued.recv(1)
+        except ConnectionResetError:
+            reply = b""
+        assert reply in (b"", b"q")
+        queued.close()
+        assert srv.thread.is_alive()
+
+
 def test_timer_and_thread_callbacks_of_a_handler_are_attributed_and_close_it(caplog) -> None:
     class Scheduler(Handler):
         def data_received(self, data: bytes) -> None:
@@ -271,6 +312,32 @@ def test_backlog_clients_are_served_at_shutdown_not_reset(family: str) -> None:
         first.close()
         srv.thread.join(10)
         assert not srv.thread.is_alive()
+
+
+def test_sigterm_serves_the_http_clients_queued_in_the_backlog(tmp_path, run_server) -> None:
+    # The reporter's case through `reactorkit run`: 30 clients wait in the
+    # accept queue of a full listener when SIGTERM comes; none gets a reset.
+    config = tmp_path / "web.toml"
+    config.write_text(
+        "[reactor]\nshutdown_timeout = 10\n"
+        '[[listen]]\nhandler = "http-lite"\nport = 0\nmax_connections = 1\n'
+    )
+    proc = run_server("run", str(config))
+    proc.wait_serving(1)
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with connect(proc.tcp("http-lite")) as first:
+        first.sendall(request)
+        assert first.recv(100).startswith(b"HTTP/1.1 200 ")
+        waiting = [connect(proc.tcp("http-lite")) for _ in range(30)]
+        for sock in waiting:
+            sock.sendall(request)
+        code, log = proc.terminate()
+        replies = [recv_until_closed(sock) for sock in waiting]
+        for sock in waiting:
+            sock.close()
+    assert code == 0, log
+    assert [r.split(b"\r\n", 1)[0] for r in replies] == [b"HTTP/1.1 200 OK"] * 30, log
+    assert "accepted 30 queued clients" in log
 
 
 def test_server_close_leaves_a_reactor_it_was_given_open() -> None:

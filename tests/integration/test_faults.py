@@ -69,7 +69,9 @@ class Chaos(reactorkit.Handler):
         elif data.startswith(b"thread"):
             reactor.run_in_thread(self.fail).add_done_callback(lambda f: f.result())
         elif data.startswith(b"flood"):
-            self.connection.write(b"x" * (1 << 20))  # pause_writing raises
+            # More than any kernel send buffer takes at once (tcp_wmem's
+            # maximum is 4 MiB): the rest is buffered and pause_writing raises.
+            self.connection.write(b"x" * (16 << 20))
         else:
             self.connection.write(data)
         return None
@@ -201,38 +203,71 @@ def talk(address: tuple[str, int], errors: list[str], stop: threading.Event) -> 
     return done
 
 
-def chaos(proc: ServerProcess, stop: threading.Event) -> None:
-    """Hit every raising path, over and over, until the talkers finish."""
+def chaos(proc: ServerProcess, stop: threading.Event, report: dict[str, Any]) -> None:
+    """Hit every raising path, over and over, until the talkers finish.
+
+    ``report["rounds"]`` counts the rounds done; a failed check ends the
+    thread with its message in ``report["error"]`` (the test asserts both).
+    """
     chaos_addr = proc.tcp("chaos")
     lc_addr = proc.tcp("line-command")
     http_host, http_port = proc.tcp("http-lite")
     deadline = time.monotonic() + 30
-    while not stop.is_set() and time.monotonic() < deadline:
-        for word in (b"raise", b"timer", b"soon", b"thread", b"hello"):
+    report["running"].set()
+    try:
+        while not stop.is_set() and time.monotonic() < deadline:
+            for word in (b"raise", b"timer", b"soon", b"thread", b"hello"):
+                try:
+                    with connect(chaos_addr) as sock:
+                        sock.sendall(word)
+                        sock.shutdown(socket.SHUT_WR)  # eof_received raises too
+                        recv_until_closed(sock)
+                except OSError:
+                    pass  # the chaos listener may reset us: that is its business
             try:
                 with connect(chaos_addr) as sock:
-                    sock.sendall(word)
-                    sock.shutdown(socket.SHUT_WR)  # eof_received raises too
+                    sock.sendall(b"flood")
+                    # The reply passes high water at once, the handler's
+                    # pause_writing raises and the server aborts us.
                     recv_until_closed(sock)
             except OSError:
-                pass  # the chaos listener may reset us: that is its business
-        with connect(chaos_addr) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.sendall(b"flood")
-            time.sleep(0.01)  # let the flood fill the buffer without reading
-        with connect(lc_addr) as sock:
-            sock.sendall(b"BOOM\r\nPING\r\n")
-            reply = b""
-            while reply.count(b"\r\n") < 2:
-                chunk = sock.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
-            assert b"+PONG" in reply, reply  # a raising command costs one -ERR
-        conn = http.client.HTTPConnection(http_host, http_port, timeout=5)
-        conn.request("GET", "/boom")
-        assert conn.getresponse().status == 500
-        conn.close()
+                pass
+            with connect(lc_addr) as sock:
+                sock.sendall(b"BOOM\r\nPING\r\n")
+                reply = b""
+                while reply.count(b"\r\n") < 2:
+                    chunk = sock.recv(4096)
+                    if not chunk:
+                        break
+                    reply += chunk
+                assert b"+PONG" in reply, reply  # a raising command costs one -ERR
+            conn = http.client.HTTPConnection(http_host, http_port, timeout=5)
+            conn.request("GET", "/boom")
+            assert conn.getresponse().status == 500
+            conn.close()
+            report["rounds"] += 1
+    except BaseException as exc:  # reported by the test thread
+        report["error"] = f"{type(exc).__name__}: {exc}"
+
+
+# Every place the chaos plugin raises, as its log line names it.
+CHAOS_WHERE = (
+    "reactor_started",
+    "reactor_stopping",
+    "connection_made hook",
+    "connection_lost hook",
+    "__init__",
+    "connection_made",
+    "data_received",
+    "scheduled callback",
+    "thread work",
+    "pause_writing",
+    "eof_received",
+    "connection_lost",
+    "shutdown_requested",
+    "command",
+    "route",
+)
 
 
 @pytest.mark.slow
@@ -240,24 +275,37 @@ def test_a_plugin_raising_everywhere_never_disturbs_the_other_clients(chaos_serv
     proc = chaos_server()
     errors: list[str] = []
     stop = threading.Event()
-    chaos_thread = threading.Thread(target=chaos, args=(proc, stop), daemon=True)
+    report: dict[str, Any] = {"rounds": 0, "error": None, "running": threading.Event()}
+    chaos_thread = threading.Thread(target=chaos, args=(proc, stop, report), daemon=True)
     chaos_thread.start()
+    assert report["running"].wait(10)  # the talk below overlaps the chaos
     try:
         done = talk(proc.tcp("echo"), errors, stop)
     finally:
         stop.set()
         chaos_thread.join(30)
+    assert not chaos_thread.is_alive()
+    assert report["error"] is None, report
+    assert report["rounds"] >= 1  # the chaos ran while the 100 clients talked
     assert errors == []
     assert done == CLIENTS * ROUNDS
-    # Still serving after all of it, then a clean exit on SIGTERM.
-    with connect(proc.tcp("echo")) as sock:
-        sock.sendall(b"after\n")
-        assert sock.recv(10) == b"after\n"
-    code, log = proc.terminate()
+    # Still serving after all of it; a chaos connection open at SIGTERM makes
+    # shutdown_requested raise; then a clean exit.
+    with connect(proc.tcp("chaos")) as held:
+        for _ in range(5):  # __init__ raises for every 5th connection
+            held.sendall(b"hi")
+            if held.recv(2) == b"hi":
+                break
+            held.close()
+            held = connect(proc.tcp("chaos"))
+        with connect(proc.tcp("echo")) as sock:
+            sock.sendall(b"after\n")
+            assert sock.recv(10) == b"after\n"
+        code, log = proc.terminate()
     assert code == 0, log
     assert "Traceback" in log  # the failures were logged...
-    for where in ("connection_made hook", "connection_lost hook", "reactor_stopping"):
-        assert f"chaos: {where}" in log
+    missing = [where for where in CHAOS_WHERE if f"chaos: {where}" not in log]
+    assert not missing, missing
     assert "plugin 'chaos_plugin'" in log  # ...with the plugin's name
     assert "stopped" in log
 

@@ -516,3 +516,21 @@ def test_a_flooding_client_does_not_starve_the_others(
 
 def _ms(latencies: list[float], percent: int) -> str:
     return f"{latencies[len(latencies) * percent // 100] * 1000:.2f}"
+
+
+def test_line_too_long_reaches_a_client_that_keeps_writing() -> None:
+    # Issue 9 item 10: closing over unread input sends RST, which destroys
+    # the -ERR still waiting in the client's receive queue; the lingering
+    # close delivers it. The client reads only after it stopped writing.
+    with serve(handler="line-command") as srv, connect(srv.address()) as sock:
+        junk = b"z" * 65536
+        try:
+            for _ in range(256):  # at most 16 MiB, no newline ever
+                sock.sendall(junk)
+        except OSError:
+            pass  # reset: what a close over unread input does
+        try:
+            reply = recv_until_closed(sock)
+        except ConnectionResetError:
+            reply = b"(reset)"
+    assert reply == b"-ERR line too long: the limit is 4096 bytes\r\n"
