@@ -255,6 +255,9 @@ class Listener:
             self._conn_kwargs["max_read"] = max_read
         self._accepting = False
         self._closed = False
+        #: True once :meth:`close` has begun: a connection accepted from the
+        #: backlog then is served its last (http-lite: ``Connection: close``).
+        self.closing = False
         self._backoff: TimerHandle | None = None
         self._sweeper: TimerHandle | None = None
         self._out_of_fds_logged = False
@@ -321,6 +324,7 @@ class Listener:
         """
         if self._closed:
             return []
+        self.closing = True
         drained = self._drain_backlog() if drain_backlog else []
         self._closed = True
         self._pause_accepting()

@@ -60,6 +60,10 @@ class HttpHandler(reactorkit.Handler):
         self._scheme = "https" if connection.is_tls else "http"
         self._listener = self.site.listener
         self._out = Output(self.site, self._core, connection, self._advance, self._is_last)
+        if self._listener is not None and self._listener.closing:
+            # Accepted from the backlog at shutdown: what it sent already is
+            # answered, the last response with Connection: close.
+            self._out.closing = True
         self._deadlines = Deadlines(connection.reactor, self.options, self._deadline_passed)
         self._settle()
 

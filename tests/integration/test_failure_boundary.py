@@ -337,6 +337,9 @@ def test_sigterm_serves_the_http_clients_queued_in_the_backlog(tmp_path, run_ser
             sock.close()
     assert code == 0, log
     assert [r.split(b"\r\n", 1)[0] for r in replies] == [b"HTTP/1.1 200 OK"] * 30, log
+    # Each is told the connection ends (RFC 9112 section 9.6), as nginx does at shutdown.
+    heads = [r.split(b"\r\n\r\n")[0].lower() + b"\r\n" for r in replies]
+    assert all(b"\r\nconnection: close\r\n" in head for head in heads), replies[0]
     assert "accepted 30 queued clients" in log
 
 
