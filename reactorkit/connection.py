@@ -202,8 +202,25 @@ class Connection:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> None:
-        """Register with the reactor and call the handler's ``connection_made``."""
-        self._update_events()
+        """Register with the reactor and call the handler's ``connection_made``.
+
+        If the reactor refuses the descriptor (the ``selectors`` fallback
+        still holding the number of a socket a plugin closed without
+        unregistering it), the connection is logged and closed, and
+        ``on_lost`` runs as for any close; the handler is never told.
+        """
+        try:
+            self._update_events()
+        except (KeyError, ValueError, OSError) as exc:
+            log.error(
+                "%r: the reactor refused its descriptor (%s); closing it",
+                self,
+                exc,
+                extra=self._log_fields(),
+            )
+            self._handler_told = True  # it never saw connection_made
+            self._finish(exc)
+            return
         self._call_handler("connection_made", self)
 
     @property

@@ -384,3 +384,31 @@ def test_the_connection_counts_its_read_pauses_without_touching_its_listener(rea
     assert conn.reads_paused == 2
     conn.abort()
     run_once(reactor)
+
+
+def test_a_descriptor_the_reactor_refuses_closes_that_connection_only(
+    reactor: Reactor, pair: tuple[socket.socket, socket.socket], monkeypatch, caplog
+) -> None:
+    # The selectors fallback keeps the key of a socket a plugin closed without
+    # unregistering it, and refuses the number when a new socket reuses it.
+    a, b = pair
+
+    def refuse(fileobj: object, events: int, data: object = None) -> None:
+        raise KeyError(f"{fileobj!r} is already registered")
+
+    monkeypatch.setattr(reactor, "register", refuse)
+    lost: list[object] = []
+    handler = Recorder()
+    conn = Connection(
+        reactor, a, handler, peername=("test", 0), on_lost=lambda c, exc: lost.append(exc)
+    )
+    with caplog.at_level(logging.ERROR, logger="reactorkit.connection"):
+        conn.start()
+    assert conn.is_closing()
+    assert a.fileno() == -1  # not leaked
+    run_once(reactor)
+    assert len(lost) == 1  # the listener's bookkeeping ran
+    assert isinstance(lost[0], KeyError)
+    assert handler.events == []  # never made, so never lost
+    assert "refused its descriptor" in caplog.text
+    assert b.recv(10) == b""  # the peer sees the close
