@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -62,9 +63,11 @@ def wait_state(pid: int, state: str) -> None:
     """Wait for /proc to show ``pid`` in ``state``.
 
     No event tells a non-parent that a process stopped; the stop takes
-    effect within microseconds, so a bounded number of yields is enough.
+    effect as soon as the process runs, so this yields the CPU until then
+    (bounded in time).
     """
-    for _ in range(100_000):
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
         with open(f"/proc/{pid}/stat") as f:
             if f.read().rsplit(")", 1)[1].split()[0] == state:
                 return
