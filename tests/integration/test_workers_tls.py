@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import socket
@@ -17,6 +18,7 @@ import pytest
 
 from tests.integration.test_workers import (
     TIMEOUT,
+    Supervised,
     supervised,  # noqa: F401  (a fixture)
     write_config,
 )
@@ -66,6 +68,18 @@ def echo_over_tls(certs: Certs, port: int) -> bytes:
         return sock.recv(64)
 
 
+def wait_stopped_accepting(server: Supervised, pids: list[int]) -> None:
+    """Wait until each old worker logged its retirement: it accepts no more after that.
+
+    Until then an old worker may still accept (and serve with the old
+    certificate) a connection made after the new generation is serving.
+    """
+    for pid in pids:
+        pattern = rf"\[{pid}\] reactorkit\.worker: worker \d retiring"
+        if not any(re.search(pattern, line) for line in server.log):
+            server.wait_for(pattern)
+
+
 def served_by_every_worker(certs: Certs, port: int, count: int = 20) -> None:
     # Connections spread over both workers' sockets: each one must verify.
     for _ in range(count):
@@ -80,12 +94,13 @@ def test_sighup_serves_renewed_certificates_and_keeps_them_through_a_broken_rene
     live.mkdir()
     install(old, live)
     server = supervised(tls_config(tmp_path / "c.toml", live))
-    server.wait_generation(1)
+    first = server.wait_generation(1)
     port = server.port()
     served_by_every_worker(old, port)
     install(new, live)
     server.signal(signal.SIGHUP)
     server.wait_generation(2)
+    wait_stopped_accepting(server, first)
     served_by_every_worker(new, port)
     with pytest.raises(ssl.SSLCertVerificationError):
         echo_over_tls(old, port)  # the old certificate is served no more
