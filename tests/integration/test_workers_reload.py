@@ -10,6 +10,7 @@ import http.client
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import write_distribution
+from tests.integration.test_plugins_discovery import write_project
 from tests.integration.test_workers import (
     BROKEN_STATE_PLUGIN,
     TIMEOUT,
@@ -182,6 +183,19 @@ def test_a_reload_whose_workers_cannot_start_keeps_the_old_ones_and_every_socket
     assert server.children() == set(pids)
 
 
+SHOUT = """
+import reactorkit
+
+class Shout(reactorkit.Handler):
+    def data_received(self, data):
+        self.connection.write(data.upper())
+
+@reactorkit.hookimpl
+def reactorkit_handler_types():
+    return [reactorkit.HandlerType(name="shout", handler=Shout)]
+"""
+
+
 def test_reload_runs_plugins_installed_since_the_start(supervised, plugin_env, tmp_path) -> None:
     site = tmp_path / "site"
     site.mkdir()
@@ -189,25 +203,12 @@ def test_reload_runs_plugins_installed_since_the_start(supervised, plugin_env, t
     path = tmp_path / "c.toml"
     server = supervised(whoami_config(path), env=env)
     server.wait_generation(1)
-    write_distribution(
-        site,
-        "rk-shout",
-        "1.0",
-        {
-            "rk_shout": """
-                import reactorkit
-
-                class Shout(reactorkit.Handler):
-                    def data_received(self, data):
-                        self.connection.write(data.upper())
-
-                @reactorkit.hookimpl
-                def reactorkit_handler_types():
-                    return [reactorkit.HandlerType(name="shout", handler=Shout)]
-            """
-        },
-        {"shout": "rk_shout"},
-    )
+    # pip installs a real distribution (entry point and all) while it runs.
+    project = write_project(tmp_path, "reactorkit-shout", "reactorkit_shout", SHOUT, "1.0")
+    pip = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation"]
+    pip += ["--disable-pip-version-check", "--target", str(site), str(project)]
+    installed = subprocess.run(pip, capture_output=True, text=True, timeout=300)
+    assert installed.returncode == 0, installed.stderr
     whoami_config(path, extra='[[listen]]\nname = "shout"\nhandler = "shout"\nport = 0\n')
     server.signal(signal.SIGHUP)
     server.wait_generation(2)
