@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, reactorkit_cli
 from tests.integration.test_chat import ChatClient
 from tests.redis_server import RedisServer
 
@@ -341,13 +341,15 @@ def test_a_server_starts_and_serves_locally_while_redis_is_unreachable(
     assert len([line for line in log.splitlines() if "WARNING" in line]) == 1, log
 
 
-def test_healthz_shows_the_bus_going_down_and_up(
+def test_healthz_and_status_show_the_bus_going_down_and_up(
     run_server: Any, tmp_path: Path, own_redis_server: RedisServer
 ) -> None:
     redis = own_redis_server
     config = Path(bus_config(tmp_path, "h", redis.url, "t-health:"))
+    control = tmp_path / "control.sock"
     config.write_text(
-        config.read_text() + '\n[[listen]]\nname = "web"\nhandler = "http-lite"\nport = 0\n'
+        config.read_text().replace("[reactor]\n", f'[reactor]\ncontrol_socket = "{control}"\n', 1)
+        + '\n[[listen]]\nname = "web"\nhandler = "http-lite"\nport = 0\n'
     )
     proc = run_server("run", str(config))
     proc.wait_serving(2)
@@ -364,13 +366,42 @@ def test_healthz_shows_the_bus_going_down_and_up(
         assert response.status == 200
         return body
 
+    def status() -> tuple[dict[str, Any], str]:
+        """The bus's entry in ``reactorkit status --json``, and the table's bus row."""
+        as_json = reactorkit_cli("status", "--socket", str(control), "--json", timeout=30)
+        assert as_json.returncode == 0, as_json.stderr
+        (process,) = json.loads(as_json.stdout)["processes"]
+        (bus,) = process["buses"]
+        table = reactorkit_cli("status", "--socket", str(control), timeout=30)
+        assert table.returncode == 0, table.stderr
+        lines = table.stdout.splitlines()
+        header = next(i for i, line in enumerate(lines) if line.startswith("CHAT BUS "))
+        (row,) = lines[header + 1 :]
+        return bus, row
+
     assert healthz() == "ok\nchat bus chat: up\n"
+    bus, row = status()
+    assert (bus["name"], bus["up"], bus["dropped"]) == ("chat", True, 0)
+    assert row.split()[:3] == ["chat", "0", "up"]
     redis.kill()
     server.wait_for(r"chat bus chat: down")
     assert healthz() == "ok\nchat bus chat: down\n"
+    # Events while the bus is down are not queued: they are counted as dropped.
+    alice = BusClient(server.address)
+    alice.send("nobody elsewhere hears this")
+    alice.send("/who")
+    assert alice.expect_prefix("* in #lobby: ").found == alice.nick
+    bus, row = status()
+    assert bus["up"] is False
+    assert bus["dropped"] >= 2  # the join and the message at least
+    assert row.split()[:3] == ["chat", "0", "down"]
     redis.start()
     server.wait_for(r"reconnected after", timeout=RECONNECT_MAX + 5)
     assert healthz() == "ok\nchat bus chat: up\n"
+    bus, _ = status()
+    assert bus["up"] is True
+    assert bus["redis"]["connects"] == 2
+    alice.close()
 
 
 def redis_publish(redis: RedisServer, channel: str, payload: bytes) -> None:
