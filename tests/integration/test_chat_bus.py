@@ -262,6 +262,26 @@ def test_a_stopped_server_says_goodbye_and_its_members_leave(
     assert "Traceback" not in s1.stop()
 
 
+def test_a_killed_server_s_members_vanish_within_four_presence_intervals(
+    run_server: Any, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # SIGKILL: no goodbye crosses the bus, only the heartbeats stop.
+    s1, s2 = start_servers(run_server, tmp_path, redis_server.url, "t-kill:")
+    alice = BusClient(s1.address)
+    bob = join_lobby([alice], BusClient(s2.address))
+    s2.proc.proc.kill()
+    killed = time.monotonic()
+    assert alice.expect(f"* {bob.nick} left (their server stopped answering)") == []
+    # 3 silent intervals drop the server, checked once per interval: 4 at most
+    # (plus the slack of a loaded machine).
+    assert time.monotonic() - killed < 4 * PRESENCE_INTERVAL + 2.0
+    alice.send("/who")
+    assert alice.line() == f"* in #lobby: {alice.nick}"
+    alice.close()
+    bob.close()
+    assert "Traceback" not in s1.stop()
+
+
 def test_redis_down_keeps_local_chat_then_delivery_resumes(
     run_server: Any, tmp_path: Path, own_redis_server: RedisServer
 ) -> None:
