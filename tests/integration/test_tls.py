@@ -476,3 +476,15 @@ def test_a_handler_that_fails_to_build_is_not_a_tls_failure(certs: Certs) -> Non
         assert not listener.connections
         assert listener.stats.errors == 1
         assert listener.stats.tls_failures == 0
+
+
+@pytest.mark.parametrize(("handler", "expected"), [("http-lite", "http/1.1"), ("echo", None)])
+def test_without_an_alpn_setting_the_handler_type_s_protocols_are_offered(
+    certs: Certs, handler: str, expected: str | None
+) -> None:
+    # [listen.tls] names no alpn: http-lite offers http/1.1 (issue 14), echo nothing.
+    with serve(handler=handler, tls=certs.tls_table()) as srv:
+        context = certs.client_context()
+        context.set_alpn_protocols(["h2", "http/1.1"])
+        with tls_connect(certs, srv.address(), context=context) as sock:
+            assert sock.selected_alpn_protocol() == expected
