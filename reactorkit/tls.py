@@ -320,7 +320,13 @@ class TLSLayer:
         assert sslobj is not None
         assert conn is not None
         assert inner is not None
+        incoming = self._incoming
         while self._reading and not self._eof_told and not conn.is_closing():
+            if not incoming.pending and not sslobj.pending() and not incoming.eof:
+                # Nothing buffered on either side of OpenSSL: read() would only
+                # raise SSLWantReadError, which costs more than this check (it
+                # is the usual end of every delivery).
+                break
             try:
                 chunk = sslobj.read(_READ_SIZE)
             except ssl.SSLWantReadError:
