@@ -82,6 +82,10 @@ def test_sighup_serves_renewed_certificates_and_a_bad_renewal_keeps_the_old(
     install(new, site)
     server.signal(signal.SIGHUP)
     server.wait_generation(2)
+    # Generation 2 serves once the old workers were told to stop accepting;
+    # until they exit, one may still take a connection with the old files.
+    for _ in range(2):
+        server.wait_for(r"retired \(")
     assert echo_once(new, port) == b"ping\n"
     assert refused_by(old, port)
 
