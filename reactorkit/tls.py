@@ -275,8 +275,7 @@ class TLSLayer:
             self._flush()
             return
         except (ssl.SSLError, ValueError) as exc:
-            self._flush()  # the alert, if OpenSSL wrote one
-            self._fail(_reason(exc))
+            self._fail(_reason(exc))  # logs, counts, then sends OpenSSL's alert
             return
         self._flush()
         self._handshake_done = True  # a handler that fails to build is not a TLS failure
@@ -310,6 +309,9 @@ class TLSLayer:
         )
         if self._on_failure is not None:
             self._on_failure()
+        # The alert OpenSSL wrote, if any, goes out only now: a client that
+        # reads it finds the failure already logged and counted.
+        self._flush()
         if close and conn is not None:
             conn.close()
 
