@@ -65,6 +65,7 @@ __all__ = [
     "LocalBus",
     "LocalHub",
     "RedisBus",
+    "bus_snapshots",
     "check_prefix",
     "running_buses",
 ]
@@ -190,6 +191,23 @@ def running_buses() -> list[tuple[str, bool]]:
     health check) sees whether the rooms still span the other servers.
     """
     return sorted((bus.name, bus.is_up) for bus in _RUNNING)
+
+
+def bus_snapshots() -> list[dict[str, Any]]:
+    """State and counters of every chat bus running in this process.
+
+    What ``reactorkit status`` shows (and ``--json`` prints) per process:
+    ``name``, ``up``, the :class:`BusStats` counters (``dropped`` counts the
+    events a down or full bus did not send) and, for a Redis bus, the client's
+    own counters under ``redis``.
+    """
+    snapshots = []
+    for bus in sorted(_RUNNING, key=lambda b: b.name):
+        entry: dict[str, Any] = {"name": bus.name, "up": bus.is_up, **attrs.asdict(bus.stats)}
+        if isinstance(bus, RedisBus):
+            entry["redis"] = attrs.asdict(bus.redis_stats)
+        snapshots.append(entry)
+    return snapshots
 
 
 #: Buses started and not closed, in this process (weak: a dropped bus leaves).

@@ -520,6 +520,8 @@ class HandlerType:
             refuse (two plugins giving one command, say), so ``check``
             reports it. Must have no side effects: no connections, no files
             written. None (the default) checks nothing.
+        alpn: ALPN protocols a TLS listener of this type offers when its
+            ``[listen.tls]`` names none (http-lite: ``("http/1.1",)``).
     """
 
     name: str
@@ -529,3 +531,4 @@ class HandlerType:
     description: str = ""
     default_port: int | None = None
     check: Callable[[Any, Plugins], object] | None = None
+    alpn: tuple[str, ...] = ()

@@ -515,6 +515,13 @@ class Listener:
         )
 
 
+def _with_alpn(tls: TLSConfig, listener: Listener) -> TLSConfig:
+    # A listener's own alpn wins; without one, the handler type's (issue 14).
+    if tls.alpn or not listener.handler_type.alpn:
+        return tls
+    return attrs.evolve(tls, alpn=listener.handler_type.alpn)
+
+
 def _make_edge(
     listener: Listener,
     allow: Sequence[str],
@@ -533,6 +540,6 @@ def _make_edge(
         proxy_protocol=proxy_protocol,
         proxy_from=AccessList(parse_networks(proxy_from)) if proxy_protocol else None,
         proxy_timeout=DEFAULT_PROXY_TIMEOUT if proxy_timeout is None else proxy_timeout,
-        tls_context=make_server_context(tls) if tls is not None else None,
+        tls_context=make_server_context(_with_alpn(tls, listener)) if tls is not None else None,
         handshake_timeout=tls.handshake_timeout if tls is not None else 10.0,
     )

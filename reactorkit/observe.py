@@ -31,6 +31,8 @@ import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, final
 
+from reactorkit.chatbus import bus_snapshots
+
 if TYPE_CHECKING:
     from reactorkit.listener import Listener
     from reactorkit.reactor import Reactor, TimerHandle
@@ -340,6 +342,7 @@ class Observatory:
             },
             "process": process_stats(),
             "listeners": list(by_name.values()),
+            "buses": bus_snapshots(),
         }
 
     def snapshot_threadsafe(self, timeout: float) -> dict[str, Any] | None:

@@ -180,6 +180,19 @@ def render(processes: Sequence[dict[str, Any]], previous: dict[str, Any] | None 
             f"{(rss or 0) / 1e6:>7.1f} {process.get('open_fds') or 0:>5} "
             f"{process['cpu_seconds']:>7.2f}"
         )
+    buses = [(s["worker"], bus) for s in processes for bus in s.get("buses", ())]
+    if buses:
+        lines.append("")
+        lines.append(
+            f"{'CHAT BUS':<16} {'WORKER':>6} {'STATE':<5} {'PUBLISHED':>9} {'RECEIVED':>9} "
+            f"{'DROPPED':>7} {'MALFORMED':>9}"
+        )
+        for worker, bus in buses:
+            lines.append(
+                f"{bus['name']:<16} {worker:>6} {'up' if bus['up'] else 'down':<5} "
+                f"{bus['published']:>9} {bus['received']:>9} {bus['dropped']:>7} "
+                f"{bus['malformed']:>9}"
+            )
     return "\n".join(lines)
 
 

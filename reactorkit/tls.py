@@ -275,8 +275,7 @@ class TLSLayer:
             self._flush()
             return
         except (ssl.SSLError, ValueError) as exc:
-            self._flush()  # the alert, if OpenSSL wrote one
-            self._fail(_reason(exc))
+            self._fail(_reason(exc))  # logs, counts, then sends OpenSSL's alert
             return
         self._flush()
         self._handshake_done = True  # a handler that fails to build is not a TLS failure
@@ -310,6 +309,9 @@ class TLSLayer:
         )
         if self._on_failure is not None:
             self._on_failure()
+        # The alert OpenSSL wrote, if any, goes out only now: a client that
+        # reads it finds the failure already logged and counted.
+        self._flush()
         if close and conn is not None:
             conn.close()
 
@@ -320,7 +322,13 @@ class TLSLayer:
         assert sslobj is not None
         assert conn is not None
         assert inner is not None
+        incoming = self._incoming
         while self._reading and not self._eof_told and not conn.is_closing():
+            if not incoming.pending and not sslobj.pending() and not incoming.eof:
+                # Nothing buffered on either side of OpenSSL: read() would only
+                # raise SSLWantReadError, which costs more than this check (it
+                # is the usual end of every delivery).
+                break
             try:
                 chunk = sslobj.read(_READ_SIZE)
             except ssl.SSLWantReadError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 from typing import Any
 
@@ -273,3 +274,31 @@ def test_a_refused_select_never_lets_the_client_up(caplog: pytest.LogCaptureFixt
     assert "SELECT 4 refused: ERR DB index is out of range" in caplog.text
     client.close()
     client.reactor.close()
+
+
+def test_an_outage_logs_one_line_then_one_per_interval_however_many_attempts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # 100 s down, an attempt failing every 0.5 s: one "unreachable" line at
+    # once, then one "still unreachable" per RECONNECT_LOG_INTERVAL (30 s).
+    reactor = reactorkit.Reactor(clock=FakeClock(), threads=1)
+    client = RedisClient(reactor, RedisAddress.from_url("redis://127.0.0.1:1/0", environ={}))
+    clock = reactor.clock
+    assert isinstance(clock, FakeClock)
+    with caplog.at_level(logging.DEBUG, logger="reactorkit.redis"):
+        for _ in range(200):
+            client._went_down("Connection refused")
+            client._cancel_timer()
+            clock.advance(0.5)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 4, warnings
+    assert "unreachable: Connection refused; reconnecting with backoff up to" in warnings[0]
+    assert [w.split(": ")[1] for w in warnings[1:]] == [
+        "still unreachable after 30s and 61 attempts",
+        "still unreachable after 60s and 121 attempts",
+        "still unreachable after 90s and 181 attempts",
+    ]
+    debug = [r for r in caplog.records if r.levelno == logging.DEBUG]
+    assert len(debug) == 196  # every other attempt, at debug only
+    client.close()
+    reactor.close()

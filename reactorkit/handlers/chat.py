@@ -77,6 +77,9 @@ class ChatOptions:
     )
     bus_presence_interval: float = attrs.field(default=5.0, validator=attrs.validators.ge(0.05))
     bus_reconnect_max: float = attrs.field(default=5.0, validator=attrs.validators.ge(0.05))
+    #: ``/who`` shows each member of this server with its address, as IRC's
+    #: WHO shows hosts (behind a PROXY-protocol balancer: the client's own).
+    who_addresses: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
 
 
 def _check_bus(url: str) -> None:
@@ -451,8 +454,16 @@ class ChatHandler(reactorkit.LineHandler):
 
     def cmd_who(self, args: str) -> None:
         if self.room is not None:
-            names = ", ".join([m.nick for m in self.room.members] + self._remote_members())
+            local = [m.nick for m in self.room.members]
+            if self.rooms.options.who_addresses:
+                local = [f"{m.nick} ({m.address()})" for m in self.room.members]
+            names = ", ".join(local + self._remote_members())
             self.say(f"* in {self.room.label}: {names}")
+
+    def address(self) -> str:
+        """The host this member connects from (the PROXY header's, when one came)."""
+        peer = self.connection.peername if self.connection is not None else None
+        return str(peer[0]) if isinstance(peer, tuple) and peer else "local"
 
     def _remote_members(self) -> list[str]:
         if self.rooms.bus is None or self.room is None:

@@ -236,5 +236,6 @@ def reactorkit_handler_types() -> list[reactorkit.HandlerType]:
             check=HttpSite.check,
             description="a small, correct HTTP/1.1 server; routes come from plugins",
             default_port=8080,
+            alpn=("http/1.1",),
         )
     ]

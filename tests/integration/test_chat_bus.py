@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, reactorkit_cli
 from tests.integration.test_chat import ChatClient
 from tests.redis_server import RedisServer
 
@@ -94,6 +94,16 @@ class LoggedServer:
                 pipe.close()
         assert code == 0, self.text()
         return self.text()
+
+    def kill(self) -> None:
+        """SIGKILL: no goodbye, no draining; the pipes are closed once it is gone."""
+        popen = self.proc.proc
+        popen.kill()
+        popen.wait(15)
+        self._thread.join(5)
+        for pipe in (popen.stdout, popen.stderr):
+            if pipe is not None:
+                pipe.close()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -262,6 +272,26 @@ def test_a_stopped_server_says_goodbye_and_its_members_leave(
     assert "Traceback" not in s1.stop()
 
 
+def test_a_killed_server_s_members_vanish_within_four_presence_intervals(
+    run_server: Any, tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # SIGKILL: no goodbye crosses the bus, only the heartbeats stop.
+    s1, s2 = start_servers(run_server, tmp_path, redis_server.url, "t-kill:")
+    alice = BusClient(s1.address)
+    bob = join_lobby([alice], BusClient(s2.address))
+    killed = time.monotonic()
+    s2.kill()
+    assert alice.expect(f"* {bob.nick} left (their server stopped answering)") == []
+    # 3 silent intervals drop the server, checked once per interval: 4 at most
+    # (plus the slack of a loaded machine).
+    assert time.monotonic() - killed < 4 * PRESENCE_INTERVAL + 2.0
+    alice.send("/who")
+    assert alice.line() == f"* in #lobby: {alice.nick}"
+    alice.close()
+    bob.close()
+    assert "Traceback" not in s1.stop()
+
+
 def test_redis_down_keeps_local_chat_then_delivery_resumes(
     run_server: Any, tmp_path: Path, own_redis_server: RedisServer
 ) -> None:
@@ -341,13 +371,15 @@ def test_a_server_starts_and_serves_locally_while_redis_is_unreachable(
     assert len([line for line in log.splitlines() if "WARNING" in line]) == 1, log
 
 
-def test_healthz_shows_the_bus_going_down_and_up(
+def test_healthz_and_status_show_the_bus_going_down_and_up(
     run_server: Any, tmp_path: Path, own_redis_server: RedisServer
 ) -> None:
     redis = own_redis_server
     config = Path(bus_config(tmp_path, "h", redis.url, "t-health:"))
+    control = tmp_path / "control.sock"
     config.write_text(
-        config.read_text() + '\n[[listen]]\nname = "web"\nhandler = "http-lite"\nport = 0\n'
+        config.read_text().replace("[reactor]\n", f'[reactor]\ncontrol_socket = "{control}"\n', 1)
+        + '\n[[listen]]\nname = "web"\nhandler = "http-lite"\nport = 0\n'
     )
     proc = run_server("run", str(config))
     proc.wait_serving(2)
@@ -364,13 +396,42 @@ def test_healthz_shows_the_bus_going_down_and_up(
         assert response.status == 200
         return body
 
+    def status() -> tuple[dict[str, Any], str]:
+        """The bus's entry in ``reactorkit status --json``, and the table's bus row."""
+        as_json = reactorkit_cli("status", "--socket", str(control), "--json", timeout=30)
+        assert as_json.returncode == 0, as_json.stderr
+        (process,) = json.loads(as_json.stdout)["processes"]
+        (bus,) = process["buses"]
+        table = reactorkit_cli("status", "--socket", str(control), timeout=30)
+        assert table.returncode == 0, table.stderr
+        lines = table.stdout.splitlines()
+        header = next(i for i, line in enumerate(lines) if line.startswith("CHAT BUS "))
+        (row,) = lines[header + 1 :]
+        return bus, row
+
     assert healthz() == "ok\nchat bus chat: up\n"
+    bus, row = status()
+    assert (bus["name"], bus["up"], bus["dropped"]) == ("chat", True, 0)
+    assert row.split()[:3] == ["chat", "0", "up"]
     redis.kill()
     server.wait_for(r"chat bus chat: down")
     assert healthz() == "ok\nchat bus chat: down\n"
+    # Events while the bus is down are not queued: they are counted as dropped.
+    alice = BusClient(server.address)
+    alice.send("nobody elsewhere hears this")
+    alice.send("/who")
+    assert alice.expect_prefix("* in #lobby: ").found == alice.nick
+    bus, row = status()
+    assert bus["up"] is False
+    assert bus["dropped"] >= 2  # the join and the message at least
+    assert row.split()[:3] == ["chat", "0", "down"]
     redis.start()
     server.wait_for(r"reconnected after", timeout=RECONNECT_MAX + 5)
     assert healthz() == "ok\nchat bus chat: up\n"
+    bus, _ = status()
+    assert bus["up"] is True
+    assert bus["redis"]["connects"] == 2
+    alice.close()
 
 
 def redis_publish(redis: RedisServer, channel: str, payload: bytes) -> None:

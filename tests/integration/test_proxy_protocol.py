@@ -182,6 +182,7 @@ def test_http_lite_access_log_and_chat_through_the_cli(run_server: Any, tmp_path
         'proxy_protocol = "v2"\nproxy_from = ["127.0.0.1/32"]\n'
         '[[listen]]\nname = "chat"\nhandler = "chat"\nport = 0\n'
         'proxy_protocol = "v1"\nproxy_from = ["127.0.0.1/32"]\n'
+        "[listen.options]\nwho_addresses = true\n"
     )
     server = run_server("run", str(config))
     server.wait_serving(2)
@@ -194,13 +195,19 @@ def test_http_lite_access_log_and_chat_through_the_cli(run_server: Any, tmp_path
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             assert recv_until_closed(sock).startswith(b"HTTP/1.1 200")
         with client_from("127.0.0.6", chat) as alice, client_from("127.0.0.7", chat) as bob:
+            alice_file, bob_file = alice.makefile("rb"), bob.makefile("rb")
             alice.sendall(b"/nick alice\r\n")
+            while alice_file.readline() != b"* you are now alice\r\n":
+                pass
             bob.sendall(b"/nick bob\r\n/who\r\n")
-            seen = b""
-            deadline = time.monotonic() + TIMEOUT
-            while b"alice" not in seen and time.monotonic() < deadline:
-                seen += bob.recv(4096)
-            assert b"alice" in seen
+            while not (line := bob_file.readline()).startswith(b"* in #lobby: "):
+                assert line, "closed before the /who answer"
+            # /who shows each member's address as HAProxy passed it, not HAProxy's.
+            # (Either may have reached the server first: HAProxy connects to it for each.)
+            members = sorted(line.removeprefix(b"* in #lobby: ").rstrip().split(b", "))
+            assert members == [b"alice (127.0.0.6)", b"bob (127.0.0.7)"]
+            alice_file.close()
+            bob_file.close()
     code, log = server.terminate()
     assert code == 0
     assert "127.0.0.5 - - [" in log

@@ -383,6 +383,18 @@ def test_check_validates_the_files(certs: Certs, tmp_path: Path) -> None:
     warned = check(f'cert = "{soon.server_cert}"\nkey = "{soon.server_key}"')
     assert warned.returncode == 0
     assert "expires on" in warned.stderr
+    (tmp_path / "later").mkdir()
+    in_twenty_days = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=20)
+    later = make_certs(tmp_path / "later", not_after=in_twenty_days)
+    quiet = check(f'cert = "{later.server_cert}"\nkey = "{later.server_key}"')
+    assert quiet.returncode == 0, quiet.stderr
+    assert "expires" not in quiet.stderr  # 14 days is the threshold, not any date
+    (tmp_path / "gone").mkdir()
+    yesterday = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1)
+    gone = make_certs(tmp_path / "gone", not_after=yesterday)
+    expired = check(f'cert = "{gone.server_cert}"\nkey = "{gone.server_key}"')
+    assert expired.returncode != 0
+    assert "expired on" in expired.stderr
     bad = check('cert = 7\nclient_auth = "always"\nmin_version = "1.0"\nalpn = "h2"\nextra = 1')
     assert bad.returncode != 0
     for text in ("tls.cert is required", "tls.client_auth must be one of", "tls.min_version",
@@ -464,3 +476,15 @@ def test_a_handler_that_fails_to_build_is_not_a_tls_failure(certs: Certs) -> Non
         assert not listener.connections
         assert listener.stats.errors == 1
         assert listener.stats.tls_failures == 0
+
+
+@pytest.mark.parametrize(("handler", "expected"), [("http-lite", "http/1.1"), ("echo", None)])
+def test_without_an_alpn_setting_the_handler_type_s_protocols_are_offered(
+    certs: Certs, handler: str, expected: str | None
+) -> None:
+    # [listen.tls] names no alpn: http-lite offers http/1.1 (issue 14), echo nothing.
+    with serve(handler=handler, tls=certs.tls_table()) as srv:
+        context = certs.client_context()
+        context.set_alpn_protocols(["h2", "http/1.1"])
+        with tls_connect(certs, srv.address(), context=context) as sock:
+            assert sock.selected_alpn_protocol() == expected

@@ -39,6 +39,8 @@ def chat_config(path: Path, bus: str = "") -> str:
         [listen.options]
         bus = "{bus}"
         bus_prefix = "t-workers:"
+        rate = 1000.0
+        burst = 100
         """,
     )
 
@@ -75,7 +77,7 @@ def serving_worker(server_port: int, client: socket.socket, workers: list[int]) 
     raise AssertionError(f"no worker holds socket {inode}")
 
 
-def test_chat_with_a_bus_shares_rooms_between_workers(
+def test_chat_with_a_bus_shares_rooms_nicks_and_order_between_workers(
     supervised, tmp_path: Path, redis_server: RedisServer
 ) -> None:
     server: Supervised = supervised(chat_config(tmp_path / "c.toml", bus=redis_server.url))
@@ -104,10 +106,31 @@ def test_chat_with_a_bus_shares_rooms_between_workers(
                 break
         else:
             raise AssertionError(f"{other.nick} never saw {first.nick} across workers")
-        first.send("hello from the other worker")
-        other.expect(f"<{first.nick}> hello from the other worker")
-        other.send("and back")
-        first.expect(f"<{other.nick}> and back")
+        # Nick changes cross between the workers.
+        old_first, old_other = first.nick, other.nick
+        first.send("/nick w1")
+        first.expect("* you are now w1")
+        other.expect(f"* {old_first} is now w1")
+        other.send("/nick w2")
+        other.expect("* you are now w2")
+        first.expect(f"* {old_other} is now w2")
+        # Joins and leaves cross; from here on the two are alone in #den, so
+        # every line either reads is the very next one it must see.
+        first.send("/join den")
+        first.expect("* you are now in #den (0 others here)")
+        other.expect("* w1 left for #den")
+        other.send("/join den")
+        other.expect("* you are now in #den (1 other here)")
+        assert first.line() == "* w2 joined #den"
+        # Messages cross in the order sent, each once.
+        for i in range(30):
+            first.send(f"m{i}")
+        assert [other.line() for _ in range(30)] == [f"<w1> m{i}" for i in range(30)]
+        other.send("/me waves back")
+        assert first.line() == "* w2 waves back"
+        for client in (first, other):  # nothing came twice: the next line is the answer
+            client.send("/who")
+            assert sorted(client.line().removeprefix("* in #den: ").split(", ")) == ["w1", "w2"]
     finally:
         for client in opened:
             client.close()
