@@ -323,6 +323,10 @@ class Connection:
             self._buffer.append(data)
             self._buffer_size += len(data)
         else:
+            if type(data) is not bytes and type(data) is not bytearray:
+                # len() of a view counts items, send() bytes: make it count bytes.
+                view = memoryview(data)
+                data = view.cast("B") if view.c_contiguous else view.tobytes()
             try:
                 sent = self._sock.send(data)
             except _TRY_AGAIN:

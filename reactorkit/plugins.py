@@ -183,6 +183,13 @@ class Plugins:
                     f"{contribution.source}: handler type {handler_type.name!r}: "
                     f"handler must be a reactorkit.Handler subclass, got {handler_type.handler!r}"
                 )
+            alpn = handler_type.alpn
+            if not isinstance(alpn, tuple | list) or not all(isinstance(p, str) for p in alpn):
+                # A str is iterable: "h2" would offer ALPN "h" and "2", silently.
+                raise PluginError(
+                    f"{contribution.source}: handler type {handler_type.name!r}: "
+                    f"alpn must be a tuple of protocol names such as ('h2',), got {alpn!r}"
+                )
             for callback in _HANDLER_CALLBACKS:
                 if _is_async(getattr(handler_type.handler, callback, None)):
                     raise PluginError(

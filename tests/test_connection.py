@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import logging
 import selectors
 import socket
@@ -412,3 +413,39 @@ def test_a_descriptor_the_reactor_refuses_closes_that_connection_only(
     assert handler.events == []  # never made, so never lost
     assert "refused its descriptor" in caplog.text
     assert b.recv(10) == b""  # the peer sees the close
+
+
+def test_a_memoryview_of_wide_items_sent_whole_leaves_nothing_queued(reactor, pair) -> None:
+    # len() of such a view counts items, not bytes: the write once queued an
+    # empty chunk that nothing sent, EVENT_WRITE stayed on (a busy loop) and
+    # close() waited for it forever.
+    a, b = pair
+    handler = Recorder()
+    conn = make(reactor, a, handler)
+    small = array.array("I", range(100))
+    conn.write(memoryview(small))
+    assert recv_exactly(b, len(small) * 4) == small.tobytes()
+    assert registered_events(reactor, a) == selectors.EVENT_READ
+    conn.close()
+    b.shutdown(socket.SHUT_WR)
+    run_until(reactor, lambda: ("lost", None) in handler.events, timeout=5)
+
+
+def test_memoryviews_of_wide_items_are_buffered_in_bytes_and_in_order(reactor, pair) -> None:
+    a, b = pair
+    conn = make(reactor, a, Recorder(), high_water=10**9)
+    big = array.array("I", range(200_000))  # 800 kB: most of it is buffered
+    small = array.array("I", range(100))
+    conn.write(memoryview(big))
+    assert conn.get_write_buffer_size() > 0
+    conn.write(memoryview(small)[::2])  # not contiguous: copied
+    expected = big.tobytes() + small[::2].tobytes()
+    received = bytearray()
+
+    def pump() -> bool:
+        received.extend(recv_nowait(b))
+        return len(received) >= len(expected)
+
+    run_until(reactor, pump, timeout=10)
+    assert bytes(received) == expected
+    assert conn.get_write_buffer_size() == 0

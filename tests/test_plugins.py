@@ -204,3 +204,30 @@ def test_a_plugin_providing_a_builtin_handler_type_is_a_conflict(site: DistMaker
         load_plugins().handler_types()
     assert "handler type 'echo' is provided twice" in str(info.value)
     assert "plugin 'echo-too' (rk-echo-too 1.0)" in str(info.value)
+
+
+@pytest.mark.parametrize("alpn", ["h2", b"h2", None, ("h2", b"x")])
+def test_a_handler_type_alpn_that_is_not_a_tuple_of_names_is_refused(alpn: object) -> None:
+    # A str is iterable: alpn="h2" once offered the ALPN protocols "h" and "2".
+    plugins = load_plugins(entry_points=False)
+
+    class Careless:
+        @reactorkit.hookimpl
+        def reactorkit_handler_types(self) -> list[reactorkit.HandlerType]:
+            return [reactorkit.HandlerType(name="careless", handler=reactorkit.Handler, alpn=alpn)]  # type: ignore[arg-type]
+
+    plugins.pm.register(Careless(), name="careless")
+    with pytest.raises(PluginError, match=r"handler type 'careless': alpn must be a tuple"):
+        plugins.handler_types()
+
+
+def test_a_handler_type_alpn_list_is_accepted() -> None:
+    plugins = load_plugins(entry_points=False)
+
+    class Listed:
+        @reactorkit.hookimpl
+        def reactorkit_handler_types(self) -> list[reactorkit.HandlerType]:
+            return [reactorkit.HandlerType(name="listed", handler=reactorkit.Handler, alpn=["h2"])]  # type: ignore[arg-type]
+
+    plugins.pm.register(Listed(), name="listed")
+    assert plugins.handler_types()["listed"].item.alpn == ["h2"]

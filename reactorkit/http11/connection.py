@@ -539,7 +539,10 @@ class ServerConnection:
         if type(body) is bytes and keep_alive and not (close or old or is_head or response.headers):
             # The common response: a body in hand to a keep-alive HTTP/1.1
             # request, no fields of its own: pre-encoded lines, state unchanged.
-            by_status = PREFIXES.get(content_type)  # what plain_prefix() would look up
+            # What plain_prefix() would look up; a content type of another type
+            # (a list is unhashable) takes the general path, which refuses it.
+            hashable = content_type is None or type(content_type) is str
+            by_status = PREFIXES.get(content_type) if hashable else None
             prefix = by_status.get(status) if by_status and type(status) is int else None
             if prefix is None:
                 prefix = plain_prefix(status, content_type)

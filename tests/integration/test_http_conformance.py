@@ -124,6 +124,7 @@ ODD: dict[str, Any] = {
     "header-not-a-pair": {"headers": [("X-A",)]},
     "headers-not-iterable": {"headers": 5},
     "content-type-int": {"content_type": 5},
+    "content-type-list": {"content_type": ["text/plain"]},  # unhashable: no cache lookup
     "body-int": {"body": 123},
 }
 
