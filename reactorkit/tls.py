@@ -235,6 +235,13 @@ class TLSLayer:
             return False
         self._incoming.write_eof()
         self._deliver()
+        if self._eof_told:
+            return self._keep_open  # the delivery reached the end and told it
+        if not self._reading and self._conn is not None and not self._conn.is_closing():
+            # The handler holds reading with plaintext still in the layer:
+            # keep the connection; the EOF is told once _deliver reaches it
+            # (resume_reading), after what the client sent before it.
+            return True
         return self._tell_eof()
 
     def connection_lost(self, exc: BaseException | None) -> None:

@@ -193,3 +193,32 @@ def test_bytes_after_close_notify_are_not_buffered(certs: Certs) -> None:
     pair.layer.write(b"still answering")  # the handler's side still works
     pair.pump()
     assert pair.read_all() == b"still answering"
+
+
+def test_eof_while_the_handler_holds_reading_waits_for_the_held_plaintext(certs: Certs) -> None:
+    # Promise 3: what the client sent before its EOF is delivered, then the
+    # EOF. A handler that paused reading mid-delivery (output over high water)
+    # must not be told EOF while plaintext is still held in the TLS layer.
+    pair = Pair(certs)
+    pair.handshake()
+    inner = pair.inner
+    original = inner.data_received
+
+    def pause_after_first(data: bytes) -> None:
+        original(data)
+        if len(inner.data) == 1:
+            pair.layer.pause_reading()
+
+    inner.data_received = pause_after_first  # type: ignore[method-assign]
+    for part in (b"first ", b"second ", b"third"):
+        pair.client.write(part)  # one TLS record each
+    pair.raw.feed(pair.outgoing.read())
+    assert inner.data == [b"first "]  # paused: the rest is held
+    pair.raw.feed_eof()  # the client's FIN arrives while the handler holds reading
+    assert inner.events == ["made"]  # not told yet: plaintext is still held
+    assert not pair.raw.is_closing()
+    pair.layer.resume_reading()
+    pair.raw.settle()
+    assert b"".join(inner.data) == b"first second third"
+    assert inner.events == ["made", "eof"]  # then the EOF, once
+    assert pair.raw.is_closing()  # and the close the handler asked for
