@@ -168,3 +168,44 @@ def write_distribution(
     lines = "\n".join(f"{name} = {target}" for name, target in entry_points.items())
     (info / "entry_points.txt").write_text(f"[reactorkit]\n{lines}\n")
     return root
+
+
+class PeakHeld:
+    """Records, on every loop pass of a running server, the most bytes one connection held.
+
+    Args:
+        srv: the server (``reactorkit.testing.serve``).
+        held: what one connection holds: its unsent output plus whatever
+            input its handler has not dispatched yet.
+        queued: optional, the requests one connection has waiting; the
+            most is kept in ``peak_queue``.
+    """
+
+    def __init__(
+        self,
+        srv: Any,
+        held: Callable[[Any], int],
+        queued: Callable[[Any], int] | None = None,
+    ) -> None:
+        self.srv = srv
+        self._held = held
+        self._queued = queued
+        self.peak = 0
+        self.peak_queue = 0
+        self.passes = 0
+        self.running = True
+        srv.call(self.sample)
+
+    def sample(self) -> None:
+        for conn in self.srv.server.connections:
+            self.peak = max(self.peak, self._held(conn))
+            if self._queued is not None:
+                self.peak_queue = max(self.peak_queue, self._queued(conn))
+        self.passes += 1
+        if self.running:
+            self.srv.reactor.call_soon(self.sample)
+
+    def stop(self) -> int:
+        """Stop sampling; the peak."""
+        self.srv.call(lambda: setattr(self, "running", False))
+        return self.peak

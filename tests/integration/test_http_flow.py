@@ -18,7 +18,7 @@ import pytest
 
 import reactorkit
 from reactorkit.testing import RunningServer, serve
-from tests.helpers import child_env, connect, recv_until_closed
+from tests.helpers import PeakHeld, child_env, connect, recv_until_closed
 
 GATE = threading.Event()
 STARTED = threading.Event()
@@ -219,36 +219,15 @@ def test_sigterm_behind_a_blocking_route_answers_all_three_and_exits_0(
 # -- issue 9 item 6: a client that never reads cannot grow the server --------
 
 
-class PeakHeld:
-    """Records, on every loop pass, the most bytes one http-lite connection held.
-
-    Held: unsent output plus input not yet parsed into requests.
-    """
-
-    def __init__(self, srv: RunningServer) -> None:
-        self.srv = srv
-        self.peak = 0
-        self.passes = 0
-        self.running = True
-        srv.call(self.sample)
-
-    def sample(self) -> None:
-        for conn in self.srv.listeners["http-lite"].connections:
-            held = conn.get_write_buffer_size() + conn.handler._core.buffered  # type: ignore[attr-defined]
-            self.peak = max(self.peak, held)
-        self.passes += 1
-        if self.running:
-            self.srv.reactor.call_soon(self.sample)
-
-    def stop(self) -> int:
-        self.srv.call(lambda: setattr(self, "running", False))
-        return self.peak
+def _http_held(conn: Any) -> int:
+    # Unsent output plus input not yet parsed into requests.
+    return conn.get_write_buffer_size() + conn.handler._core.buffered  # type: ignore[no-any-return]
 
 
 @pytest.mark.slow
 def test_a_client_that_never_reads_keeps_the_server_bounded(web: RunningServer) -> None:
     one_response = len(_healthz_response(web))
-    held = PeakHeld(web)
+    held = PeakHeld(web, _http_held)
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.settimeout(5)

@@ -20,6 +20,7 @@ import reactorkit
 from reactorkit.testing import RunningServer, serve
 from tests.helpers import (
     DistMaker,
+    PeakHeld,
     child_env,
     connect,
     reactorkit_cli,
@@ -333,33 +334,13 @@ def never_reading_client(address: Any) -> socket.socket:
     return sock
 
 
-class PeakBuffer:
-    """Records, on every loop pass, the most bytes one connection held.
-
-    Held means unsent output plus input not yet dispatched as lines.
-    """
-
-    def __init__(self, srv: RunningServer) -> None:
-        self.srv = srv
-        self.peak = 0
-        self.peak_queue = 0  # line-command's requests waiting their turn
-        self.running = True
-        self.passes = 0
-        srv.call(self.sample)
-
-    def sample(self) -> None:
-        for conn in self.srv.server.connections:
-            held = conn.get_write_buffer_size() + len(conn.handler._line_buffer)  # type: ignore[attr-defined]
-            self.peak = max(self.peak, held)
-            queued = len(getattr(conn.handler, "_queue", ()))
-            self.peak_queue = max(self.peak_queue, queued)
-        self.passes += 1
-        if self.running:
-            self.srv.reactor.call_soon(self.sample)
-
-    def stop(self) -> int:
-        self.srv.call(lambda: setattr(self, "running", False))
-        return self.peak
+def PeakBuffer(srv: RunningServer) -> PeakHeld:
+    """The most one line-command connection held: output plus input not yet dispatched as lines."""
+    return PeakHeld(
+        srv,
+        lambda conn: conn.get_write_buffer_size() + len(conn.handler._line_buffer),
+        lambda conn: len(getattr(conn.handler, "_queue", ())),
+    )
 
 
 def test_a_client_sending_help_but_never_reading_is_bounded_and_others_are_served() -> None:
