@@ -152,7 +152,7 @@ def build_request(
     method: str,
     raw_path: str,
     query_string: str,
-    fields: list[tuple[str, str]],
+    fields: list[tuple[str, str]] | Headers,
     host: str,
     http_version: str,
     scheme: str,
@@ -162,9 +162,10 @@ def build_request(
     """The :class:`Request` of a parsed head: a server's path, cheaper than ``Request(...)``.
 
     ``path`` is ``raw_path`` percent-decoded and ``query`` the parsed
-    ``query_string``; ``fields`` become the headers as they are (the list is
-    not copied); ``body``, ``trailers`` and ``captures`` are empty. Every
-    attribute is set, exactly as the attrs constructor would set it
+    ``query_string``; ``fields`` become the headers as they are (a list is
+    wrapped, not copied; a :class:`Headers` is used itself); ``body``,
+    ``trailers`` and ``captures`` are empty. Every attribute is set,
+    exactly as the attrs constructor would set it
     (``tests/test_web.py`` compares the two).
     """
     request: Request = _new(Request)
@@ -173,10 +174,13 @@ def build_request(
     request.raw_path = raw_path
     request.query = urllib.parse.parse_qs(query_string) if query_string else {}
     request.query_string = query_string
-    headers: Headers = _new(Headers)
-    headers._items = fields
-    headers._map = None
-    request.headers = headers
+    if type(fields) is list:
+        headers: Headers = _new(Headers)
+        headers._items = fields
+        headers._map = None
+        request.headers = headers
+    else:
+        request.headers = fields  # type: ignore[assignment]  # a Headers, used as it is
     request.body = b""
     trailers: Headers = _new(Headers)
     trailers._items = []

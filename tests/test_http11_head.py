@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from reactorkit import http11
 from reactorkit.http11 import Limits, ServerConnection
 from reactorkit.http11.head import simple_head
+from reactorkit.web import Headers
 
 LIMITS = Limits(max_request_line=300, max_header_size=400, max_headers=6, max_body_size=1000)
 
@@ -164,3 +165,106 @@ def test_simple_head_is_linear_on_whitespace_runs() -> None:
     data = b"GET / HTTP/1.1\r\nA: x" + b" \t" * 20000 + b"\x01\r\n\r\n"
     assert simple_head(data) is None
     assert simple_head(b"GET / HTTP/1.1\r\nA: x" + b" \t" * 20000 + b"\r\n\r\n") is not None
+
+
+def by_receive_simple(data: bytes) -> list[tuple[Any, ...]] | None:
+    """The events of ``data`` as receive_simple reads it, or None if it took nothing."""
+    conn = ServerConnection(LIMITS)
+    taken = conn.receive_simple(data)
+    if taken is None:
+        # Nothing was taken: the connection is as new, and reads the data as ever.
+        assert (conn.their_state, conn.buffered, conn.pending) == (http11.State.IDLE, 0, 0)
+        assert in_one_read(data) == by_llhttp(data)
+        return None
+    method, path, query, headers, host, version = taken
+    assert conn.pending == 1
+    keep_alive = conn.their_state is not http11.State.MUST_CLOSE
+    # The fields as llhttp gives them; the target is not returned (path and query are).
+    target = by_llhttp(data)[0][2]
+    request = (
+        "request",
+        method,
+        target,
+        path,
+        query,
+        host,
+        headers.items_raw(),
+        version,
+        keep_alive,
+        False,
+    )
+    conn.feed_eof()
+    return [request, ("EndOfMessage",), *events(conn)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(HEADS)
+@example(b"GET / HTTP/1.1\r\nHost: x\r\nA:\r\nB: \t \r\n\r\n")
+@example(b"GET /a? HTTP/1.0\r\nhOST: x\r\n\r\n")
+@example(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"A: b\r\n" * 6 + b"\r\n")
+@example(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"A: b\r\n" * 5 + b"\r\n")
+def test_receive_simple_reads_exactly_as_llhttp(data: bytes) -> None:
+    taken = by_receive_simple(data)
+    if taken is not None:
+        assert taken == by_llhttp(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n",
+        b"HEAD /a%20b?c=d&e HTTP/1.1\r\nX: 1\r\nhost:  x:80 \t\r\nAccept: */*\r\n\r\n",
+        b"GET /a? HTTP/1.0\r\nHost: [::1]:8080\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n" + b"A: b\r\n" * 5 + b"\r\n",  # max_headers fields
+    ],
+)
+def test_receive_simple_takes_the_commonest_heads(data: bytes) -> None:
+    taken = by_receive_simple(data)
+    assert taken is not None
+    assert taken == by_llhttp(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",  # Connection: read it
+        b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x y\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",  # no Host
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\ntransfer-encoding: chunked\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Host: y\r\nA: b\r\n c\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\n" + b"A: b\r\n" * 6 + b"\r\n",  # one field too many
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+)
+def test_what_receive_simple_leaves_to_the_rest(data: bytes) -> None:
+    assert by_receive_simple(data) is None
+
+
+def test_receive_simple_takes_nothing_behind_a_buffered_byte() -> None:
+    conn = ServerConnection(LIMITS)
+    conn.feed(b"G")
+    assert conn.receive_simple(b"ET / HTTP/1.1\r\nHost: x\r\n\r\n") is None
+    assert conn.buffered == 1
+
+
+def test_the_fields_receive_simple_returns_read_like_any_headers() -> None:
+    conn = ServerConnection(LIMITS)
+    taken = conn.receive_simple(b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\na: 2\r\n\r\n")
+    assert taken is not None
+    headers = taken[3]
+    assert isinstance(headers, Headers)
+    assert repr(headers) == "Headers([('Host', 'x'), ('A', '1'), ('a', '2')])"
+    assert headers["a"] == "1"
+    assert headers.get_all("A") == ["1", "2"]
+    assert "HOST" in headers
+    assert list(headers) == ["host", "a"]
+    headers.add("B", "3")
+    assert headers.items_raw()[-1] == ("B", "3")
+    assert headers["b"] == "3"
+    with pytest.raises(AttributeError):
+        headers.nothing  # noqa: B018  # only the fields are filled in on first use

@@ -72,9 +72,15 @@ class HttpHandler(reactorkit.Handler):
         if out.queue or out.running or out.stream or out.paused or self._closing:
             core.feed(data)
         else:
-            head = core.receive_request(data)
-            if head is not None:  # the common case: one whole bodyless request, nothing ahead
-                out.answer(self._request_of(head), self._reactor.time)
+            simple = core.receive_simple(data)
+            if simple is not None:  # the commonest case: one simple request, nothing ahead
+                request = build_request(*simple, self._scheme, self._peer, self._listener)
+            elif (head := core.receive_request(data)) is not None:  # one bodyless request
+                request = self._request_of(head)
+            else:
+                request = None
+            if request is not None:
+                out.answer(request, self._reactor.time)
                 out.flush()
                 if (
                     core.their_state is _IDLE

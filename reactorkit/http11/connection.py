@@ -30,7 +30,15 @@ from reactorkit.http11.framing import (
     Refused,
     check_request_line,
 )
-from reactorkit.http11.head import check_head, simple_head
+from reactorkit.http11.head import (
+    FRAMING_NAMES,
+    KNOWN_HOSTS,
+    QUICK,
+    FieldsText,
+    check_head,
+    known_host,
+    simple_head,
+)
 from reactorkit.http11.responses import (
     CONTINUE,
     LENGTH_LINES,
@@ -44,7 +52,7 @@ from reactorkit.http11.responses import (
     status_line,
 )
 from reactorkit.http11.state import CLIENT_TRANSITIONS, SERVER_TRANSITIONS, State
-from reactorkit.web import Response
+from reactorkit.web import Headers, Response
 
 __all__ = ["ServerConnection"]
 
@@ -58,6 +66,7 @@ _ANSWERED = SERVER_TRANSITIONS[_IDLE, "response"]
 # Methods decoded once; another token is decoded per request.
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 # Per request not yet answered: (is HEAD, HTTP/1.0, keep-alive), shared, not rebuilt.
+_HOST_ONLY = ["\nhost:"]
 _RECORDS = [(bool(i & 4), bool(i & 2), bool(i & 1)) for i in range(8)]
 
 
@@ -92,6 +101,8 @@ class ServerConnection:
         self._max_body = self.limits.max_body_size
         # A head this short is within every size limit: simple_head may read it.
         self._simple_max = min(self.limits.max_request_line, self.limits.max_header_size)
+        self._max_lines = self.limits.max_headers + 2  # the request line, fields, the blank line
+        self._few_fields = 4 * self.limits.max_headers  # a head this short has no more fields
         # The body being read.
         self._remaining = 0  # Content-Length still to come
         self._chunked: ChunkedReader | None = None
@@ -150,6 +161,53 @@ class ServerConnection:
         self._buffer = data
         self._pos = 0
         return self._whole_head(data)
+
+    def receive_simple(self, data: bytes) -> tuple[str, str, str, Headers, str, str] | None:
+        """The commonest request in one step: ``(method, path, query, headers, host, version)``.
+
+        If ``data`` is exactly one simple head (see
+        :func:`~reactorkit.http11.head.simple_head`) with one valid Host field
+        and no Connection or Expect field, arriving with nothing buffered or
+        queued, the request is taken (complete, no body: answer it with
+        :meth:`send`) and its parts returned: the path and query as sent, the
+        fields as :class:`~reactorkit.Headers` split when first read. No event
+        is made. Anything else returns None and takes nothing: use
+        :meth:`receive_request` or :meth:`feed`. What it returns is what
+        :meth:`receive_request` gives (``tests/test_http11_head.py``).
+        """
+        if (
+            self.their_state is not _IDLE
+            or self._events
+            or self._pos < len(self._buffer)
+            or type(data) is not bytes
+            or len(data) > self._simple_max
+        ):
+            return None
+        text = data.decode("latin-1")
+        match = QUICK.fullmatch(text)  # exactly one head: it ends at the only blank line
+        if match is None:
+            return None
+        # Field names are tokens right after a line's LF and values hold no
+        # LF: a field is found by its LF. Only Host, and only once.
+        low = text.lower()
+        if FRAMING_NAMES.findall(low) != _HOST_ONLY or (
+            len(data) > self._few_fields and text.count("\n") > self._max_lines
+        ):
+            return None
+        start = low.find("\nhost:") + 6
+        host = text[start : text.find("\r", start)].strip(" \t")
+        if host not in KNOWN_HOSTS and not known_host(host):
+            return None
+        method, path, query, minor = match.groups()
+        old = minor == "0"
+        self._version = version = "1.0" if old else "1.1"
+        # No Connection field: HTTP/1.1 keeps the connection, HTTP/1.0 closes it.
+        self._unanswered.append(_RECORDS[(method == "HEAD") * 4 + old * 2 + (not old)])
+        self.their_state = _HEAD_DONE_CLOSE if old else _HEAD_DONE
+        self._buffer = b""
+        self._pos = 0
+        headers = FieldsText(text, match.end(4) + 2)
+        return method, path, query or "", headers, host, version
 
     def feed_eof(self) -> None:
         """The client shut down its sending side."""

@@ -26,17 +26,28 @@ Sans-IO: bytes in, strings out; no socket, timer or logger.
 from __future__ import annotations
 
 import re
-from typing import Final
+from typing import Any, Final
 
 from reactorkit.http11.events import Request
 from reactorkit.http11.framing import Refused, split_target, valid_authority
+from reactorkit.web import Headers
 
-__all__ = ["check_head", "simple_head"]
+__all__ = [
+    "FIELDS",
+    "FRAMING_NAMES",
+    "HEAD",
+    "KNOWN_HOSTS",
+    "QUICK",
+    "FieldsText",
+    "check_head",
+    "known_host",
+    "simple_head",
+]
 
 # The request fields the core reads itself; every other one is only passed on.
 _FRAMING = frozenset({"host", "content-length", "transfer-encoding", "connection", "expect"})
 # Host values already found valid (RFC 9110 section 7.2), shared by every connection.
-_VALID_HOSTS: set[str] = set()
+KNOWN_HOSTS: Final[set[str]] = set()
 _HOSTS_KEPT: Final = 256
 
 _TCHAR: Final = r"!#$%&'*+.^_`|~0-9A-Za-z-"  # RFC 9110 section 5.6.2
@@ -47,10 +58,43 @@ _VALUE: Final = r"(?:[\x21-\x7e]++(?:[ \t]++[\x21-\x7e]++)*+)?"
 _FIELD: Final = (
     rf"(?!(?i:content-length|transfer-encoding):)[{_TCHAR}]++:[ \t]*+{_VALUE}[ \t]*+\r\n"
 )
-# RFC 3986's pchar, "/" and "?": what an origin-form target holds (no "#").
-_TARGET: Final = r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*+"
-_HEAD = re.compile(rf"(GET|HEAD) ({_TARGET}) HTTP/1\.([01])\r\n(?:{_FIELD})*+\r\n")
-_FIELDS = re.compile(rf"([{_TCHAR}]++):[ \t]*+({_VALUE})[ \t]*+\r\n")
+# RFC 3986's pchar and "/" (a path), and "?" (a query): an origin-form target (no "#").
+_PATH: Final = r"/[A-Za-z0-9\-._~!$&'()*+,;=:@/%]*+"
+_QUERY: Final = r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*+"
+_TARGET: Final = rf"{_PATH}(?:\?{_QUERY})?"
+HEAD: Final = re.compile(rf"(GET|HEAD) ({_TARGET}) HTTP/1\.([01])\r\n(?:{_FIELD})*+\r\n")
+FIELDS: Final = re.compile(rf"([{_TCHAR}]++):[ \t]*+({_VALUE})[ \t]*+\r\n")
+# The same heads as HEAD without its field groups, and with Content-Length
+# and Transfer-Encoding allowed: whoever uses it looks for those itself.
+# Groups: method, path, query (None without "?"), minor version.
+QUICK: Final = re.compile(
+    rf"(GET|HEAD) ({_PATH})(?:\?({_QUERY}))? HTTP/1\.([01])\r\n"
+    rf"(?:[{_TCHAR}]++:[\t\x20-\x7e]*+\r\n)*+\r\n"
+)
+# In a head's lower-cased text that QUICK matched, the fields the core reads.
+FRAMING_NAMES: Final = re.compile(r"\n(?:host|connection|expect|content-length|transfer-encoding):")
+
+
+class FieldsText(Headers):
+    """The fields of a head QUICK matched, split (by FIELDS) only when first read.
+
+    A route that reads no header costs no list of fields. Built by
+    :meth:`~reactorkit.http11.ServerConnection.receive_simple`.
+    """
+
+    __slots__ = ("_start", "_text")
+
+    def __init__(self, text: str, start: int) -> None:
+        self._text = text
+        self._start = start
+        self._map = None  # _items is left unset: __getattr__ fills it
+
+    def __getattr__(self, name: str) -> Any:
+        if name != "_items":
+            raise AttributeError(name)
+        items: list[tuple[str, str]] = FIELDS.findall(self._text, self._start)
+        self._items = items
+        return items
 
 
 def simple_head(data: bytes) -> tuple[str, str, str, list[tuple[str, str]]] | None:
@@ -61,7 +105,7 @@ def simple_head(data: bytes) -> tuple[str, str, str, list[tuple[str, str]]] | No
     field count, sizes) are the caller's to check.
     """
     text = data.decode("latin-1")
-    match = _HEAD.fullmatch(text)
+    match = HEAD.fullmatch(text)
     if match is None:
         return None
     method, target, minor = match.groups()
@@ -69,8 +113,24 @@ def simple_head(data: bytes) -> tuple[str, str, str, list[tuple[str, str]]] | No
         method,
         target,
         "1.1" if minor == "1" else "1.0",
-        _FIELDS.findall(text, match.end(3) + 2),
+        FIELDS.findall(text, match.end(3) + 2),
     )
+
+
+def known_host(host: str) -> bool:
+    """Whether ``host`` is a valid Host value (RFC 9110 section 7.2), remembered once it was.
+
+    Most requests name one of a few hosts: the set is checked first, and
+    kept small (a client varying its Host cannot grow it).
+    """
+    if host in KNOWN_HOSTS:
+        return True
+    if not valid_authority(host):
+        return False
+    if len(KNOWN_HOSTS) >= _HOSTS_KEPT:
+        KNOWN_HOSTS.clear()
+    KNOWN_HOSTS.add(host)
+    return True
 
 
 def check_head(
@@ -125,12 +185,8 @@ def check_head(
             raise Refused(400, "more than one Host header field")
         if version == "1.1":
             raise Refused(400, "an HTTP/1.1 request needs a Host header field")
-    elif host not in _VALID_HOSTS:
-        if not valid_authority(host):
-            raise Refused(400, f"invalid Host: {host!r}")
-        if len(_VALID_HOSTS) >= _HOSTS_KEPT:
-            _VALID_HOSTS.clear()  # a client varying its Host cannot grow it
-        _VALID_HOSTS.add(host)  # most requests name one of a few hosts
+    elif host not in KNOWN_HOSTS and not known_host(host):
+        raise Refused(400, f"invalid Host: {host!r}")
     if target[:1] == "/" and "?" not in target and "#" not in target:
         path, query, authority = target, "", None  # origin-form without a query
     else:
