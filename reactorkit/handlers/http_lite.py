@@ -80,8 +80,7 @@ class HttpHandler(reactorkit.Handler):
             else:
                 request = None
             if request is not None:
-                out.answer(request, self._reactor.time)
-                out.flush()
+                out.answer_now(request, self._reactor.time)
                 if (
                     core.their_state is _IDLE
                     and self._reading

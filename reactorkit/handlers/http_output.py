@@ -72,6 +72,7 @@ class Output:
         "_max_requests",
         "_parts",
         "_peer",
+        "_plain",
         "_requests",
         "_scheme",
         "_served",
@@ -104,6 +105,8 @@ class Output:
         self._served = 0
         self._log = site.options.access_log
         self._requests = site.requests  # per-route metrics, None when not observed
+        # Nothing to do for a response but write it (answer_now).
+        self._plain = not (self._log or self._requests is not None or self._max_requests)
         self._peer = connection.peername
         self._scheme = "https" if connection.is_tls else "http"
         self._parts: list[bytes] = []
@@ -140,13 +143,37 @@ class Output:
             self.answer(*queue.popleft())
             self.flush_if_full()
 
+    def answer_now(self, request: reactorkit.Request, started: float) -> None:
+        """Answer ``request``, with nothing ahead of it, and write what is ready.
+
+        The commonest response (see
+        :meth:`~reactorkit.http11.ServerConnection.send_common`) is written
+        at once when nothing else is to be done for it: no access log, no
+        per-route metrics, no ``max_requests``, not closing.
+        """
+        answer = self._dispatch(request)
+        if self._plain and not self.closing and type(answer) is _Response:
+            data = self._core.send_common(answer, date_line())
+            if data is not None:
+                self._connection.write(data)
+                return
+        self._answer(request, answer, started)
+        self.flush()
+
     def answer(self, item: reactorkit.Request | http11.Error, started: float) -> None:
         """Answer ``item`` now: an error's response, or what the site dispatches."""
         if type(item) is _ERROR:
             self.send(None, error_response(item.status, item.reason), started)
             return
         request: reactorkit.Request = item  # type: ignore[assignment]
-        answer = self._dispatch(request)
+        self._answer(request, self._dispatch(request), started)
+
+    def _answer(
+        self,
+        request: reactorkit.Request,
+        answer: reactorkit.Response | reactorkit.Route | Any,
+        started: float,
+    ) -> None:
         if type(answer) is _Response:
             self.send(request, answer, started)
         elif isinstance(answer, _Route):  # blocking: its answer comes later

@@ -65,9 +65,11 @@ _HEAD_DONE_CLOSE = CLIENT_TRANSITIONS[_HEAD, "head, no body, close"]
 _ANSWERED = SERVER_TRANSITIONS[_IDLE, "response"]
 # Methods decoded once; another token is decoded per request.
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
-# Per request not yet answered: (is HEAD, HTTP/1.0, keep-alive), shared, not rebuilt.
+# What receive_simple's search of a head finds in the heads it takes.
 _HOST_ONLY = ["\nhost:"]
+# Per request not yet answered: (is HEAD, HTTP/1.0, keep-alive), shared, not rebuilt.
 _RECORDS = [(bool(i & 4), bool(i & 2), bool(i & 1)) for i in range(8)]
+_KEEP_ALIVE = _RECORDS[1]  # a keep-alive HTTP/1.1 request other than HEAD: the commonest
 
 
 @final
@@ -563,6 +565,57 @@ class ServerConnection:
 
     # -- output -------------------------------------------------------------
 
+    def send_common(self, response: Response, date: bytes) -> bytes | None:
+        """The bytes of the commonest response, or None: then use :meth:`send`.
+
+        The commonest response has its body in hand (``bytes`` or ``str``),
+        no fields of its own, a status with a body, and answers a keep-alive
+        HTTP/1.1 request that is not ``HEAD``: it is made of pre-encoded
+        lines and leaves the connection as it was. Anything else is None,
+        nothing sent; :meth:`send` answers it or explains the refusal.
+        """
+        unanswered = self._unanswered
+        if (
+            not unanswered
+            or unanswered[0] is not _KEEP_ALIVE
+            or self.our_state is not _IDLE
+            or response.headers
+        ):
+            return None
+        body = response.body
+        content_type = response.content_type
+        if type(body) is not bytes:
+            if type(body) is not str:
+                return None
+            try:
+                body = body.encode()
+            except UnicodeEncodeError:
+                return None
+            if content_type is None:
+                content_type = "text/plain; charset=utf-8"
+        # What plain_prefix() would look up; a content type of another type
+        # (a list is unhashable) takes the general path, which refuses it.
+        status = response.status
+        by_status = (
+            PREFIXES.get(content_type)
+            if content_type is None or type(content_type) is str
+            else None
+        )
+        prefix = by_status.get(status) if by_status and type(status) is int else None
+        if prefix is None:
+            try:
+                prefix = plain_prefix(status, content_type)
+            except HttpProtocolError:
+                return None  # send() refuses it
+            if prefix is None:
+                return None
+        unanswered.popleft()
+        self.our_state = _ANSWERED
+        size = len(body)
+        return b"".join(
+            (prefix, date, LENGTH_LINES[size] if size < 1024 else length_line(size), body)
+        )
+
     def send(self, response: Response, *, date: bytes = b"", close: bool = False) -> bytes:
         """The bytes of ``response`` to the oldest unanswered request.
 
@@ -580,6 +633,10 @@ class ServerConnection:
                 a field or the body has the wrong type or is not valid (CR,
                 LF, NUL, a bad name): nothing was sent, answer something else.
         """
+        if not close:
+            data = self.send_common(response, date)
+            if data is not None:
+                return data
         unanswered = self._unanswered
         if not unanswered or self.our_state is not _IDLE:
             raise HttpProtocolError(f"no request to answer (server state {self.our_state.value})")
@@ -594,22 +651,6 @@ class ServerConnection:
                 raise HttpProtocolError(f"a str body that UTF-8 cannot encode: {exc}") from None
             if content_type is None:
                 content_type = "text/plain; charset=utf-8"
-        if type(body) is bytes and keep_alive and not (close or old or is_head or response.headers):
-            # The common response: a body in hand to a keep-alive HTTP/1.1
-            # request, no fields of its own: pre-encoded lines, state unchanged.
-            # What plain_prefix() would look up; a content type of another type
-            # (a list is unhashable) takes the general path, which refuses it.
-            hashable = content_type is None or type(content_type) is str
-            by_status = PREFIXES.get(content_type) if hashable else None
-            prefix = by_status.get(status) if by_status and type(status) is int else None
-            if prefix is None:
-                prefix = plain_prefix(status, content_type)
-            if prefix is not None:
-                unanswered.popleft()
-                self.our_state = _ANSWERED
-                size = len(body)
-                length = LENGTH_LINES[size] if size < 1024 else length_line(size)
-                return b"".join((prefix, date, length, body))
         if type(status) is not int or not 200 <= status <= 599:
             # RFC 9110 section 15: a final status is 2xx-5xx; a 1xx here
             # would be read as interim and the next response taken for this one.

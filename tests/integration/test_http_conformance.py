@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import contextlib
+import http.client
 import json
 import logging
 import os
@@ -125,6 +126,7 @@ ODD: dict[str, Any] = {
     "headers-not-iterable": {"headers": 5},
     "content-type-int": {"content_type": 5},
     "content-type-list": {"content_type": ["text/plain"]},  # unhashable: no cache lookup
+    "content-type-crlf": {"content_type": "text/plain\r\nX-Evil: 1"},  # response splitting
     "body-int": {"body": 123},
 }
 
@@ -476,6 +478,29 @@ def test_a_routes_content_length_is_not_sent_beside_the_servers(web: RunningServ
     assert head.count(b"content-length") == 1
     assert b"content-length: 3" in head
     assert statuses(reply) == [200, 200]
+
+
+@pytest.mark.parametrize("kind", sorted(ODD))
+def test_an_odd_response_to_a_lone_keep_alive_request_gets_a_500_too(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Alone in its read, with no access log, the request takes the shortest
+    # path (receive_simple, send_common): the refusal must hold there too.
+    options = {"max_body_size": 1000, "access_log": False}
+    with (
+        serve(handler="http-lite", plugins=[Routes()], options=options) as web,
+        contextlib.closing(http.client.HTTPConnection(*web.address(), timeout=10)) as conn,
+    ):
+        conn.request("GET", f"/odd/{kind}")
+        reply = conn.getresponse()
+        assert reply.status == 500
+        assert reply.getheader("X-Evil") is None
+        reply.read()
+        conn.request("GET", "/canary")
+        canary = conn.getresponse()
+        assert (canary.status, canary.read()) == (200, CANARY_BODY)
+    assert "refused to send the response" in caplog.text
+    assert "Traceback" not in caplog.text
 
 
 @pytest.mark.parametrize("route", ["odd", "odd-blocking"])
