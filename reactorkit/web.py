@@ -132,6 +132,20 @@ class Request:
     listener: Listener | None = None
     route: Route | None = None
 
+    if not TYPE_CHECKING:  # to a type checker every attribute is set, as it is to a reader
+
+        def __getattr__(self, name: str) -> Any:
+            # Only for a slot build_request left unset: its value, made on first read.
+            if name == "query":
+                string = self.query_string
+                value: Any = urllib.parse.parse_qs(string) if string else {}
+            elif name in _LAZY:
+                value = _LAZY[name]()
+            else:
+                raise AttributeError(f"'Request' object has no attribute {name!r}")
+            object.__setattr__(self, name, value)
+            return value
+
     def text(self, encoding: str = "utf-8") -> str:
         """The body decoded (invalid bytes replaced)."""
         return self.body.decode(encoding, "replace")
@@ -146,6 +160,14 @@ class Request:
 
 
 _new = object.__new__
+# What build_request leaves unset until it is read (Request.__getattr__), and
+# query, parsed from query_string.
+_LAZY: dict[str, Callable[[], Any]] = {
+    "body": bytes,
+    "trailers": Headers,
+    "captures": dict,
+    "route": lambda: None,
+}
 
 
 def build_request(
@@ -161,18 +183,18 @@ def build_request(
 ) -> Request:
     """The :class:`Request` of a parsed head: a server's path, cheaper than ``Request(...)``.
 
-    ``path`` is ``raw_path`` percent-decoded and ``query`` the parsed
-    ``query_string``; ``fields`` become the headers as they are (a list is
-    wrapped, not copied; a :class:`Headers` is used itself); ``body``,
-    ``trailers`` and ``captures`` are empty. Every attribute is set,
-    exactly as the attrs constructor would set it
-    (``tests/test_web.py`` compares the two).
+    ``path`` is ``raw_path`` percent-decoded; ``fields`` become the headers
+    as they are (a list is wrapped, not copied; a :class:`Headers` is used
+    itself). What a route may never read is made when it first does:
+    ``query`` (parsed from ``query_string``), and the empty ``body``,
+    ``trailers`` and ``captures`` and ``route``. Every attribute reads
+    exactly as the attrs constructor would set it (``tests/test_web.py``
+    compares the two).
     """
     request: Request = _new(Request)
     request.method = method
     request.path = urllib.parse.unquote(raw_path) if "%" in raw_path else raw_path
     request.raw_path = raw_path
-    request.query = urllib.parse.parse_qs(query_string) if query_string else {}
     request.query_string = query_string
     if type(fields) is list:
         headers: Headers = _new(Headers)
@@ -181,18 +203,11 @@ def build_request(
         request.headers = headers
     else:
         request.headers = fields  # type: ignore[assignment]  # a Headers, used as it is
-    request.body = b""
-    trailers: Headers = _new(Headers)
-    trailers._items = []
-    trailers._map = None
-    request.trailers = trailers
     request.host = host
     request.http_version = http_version
     request.scheme = scheme
     request.peer = peer
-    request.captures = {}
     request.listener = listener
-    request.route = None
     return request
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import attrs
+import pytest
 
 import reactorkit
 from reactorkit.web import build_request
@@ -34,3 +35,15 @@ def test_build_request_sets_every_attribute_as_the_constructor_does() -> None:
     assert fast.headers["accept"] == "*/*"
     fast.trailers.add("X", "1")  # each request has its own, mutable, empty trailers
     assert not build_request("GET", "/", "", [], "", "1.1", "http", None, None).trailers
+
+
+def test_what_build_request_leaves_unset_reads_as_set() -> None:
+    fast = build_request("GET", "/", "a=1", [], "x", "1.1", "http", None, None)
+    assert "query={'a': ['1']}" in repr(fast)  # made on first read, then kept
+    assert fast.query is fast.query
+    assert attrs.evolve(fast, body=b"x").body == b"x"
+    assert (fast.body, fast.route, fast.captures) == (b"", None, {})
+    fast.body = b"set"
+    assert fast.body == b"set"
+    with pytest.raises(AttributeError, match="nothing"):
+        fast.nothing  # noqa: B018  # an unknown name is still an AttributeError

@@ -88,14 +88,10 @@ class Deadlines:
         reading resumes.
         """
         if state is _IDLE:
-            self._head_since = self._body_since = None
             if idle:
-                now = self._idle_since = self._reactor.time
-                due = now + self._keepalive
-                if self._timer is None or self._due > due:
-                    self._arm(due)
+                self.idle()
             else:
-                self._idle_since = None
+                self._head_since = self._body_since = self._idle_since = None
             return
         self._idle_since = None
         if not reading:
@@ -115,6 +111,14 @@ class Deadlines:
                 self._arm(now + self._body)
         else:
             self._head_since = self._body_since = None
+
+    def idle(self) -> None:
+        """``update(IDLE, True)``: nothing to do until the next request; keep-alive restarts."""
+        self._head_since = self._body_since = None
+        now = self._idle_since = self._reactor.time
+        due = now + self._keepalive
+        if self._timer is None or self._due > due:
+            self._arm(due)
 
     def cancel(self) -> None:
         """Stop the timer (the connection is gone)."""

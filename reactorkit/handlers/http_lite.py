@@ -71,25 +71,18 @@ class HttpHandler(reactorkit.Handler):
         core, out = self._core, self._out
         if out.queue or out.running or out.stream or out.paused or self._closing:
             core.feed(data)
-        else:
-            simple = core.receive_simple(data)
-            if simple is not None:  # the commonest case: one simple request, nothing ahead
-                request = build_request(*simple, self._scheme, self._peer, self._listener)
-            elif (head := core.receive_request(data)) is not None:  # one bodyless request
-                request = self._request_of(head)
+        elif (simple := core.receive_simple(data)) is not None:
+            # The commonest case: one simple request, nothing ahead of it.
+            request = build_request(*simple, self._scheme, self._peer, self._listener)
+            if out.answer_now(request, self._reactor.time) and self._reading and not out.paused:
+                self._deadlines.idle()  # all _settle would do
             else:
-                request = None
-            if request is not None:
-                out.answer_now(request, self._reactor.time)
-                if (
-                    core.their_state is _IDLE
-                    and self._reading
-                    and not (out.paused or out.is_busy())
-                ):
-                    self._deadlines.update(_IDLE, True)  # all _settle would do
-                else:
-                    self._settle()
-                return
+                self._settle()
+            return
+        elif (head := core.receive_request(data)) is not None:  # one bodyless request
+            out.answer_now(self._request_of(head), self._reactor.time)
+            self._settle()
+            return
         self._advance()
 
     def eof_received(self) -> bool:

@@ -143,22 +143,24 @@ class Output:
             self.answer(*queue.popleft())
             self.flush_if_full()
 
-    def answer_now(self, request: reactorkit.Request, started: float) -> None:
+    def answer_now(self, request: reactorkit.Request, started: float) -> bool:
         """Answer ``request``, with nothing ahead of it, and write what is ready.
 
         The commonest response (see
         :meth:`~reactorkit.http11.ServerConnection.send_common`) is written
         at once when nothing else is to be done for it: no access log, no
-        per-route metrics, no ``max_requests``, not closing.
+        per-route metrics, no ``max_requests``, not closing. Returns True
+        when it was: the connection is as it was before the request came.
         """
         answer = self._dispatch(request)
         if self._plain and not self.closing and type(answer) is _Response:
             data = self._core.send_common(answer, date_line())
             if data is not None:
                 self._connection.write(data)
-                return
+                return True
         self._answer(request, answer, started)
         self.flush()
+        return False
 
     def answer(self, item: reactorkit.Request | http11.Error, started: float) -> None:
         """Answer ``item`` now: an error's response, or what the site dispatches."""

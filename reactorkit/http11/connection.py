@@ -65,6 +65,7 @@ _HEAD_DONE_CLOSE = CLIENT_TRANSITIONS[_HEAD, "head, no body, close"]
 _ANSWERED = SERVER_TRANSITIONS[_IDLE, "response"]
 # Methods decoded once; another token is decoded per request.
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+_new = object.__new__
 # What receive_simple's search of a head finds in the heads it takes.
 _HOST_ONLY = ["\nhost:"]
 # Per request not yet answered: (is HEAD, HTTP/1.0, keep-alive), shared, not rebuilt.
@@ -208,7 +209,10 @@ class ServerConnection:
         self.their_state = _HEAD_DONE_CLOSE if old else _HEAD_DONE
         self._buffer = b""
         self._pos = 0
-        headers = FieldsText(text, match.end(4) + 2)
+        headers = _new(FieldsText)  # FieldsText(text, start), without the call to __init__
+        headers._text = text
+        headers._start = match.end(4) + 2
+        headers._map = None
         return method, path, query or "", headers, host, version
 
     def feed_eof(self) -> None:
