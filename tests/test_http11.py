@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import itertools
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -461,3 +462,19 @@ def test_a_float_status_is_refused_even_when_its_int_is_cached() -> None:
             continue
         with pytest.raises(reactorkit.HttpProtocolError, match="not a final status"):
             conn.send(reactorkit.Response(status=status, body=b"ok", content_type="text/plain"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("keep_alive", [True, False])
+def test_an_http_status_member_is_sent_as_its_number(keep_alive: bool) -> None:
+    # HTTPStatus.CREATED is an int: routes use it. bool is an int too, and not a status.
+    head = b"GET / HTTP/1.1\r\nHost: x\r\n%s\r\n" % (
+        b"" if keep_alive else b"Connection: close\r\n"
+    )
+    conn = ServerConnection(LIMITS)
+    assert conn.receive_request(head) is not None
+    out = conn.send(reactorkit.Response(status=HTTPStatus.CREATED, body=b"ok"), date=b"")
+    assert out.startswith(b"HTTP/1.1 201 Created\r\n")
+    conn = ServerConnection(LIMITS)
+    assert conn.receive_request(head) is not None
+    with pytest.raises(reactorkit.HttpProtocolError, match="not a final status"):
+        conn.send(reactorkit.Response(status=True, body=b"ok"), date=b"")

@@ -62,7 +62,6 @@ _BODY = State.BODY
 # The common path's transitions, read from the tables once (the tables stay the rule).
 _HEAD_DONE = CLIENT_TRANSITIONS[_HEAD, "head, no body"]
 _HEAD_DONE_CLOSE = CLIENT_TRANSITIONS[_HEAD, "head, no body, close"]
-_ANSWERED = SERVER_TRANSITIONS[_IDLE, "response"]
 # Methods decoded once; another token is decoded per request.
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 _new = object.__new__
@@ -203,7 +202,6 @@ class ServerConnection:
             return None
         method, path, query, minor = match.groups()
         old = minor == "0"
-        self._version = version = "1.0" if old else "1.1"
         # No Connection field: HTTP/1.1 keeps the connection, HTTP/1.0 closes it.
         self._unanswered.append(_RECORDS[(method == "HEAD") * 4 + old * 2 + (not old)])
         self.their_state = _HEAD_DONE_CLOSE if old else _HEAD_DONE
@@ -213,7 +211,7 @@ class ServerConnection:
         headers._text = text
         headers._start = match.end(4) + 2
         headers._map = None
-        return method, path, query or "", headers, host, version
+        return method, path, query or "", headers, host, "1.0" if old else "1.1"
 
     def feed_eof(self) -> None:
         """The client shut down its sending side."""
@@ -613,8 +611,7 @@ class ServerConnection:
                 return None  # send() refuses it
             if prefix is None:
                 return None
-        unanswered.popleft()
-        self.our_state = _ANSWERED
+        unanswered.popleft()  # our state stays IDLE: the response is whole
         size = len(body)
         return b"".join(
             (prefix, date, LENGTH_LINES[size] if size < 1024 else length_line(size), body)
@@ -655,6 +652,8 @@ class ServerConnection:
                 raise HttpProtocolError(f"a str body that UTF-8 cannot encode: {exc}") from None
             if content_type is None:
                 content_type = "text/plain; charset=utf-8"
+        if type(status) is not int and isinstance(status, int) and type(status) is not bool:
+            status = int(status)  # an IntEnum: HTTPStatus.CREATED
         if type(status) is not int or not 200 <= status <= 599:
             # RFC 9110 section 15: a final status is 2xx-5xx; a 1xx here
             # would be read as interim and the next response taken for this one.
