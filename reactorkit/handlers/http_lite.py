@@ -1,6 +1,7 @@
 """http-lite: a small, correct HTTP/1.1 server whose routes come from plugins.
 
 This module is the glue. :mod:`reactorkit.http11` speaks the protocol;
+:mod:`.http_input` makes its events into complete requests;
 :mod:`.http_site` says what answers a request; :mod:`.http_output` writes
 the answers (batched, streamed, logged); :mod:`.http_deadlines` keeps the
 timeouts. Here, per connection: feed what arrives to the core, answer
@@ -15,11 +16,10 @@ connection's high-water mark, and no response is produced while it is.
 
 from __future__ import annotations
 
-from typing import Any
-
 import reactorkit
 from reactorkit import http11
 from reactorkit.handlers.http_deadlines import Deadlines
+from reactorkit.handlers.http_input import Input
 from reactorkit.handlers.http_output import Output
 from reactorkit.handlers.http_site import HttpOptions, HttpSite
 from reactorkit.routes import RouteTable
@@ -27,7 +27,6 @@ from reactorkit.web import build_request
 
 __all__ = ["HttpHandler", "HttpOptions", "HttpSite", "RouteTable"]
 
-_REQUEST, _END, _DATA, _ERROR = http11.Request, http11.EndOfMessage, http11.Data, http11.Error
 _IDLE, _HEAD, _BODY = http11.State.IDLE, http11.State.HEAD, http11.State.BODY
 _MUST_CLOSE = http11.State.MUST_CLOSE
 _LIMITS = {"header block": "header_timeout", "body": "body_timeout"}  # reactorkit.observe
@@ -42,16 +41,12 @@ class HttpHandler(reactorkit.Handler):
         self.options = site.options
         self._core = http11.ServerConnection(site.limits)
         self._max_pending = site.options.max_pending
-        self._head: http11.Request | None = None  # the request whose body is arriving
-        self._started = 0.0
-        self._body = bytearray()  # not a list: a body in many small reads stays its size
         self._closing = False  # EOF or shutdown: answer what came, then close
         self._shutdown = False
         # Shutdown began while idle: a request may be on its way. Read on until
         # drain_grace passes; one that comes is answered with Connection: close.
         self._grace = False
         self._reading = True
-        self._want_continue = False
 
     def connection_made(self, connection: reactorkit.Transport) -> None:
         self.connection = connection
@@ -60,6 +55,7 @@ class HttpHandler(reactorkit.Handler):
         self._scheme = "https" if connection.is_tls else "http"
         self._listener = self.site.listener
         self._out = Output(self.site, self._core, connection, self._advance, self._is_last)
+        self._in = Input(self._core, connection, self._listener, self._out, self._max_pending)
         if self._listener is not None and self._listener.closing:
             # Accepted from the backlog at shutdown: what it sent already is
             # answered, the last response with Connection: close.
@@ -80,7 +76,7 @@ class HttpHandler(reactorkit.Handler):
                 self._settle()
             return
         elif (head := core.receive_request(data)) is not None:  # one bodyless request
-            out.answer_now(self._request_of(head), self._reactor.time)
+            out.answer_now(self._in.request_of(head), self._reactor.time)
             self._settle()
             return
         self._advance()
@@ -95,7 +91,7 @@ class HttpHandler(reactorkit.Handler):
     def shutdown_requested(self) -> None:
         self._closing = self._out.closing = self._shutdown = True
         core = self._core
-        idle = not (self._out.queue or self._out.is_busy() or self._head or core.buffered)
+        idle = not (self._out.queue or self._out.is_busy() or self._in.head or core.buffered)
         if self.options.drain_grace > 0 and idle and core.their_state is _IDLE:
             self._grace = True
             self._reactor.call_later(self.options.drain_grace, self._grace_over)
@@ -120,64 +116,24 @@ class HttpHandler(reactorkit.Handler):
         self._advance()
 
     def _advance(self) -> None:
-        core, out, connection = self._core, self._out, self.connection
-        queue = out.queue
+        core, out, connection, input_ = self._core, self._out, self.connection, self._in
         while not connection.is_closing():
-            more = True
-            while len(queue) < self._max_pending:
-                event: Any = core.next_event()
-                kind = type(event)
-                if kind is _REQUEST:
-                    self._head, self._started = event, self._reactor.time
-                    self._want_continue = event.expects_continue
-                elif kind is _END:
-                    out.add(self._request(event), self._started)
-                elif kind is _DATA:
-                    self._body += event.data
-                else:
-                    if kind is _ERROR:
-                        queue.append((event, self._reactor.time))
-                        self._head, self._want_continue = None, False
-                    more = False
-                    break
-            if self._want_continue and (data := core.send_continue()):
+            more = input_.pull()
+            if input_.want_continue and (data := core.send_continue()):
                 out.flush()  # the responses before it, then the 100
                 connection.write(data)
-                self._want_continue = False
+                input_.want_continue = False
             out.drain()
-            if not more or queue or out.paused or out.is_busy():
+            if not more or out.queue or out.paused or out.is_busy():
                 break
         out.flush()
         self._settle()
 
-    def _request(self, end: http11.EndOfMessage) -> reactorkit.Request:
-        head = self._head
-        assert head is not None
-        self._head, self._want_continue = None, False
-        request = self._request_of(head)
-        if self._body:
-            request.body, self._body = bytes(self._body), bytearray()
-        if end.trailers:
-            request.trailers = reactorkit.Headers(end.trailers)
-        return request
-
-    def _request_of(self, head: http11.Request) -> reactorkit.Request:
-        return build_request(
-            head.method,
-            head.path,
-            head.query,
-            head.headers,
-            head.host,
-            head.http_version,
-            self._scheme,
-            self._peer,
-            self._listener,
-        )
-
     def _is_last(self) -> bool:
         core = self._core
         return (
-            not (self._out.queue or self._head or core.buffered) and core.their_state is not _HEAD
+            not (self._out.queue or self._in.head or core.buffered)
+            and core.their_state is not _HEAD
         )
 
     def _settle(self) -> None:
@@ -208,7 +164,7 @@ class HttpHandler(reactorkit.Handler):
                 connection.resume_reading()
             else:
                 connection.pause_reading()
-        self._deadlines.update(state, finished and not core.buffered, reading, self._started)
+        self._deadlines.update(state, finished and not core.buffered, reading, self._in.started)
 
     def _deadline_passed(self, what: str) -> None:
         if self.connection.is_closing():
@@ -217,9 +173,7 @@ class HttpHandler(reactorkit.Handler):
             self.connection.close()
             return
         reactorkit.limit_closed(self.connection, _LIMITS[what])
-        error = self._core.fail(408, f"request timeout: the {what} took too long")
-        self._out.queue.append((error, self._reactor.time))
-        self._head, self._want_continue = None, False  # answered by the 408
+        self._in.fail(408, f"request timeout: the {what} took too long")
         self._advance()
 
 
