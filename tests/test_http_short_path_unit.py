@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 import reactorkit
 from reactorkit import http11
+from reactorkit.errors import HttpProtocolError
 from reactorkit.handlers.http_lite import HttpHandler, HttpOptions, HttpSite
 from reactorkit.http11 import Limits, ServerConnection
 from reactorkit.testing import FakeConnection
@@ -130,6 +132,61 @@ def test_a_request_llhttp_reads_as_close_is_kept_alive_however_the_reads_fall() 
         ways.append(kinds(out))
     assert ways[0] == ways[1] == ways[2]
     assert ways[0][-2] == ("request", "GET", "/canary")
+
+
+# -- send_common and send: what a careless route returns ---------------------
+
+
+class OwnInt(int):
+    """An int whose own conversion fails: the value it holds is what is sent."""
+
+    def __int__(self) -> int:
+        raise ValueError("a route's own __int__")
+
+
+def answered(response: reactorkit.Response) -> bytes:
+    conn = ServerConnection()
+    assert conn.receive_simple(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") is not None
+    return conn.send(response)
+
+
+@pytest.mark.parametrize(
+    ("status", "line"),
+    [
+        (HTTPStatus.CREATED, b"HTTP/1.1 201 Created\r\n"),
+        (HTTPStatus.NO_CONTENT, b"HTTP/1.1 204 No Content\r\n"),
+        (OwnInt(202), b"HTTP/1.1 202 Accepted\r\n"),
+    ],
+)
+def test_an_int_subclass_status_is_sent_as_the_int_it_holds(status: int, line: bytes) -> None:
+    assert answered(reactorkit.Response(status=status, body="x")).startswith(line)
+
+
+@pytest.mark.parametrize("status", [True, 200.0, "200", None, OwnInt(99), HTTPStatus.CONTINUE])
+def test_a_status_that_is_not_a_final_int_is_refused(status: Any) -> None:
+    with pytest.raises(HttpProtocolError):
+        answered(reactorkit.Response(status=status, body="x"))
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        reactorkit.Response(body="\ud800"),
+        reactorkit.Response(body="x", content_type="text/plain\r\nX-Evil: 1"),
+        reactorkit.Response(body="x", content_type=["text/plain"]),  # type: ignore[arg-type]
+        reactorkit.Response(body="x", headers=[("X", "a\nb")]),
+    ],
+)
+def test_send_common_leaves_what_send_refuses_and_takes_nothing(
+    response: reactorkit.Response,
+) -> None:
+    conn = ServerConnection()
+    assert conn.receive_simple(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n") is not None
+    assert conn.send_common(response, b"") is None
+    assert conn.pending == 1
+    with pytest.raises(HttpProtocolError):
+        conn.send(response)
+    assert conn.send(reactorkit.Response(body="ok")).endswith(b"ok")  # still answerable
 
 
 # -- the handler: the short path and the general path mixed, reads anywhere --

@@ -669,7 +669,9 @@ class ServerConnection:
             if content_type is None:
                 content_type = "text/plain; charset=utf-8"
         if type(status) is not int and isinstance(status, int) and type(status) is not bool:
-            status = int(status)  # an IntEnum: HTTPStatus.CREATED
+            # An IntEnum (HTTPStatus.CREATED): the int it holds. A subclass's
+            # own __int__ is a route's code (it may raise): it is not called.
+            status = int.__int__(status)
         if type(status) is not int or not 200 <= status <= 599:
             # RFC 9110 section 15: a final status is 2xx-5xx; a 1xx here
             # would be read as interim and the next response taken for this one.
