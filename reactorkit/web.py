@@ -219,7 +219,10 @@ class Response:
     """What a route returns.
 
     Attributes:
-        status: the status code.
+        status: the status code, a final one (200-599): an ``int``, or an
+            ``int`` subclass such as :class:`http.HTTPStatus`, sent as the
+            number it holds. A ``bool``, a ``float`` or a ``1xx`` is refused
+            (the client gets a 500 and the log says why).
         headers: extra header fields, ``(name, value)`` pairs. ``Date``,
             ``Server``, ``Content-Length``, ``Transfer-Encoding`` and
             ``Connection`` are the server's: a route's own are dropped,

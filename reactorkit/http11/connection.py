@@ -72,6 +72,22 @@ _RECORDS = [(bool(i & 4), bool(i & 2), bool(i & 1)) for i in range(8)]
 _KEEP_ALIVE = _RECORDS[1]  # a keep-alive HTTP/1.1 request other than HEAD: the commonest
 
 
+def _llhttp(owner: ServerConnection) -> httptools.HttpRequestParser:
+    """A new llhttp parser reporting to ``owner``, lenient about keep-alive.
+
+    Whether the connection stays open is the core's decision
+    (:func:`~reactorkit.http11.head.check_head` reads Connection, RFC 9110
+    section 7.6.1), and once it is "close" llhttp is fed nothing more. llhttp
+    decides too, and differently (it takes ``Proxy-Connection`` for
+    ``Connection``): without the leniency it refuses the next request the
+    core kept the connection open for, but only when llhttp read the head
+    before it, so the answer would depend on how the reads fall.
+    """
+    parser = httptools.HttpRequestParser(owner)
+    parser.set_dangerous_leniencies(lenient_keep_alive=True)
+    return parser
+
+
 @final
 class ServerConnection:
     """The server side of one HTTP/1.x connection.
@@ -91,7 +107,7 @@ class ServerConnection:
         # Per request not yet answered: (is HEAD, HTTP/1.0, keep-alive); an
         # Error is answered too, with keep-alive off.
         self._unanswered: collections.deque[tuple[bool, bool, bool]] = collections.deque()
-        self._parser = httptools.HttpRequestParser(self)
+        self._parser = _llhttp(self)
         # The head being read.
         self._line_end = 0
         self._version = ""
@@ -386,7 +402,7 @@ class ServerConnection:
             return None
         self._pos = end
         if renew:
-            self._parser = httptools.HttpRequestParser(self)
+            self._parser = _llhttp(self)
         if self._accept(request, body):
             self._buffer = b""
             self._pos = 0
@@ -457,7 +473,7 @@ class ServerConnection:
             return
         self._pos = stop
         if renew:
-            self._parser = httptools.HttpRequestParser(self)
+            self._parser = _llhttp(self)
         if self._accept(request, body):
             self._events.append(request)
             self._complete(request)
@@ -480,7 +496,7 @@ class ServerConnection:
         self._events.append(request)
         self._close_after = not keep_alive
         self.their_state = CLIENT_TRANSITIONS[State.HEAD, "head, body"]
-        self._parser = httptools.HttpRequestParser(self)  # llhttp never sees bodies
+        self._parser = _llhttp(self)  # llhttp never sees bodies
         self._continue_owed = request.expects_continue
         if body < 0:
             self._chunked = ChunkedReader(self.limits)
@@ -653,7 +669,9 @@ class ServerConnection:
             if content_type is None:
                 content_type = "text/plain; charset=utf-8"
         if type(status) is not int and isinstance(status, int) and type(status) is not bool:
-            status = int(status)  # an IntEnum: HTTPStatus.CREATED
+            # An IntEnum (HTTPStatus.CREATED): the int it holds. A subclass's
+            # own __int__ is a route's code (it may raise): it is not called.
+            status = int.__int__(status)
         if type(status) is not int or not 200 <= status <= 599:
             # RFC 9110 section 15: a final status is 2xx-5xx; a 1xx here
             # would be read as interim and the next response taken for this one.
