@@ -164,7 +164,9 @@ class HttpHandler(reactorkit.Handler):
                 connection.resume_reading()
             else:
                 connection.pause_reading()
-        self._deadlines.update(state, finished and not core.buffered, reading, self._in.started)
+        # Answers the client has not taken (paused) are not idleness: keep-alive waits.
+        idle = finished and not core.buffered and not out.paused
+        self._deadlines.update(state, idle, reading, self._in.started)
 
     def _deadline_passed(self, what: str) -> None:
         if self.connection.is_closing():

@@ -102,6 +102,28 @@ def test_keepalive_timer_restarts_after_each_request() -> None:
     assert conn.is_closing()
 
 
+@pytest.mark.parametrize("access_log", [False, True])
+def test_keepalive_timer_waits_while_the_client_has_not_read_its_answers(
+    access_log: bool,
+) -> None:
+    # Answers above high water, unread: the server, not the client, has
+    # unfinished business. Keep-alive starts once they are taken (nginx:
+    # keepalive_timeout only while waiting for a request); the listener's
+    # idle_timeout bounds a client that never reads.
+    _, conn = handler(keepalive_timeout=2.0, access_log=access_log)
+    conn.set_write_buffer_limits(high=1500)
+    conn.block_writes()
+    while conn.is_reading:
+        conn.feed(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
+    conn.advance(6.0)
+    assert not conn.is_closing()
+    conn.drain()  # the client reads everything
+    conn.advance(1.0)
+    assert not conn.is_closing()
+    conn.advance(1.5)
+    assert conn.is_closing()
+
+
 def test_eof_after_a_request_answers_then_closes() -> None:
     _, conn = handler()
     conn.feed(b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n")
