@@ -479,7 +479,9 @@ class Reactor:
                 timeout: float | None = 0
             elif timers:
                 timeout = timers[0][0] - clock()
-                if timeout < 0:  # a comparison, not a max() call, per pass
+                # A comparison, not a max() call; against 0.0, not 0: float to
+                # float is specialized, float to int a generic rich compare.
+                if timeout < 0.0:
                     timeout = 0
             else:
                 timeout = None
