@@ -16,6 +16,8 @@ passed in, a ``selectors`` selector.
   descriptor unregistered by an earlier callback of the same batch gets no
   call, nor does one registered by it: its number may be a closed
   descriptor's, reused by an accept, whose event this batch still holds.
+  (The poller keeps a registration aside until just before its next poll,
+  so the lookup itself misses: no test per event.)
   Whoever registers decides what that callable is (a connection's bound
   ``_on_event``, a listener's ``_accept_ready``).
 * Each loop iteration: compute the timeout (0 when callbacks are ready or
@@ -470,7 +472,8 @@ class Reactor:
         # one request, and every call here is paid per request.
         poll = poller.epoll.poll
         callbacks = poller.callbacks
-        fresh = poller.fresh
+        pending = poller.pending
+        take_pending = poller.take_pending
         ready_mask = poller.ready_mask
         ready = self._ready
         timers = self._timers
@@ -486,18 +489,18 @@ class Reactor:
                     timeout = 0
             else:
                 timeout = None
+            if pending:
+                take_pending()
             events = poll(timeout, len(callbacks))
             self.time = now = clock()
-            if fresh:
-                fresh.clear()
             for fd, epoll_events in events:
                 try:
                     callback = callbacks[fd]
                 except KeyError:
-                    continue  # unregistered by a callback earlier in this batch
-                if fresh and fd in fresh:
-                    # Closed and its number reused (an accept) by a callback
-                    # earlier in this batch: the event was the old file's.
+                    # Unregistered by a callback earlier in this batch, and
+                    # perhaps its number reused since (an accept): a new
+                    # registration waits in poller.pending until the next
+                    # poll, so the event, the old file's, finds no callback.
                     continue
                 try:
                     # EPOLLIN alone is EVENT_READ: the common case needs no lookup.
