@@ -298,7 +298,13 @@ class LineCommandHandler(reactorkit.LineHandler):
             text = '"'  # the general path answers it
         words = [] if '"' in text or "'" in text else text.split()
         table = self.table
-        entry = table.fast.get(words[0].upper()) if words else None
+        if words:
+            # Names are upper case: most clients send them so, and upper()
+            # would copy the word only to find it unchanged.
+            fast = table.fast
+            entry = fast.get(words[0]) or fast.get(words[0].upper())
+        else:
+            entry = None
         if entry is None or not entry[1] <= len(words) - 1 <= entry[2]:
             super().data_received(data)  # quotes, unknown, arity, blocking, QUIT...
             return
