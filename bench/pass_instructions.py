@@ -6,9 +6,9 @@ Two counts, each the difference of two runs (1000 and 3000 requests) over
 2000, so start-up is excluded:
 
 * **echo pass**: a real :class:`reactorkit.Reactor` loop, an echo
-  ``Connection`` on one end of a TCP socket pair and, in the same loop, a
+  ``Connection`` on one end of a socket pair and, in the same loop, a
   closed-loop client on the other end (64-byte requests). Each request is
-  one full server pass (poll, clock, dispatch, ``recv``, ``send``) plus the
+  one full server pass (poll, clock, dispatch, read, write) plus the
   client's pass, which is the same code before and after a change. A
   timer is pending, as a listener's idle sweep always keeps one.
 * **line-command PING**: ``PING\\r\\n`` fed to a ``LineCommandHandler`` on a
@@ -16,13 +16,14 @@ Two counts, each the difference of two runs (1000 and 3000 requests) over
   (``rate = 0``): the handler's own work, no socket.
 
 valgrind counts user-space instructions only (the kernel's share is the
-same for any server). Unlike time, the line-command count does not move
-with the machine's load, so it compares two versions on a busy machine.
-The echo count does move some: on a busy machine the kernel may deliver
-the loopback bytes late, and the loop then makes passes that find nothing
-ready (on this VM the same code counted 8 to 23 thousand per request);
-compare echo counts only within one run. With
-``--before DIR`` the reactorkit package in DIR (an older checkout) is
+same for any server). Unlike time, the counts do not move with the
+machine's load: the echo pair is a UNIX ``socketpair``, whose ``send``
+puts the bytes in the peer's queue before it returns, so every pass finds
+its event ready (over TCP loopback a busy machine delays delivery and the
+loop makes passes that find nothing: the same code counted 8 to 23
+thousand per request), and the hash seed is fixed (``PYTHONHASHSEED=0``).
+What stays is a few instructions from the length of the import path.
+With ``--before DIR`` the reactorkit package in DIR (an older checkout) is
 counted too.
 """
 
@@ -45,12 +46,9 @@ from reactorkit.handlers.echo import EchoHandler
 
 count = int(sys.argv[1])
 reactor = reactorkit.Reactor()
-listener = socket.create_server(("127.0.0.1", 0))
-client = socket.create_connection(listener.getsockname())
-server, _ = listener.accept()
+client, server = socket.socketpair()  # delivery is synchronous: no empty passes
 for sock in (client, server):
     sock.setblocking(False)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 conn = Connection(reactor, server, EchoHandler())
 conn.start()
 reactor.call_later(3600, print)  # a server always has a timer pending: the idle sweep
@@ -117,7 +115,7 @@ def count_main(doc: str | None, feeds: list[tuple[str, str]]) -> None:
     )
     parser.add_argument("--before", metavar="DIR", help="also count the reactorkit in DIR")
     args = parser.parse_args()
-    env = dict(os.environ, PYTHONPATH=str(BENCH), PYTHONDONTWRITEBYTECODE="1")
+    env = dict(os.environ, PYTHONPATH=str(BENCH), PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0")
     for name, feed in feeds:
         now = per_request(feed, env)
         print(f"{name}: {now:,.0f} instructions per request")

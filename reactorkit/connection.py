@@ -8,10 +8,18 @@ Theory of operation
   ``_update_events`` only when reading is paused or resumed, EOF arrives, or
   the write buffer becomes empty or non-empty.
 * Reading: ``EVENT_READ`` while reading is wanted. Each readiness event does
-  one ``recv`` of up to ``max_read`` bytes and hands the bytes to the
+  one read of up to ``max_read`` bytes and hands the bytes to the
   handler. An empty read is EOF: the handler's ``eof_received`` decides
   between half-close (return True) and close.
-* Writing: ``write()`` calls ``send`` at once when nothing is buffered and
+* Bytes move with ``os.read``/``os.write`` on that descriptor, not the
+  socket's ``recv``/``send`` methods: the same system calls (``read(2)`` on
+  a stream socket is ``recv(2)`` without flags) without the argument tuple
+  and format parsing the socket methods cost on every call (about 500 CPU
+  instructions each). The descriptor number is only used while the state is
+  not closed, and the connection closes its socket only in ``_finish``,
+  after setting the state: a number reused by a later accept is never read
+  or written through this connection.
+* Writing: ``write()`` sends at once when nothing is buffered and
   keeps only the unsent tail (a ``memoryview`` slice, no copy) in a deque.
   ``EVENT_WRITE`` is registered only while that deque is non-empty. Above
   ``high_water`` buffered bytes the handler's ``pause_writing`` is called;
@@ -47,6 +55,7 @@ import contextlib
 import errno
 import itertools
 import logging
+import os
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, final
@@ -79,6 +88,9 @@ DEFAULT_LINGER_TIMEOUT = 2.0
 _EVENT_READ = 1  # selectors.EVENT_READ
 _EVENT_WRITE = 2  # selectors.EVENT_WRITE
 _TRY_AGAIN = (BlockingIOError, InterruptedError)
+# The socket's bytes move through these (see the theory of operation).
+_read = os.read
+_write = os.write
 # What a handler raises that is not its own failure but the process's: every
 # other BaseException (asyncio.CancelledError, GeneratorExit, a plugin's own
 # subclass) is a handler bug like any Exception, as in the reactor's guard.
@@ -328,7 +340,7 @@ class Connection:
                 view = memoryview(data)
                 data = view.cast("B") if view.c_contiguous else view.tobytes()
             try:
-                sent = self._sock.send(data)
+                sent = _write(self.fileno, data)
             except _TRY_AGAIN:
                 sent = 0
             except OSError as exc:
@@ -370,11 +382,11 @@ class Connection:
 
     def _write_ready(self) -> None:
         buffer = self._buffer
-        send = self._sock.send
+        fileno = self.fileno
         while buffer:
             chunk = buffer[0]
             try:
-                sent = send(chunk)
+                sent = _write(fileno, chunk)
             except _TRY_AGAIN:
                 break
             except OSError as exc:
@@ -438,7 +450,7 @@ class Connection:
 
     def _discard_input(self) -> None:
         try:
-            data = self._sock.recv(self.max_read)
+            data = _read(self.fileno, self.max_read)
         except _TRY_AGAIN:
             return
         except OSError:
@@ -512,7 +524,7 @@ class Connection:
         if mask != 2:  # EVENT_READ
             if self._state is _OPEN:
                 try:
-                    data = self._sock.recv(self.max_read)
+                    data = _read(self.fileno, self.max_read)
                 except _TRY_AGAIN:
                     data = None
                 except OSError as exc:

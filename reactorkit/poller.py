@@ -7,6 +7,13 @@ keeps one ``fd -> callback`` dict instead, which the reactor's loop indexes
 straight from ``epoll.poll()``'s ``(fd, events)`` pairs, and one ``fd ->
 events`` dict read only for the rare error/hang-up events.
 
+A registration waits in a second dict, ``pending``, until the reactor's
+loop moves it into ``callbacks`` just before its next poll. A batch of
+events can hold one for a descriptor that a callback earlier in the batch
+closed, and that an accept then gave to a new socket: that event was the
+old file's. As the new socket's callback is not in ``callbacks`` yet, the
+loop's lookup misses and drops the event, with no test per event.
+
 It is a :class:`selectors.BaseSelector` as well (``register``, ``modify``,
 ``unregister``, ``get_key``, ``select``, ``close``) with the same semantics as
 ``selectors.EpollSelector``, so code and tests that use ``reactor.selector``
@@ -55,13 +62,13 @@ class EpollPoller(selectors.BaseSelector):
         self.epoll = select.epoll()
         #: fd -> the callback registered for it; the reactor's loop reads it.
         self.callbacks: dict[int, Callable[[int], object]] = {}
+        #: fd -> the callback of a registration made since the last poll:
+        #: :meth:`take_pending` (the reactor's loop, before it polls) moves
+        #: them into ``callbacks``, so the running batch's stale events for
+        #: a reused number find no callback. A descriptor is in one of the two.
+        self.pending: dict[int, Callable[[int], object]] = {}
         #: fd -> the ``selectors`` events it is registered for.
         self.events: dict[int, int] = {}
-        #: Descriptors registered since the last ``poll()``: an event the
-        #: running batch holds for one of them was meant for the file that had
-        #: the number before (closed and reused within the batch), and is
-        #: dropped. The reactor's loop empties it after each poll.
-        self.fresh: set[int] = set()
 
     def register(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         fd = _fileno(fileobj)
@@ -75,29 +82,32 @@ class EpollPoller(selectors.BaseSelector):
             self.epoll.register(fd, _to_epoll(events))
         except FileExistsError:
             raise KeyError(f"{fileobj!r} (FD {fd}) is already registered") from None
-        self.callbacks[fd] = data
+        # The closed file's callback, if a careless plugin left it, goes now:
+        # the batch's stale event for the number must find none.
+        self.callbacks.pop(fd, None)
+        self.pending[fd] = data
         self.events[fd] = events
-        self.fresh.add(fd)
         return selectors.SelectorKey(fileobj, fd, events, data)
 
     def modify(self, fileobj: Any, events: int, data: Any = None) -> selectors.SelectorKey:
         fd = _fileno(fileobj)
-        if fd not in self.callbacks:
+        table = self._table(fd)
+        if table is None:
             raise KeyError(f"{fileobj!r} is not registered")
         if events != self.events[fd]:
             if not events or events & ~(selectors.EVENT_READ | selectors.EVENT_WRITE):
                 raise ValueError(f"Invalid events: {events!r}")
             self.epoll.modify(fd, _to_epoll(events))
             self.events[fd] = events
-        self.callbacks[fd] = data
+        table[fd] = data
         return selectors.SelectorKey(fileobj, fd, events, data)
 
     def unregister(self, fileobj: Any) -> selectors.SelectorKey:
         fd = _fileno(fileobj)
-        try:
-            data = self.callbacks.pop(fd)
-        except KeyError:
-            raise KeyError(f"{fileobj!r} is not registered") from None
+        table = self._table(fd)
+        if table is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        data = table.pop(fd)
         events = self.events.pop(fd)
         # Closed before it was unregistered: epoll already forgot it.
         with contextlib.suppress(OSError):
@@ -106,13 +116,30 @@ class EpollPoller(selectors.BaseSelector):
 
     def get_key(self, fileobj: Any) -> selectors.SelectorKey:
         fd = _fileno(fileobj)
-        try:
-            return selectors.SelectorKey(fileobj, fd, self.events[fd], self.callbacks[fd])
-        except KeyError:
-            raise KeyError(f"{fileobj!r} is not registered") from None
+        table = self._table(fd)
+        if table is None:
+            raise KeyError(f"{fileobj!r} is not registered")
+        return selectors.SelectorKey(fileobj, fd, self.events[fd], table[fd])
 
     def get_map(self) -> Mapping[Any, selectors.SelectorKey]:
-        return {fd: self.get_key(fd) for fd in self.callbacks}
+        return {fd: self.get_key(fd) for fd in self.events}
+
+    def take_pending(self) -> None:
+        """Move the registrations made since the last poll into ``callbacks``.
+
+        Called just before each poll (by :meth:`select`, and by the reactor's
+        loop, which tests ``pending`` first so that a pass without a new
+        registration costs no call).
+        """
+        self.callbacks.update(self.pending)
+        self.pending.clear()
+
+    def _table(self, fd: int) -> dict[int, Callable[[int], object]] | None:
+        if fd in self.callbacks:
+            return self.callbacks
+        if fd in self.pending:
+            return self.pending
+        return None
 
     def ready_mask(self, fd: int, epoll_events: int) -> int:
         """The ``selectors`` mask for ``epoll_events`` on a registered ``fd``."""
@@ -124,7 +151,7 @@ class EpollPoller(selectors.BaseSelector):
         if timeout is not None and timeout < 0:
             timeout = 0
         ready = []
-        self.fresh.clear()  # keys are taken at once: no stale event can follow
+        self.take_pending()  # keys are taken at once: no stale event can follow
         for fd, epoll_events in self.epoll.poll(timeout, max(len(self.callbacks), 1)):
             if fd in self.callbacks:
                 ready.append((self.get_key(fd), self.ready_mask(fd, epoll_events)))
@@ -133,8 +160,8 @@ class EpollPoller(selectors.BaseSelector):
     def close(self) -> None:
         self.epoll.close()
         self.callbacks.clear()
+        self.pending.clear()
         self.events.clear()
-        self.fresh.clear()
 
 
 def make_poller() -> selectors.BaseSelector:

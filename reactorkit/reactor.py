@@ -16,6 +16,8 @@ passed in, a ``selectors`` selector.
   descriptor unregistered by an earlier callback of the same batch gets no
   call, nor does one registered by it: its number may be a closed
   descriptor's, reused by an accept, whose event this batch still holds.
+  (The poller keeps a registration aside until just before its next poll,
+  so the lookup itself misses: no test per event.)
   Whoever registers decides what that callable is (a connection's bound
   ``_on_event``, a listener's ``_accept_ready``).
 * Each loop iteration: compute the timeout (0 when callbacks are ready or
@@ -37,8 +39,12 @@ passed in, a ``selectors`` selector.
   blocked ``select`` returns.
 * Signals: when ``run(install_signal_handlers=True)`` is called from the main
   thread, ``signal.set_wakeup_fd`` points at the same wake-up socket and the
-  Python-level handler only queues the signal number; handlers registered
-  with ``add_signal_handler`` then run as ordinary callbacks on this thread.
+  Python-level handler only appends the handler registered with
+  ``add_signal_handler`` to the ready callbacks (a deque append, atomic
+  wherever between two bytecodes it runs); it then runs as an ordinary
+  callback on this thread, on the pass the signal arrived in or the next.
+  One queue, not two: a pass tests one deque for work, not a second one for
+  signals that are almost never there.
 * ``run_in_thread`` submits to a :class:`~reactorkit.threadpool.ThreadPool`
   of at most ``threads`` daemon threads and returns a :class:`Future` whose
   done-callbacks are delivered back through ``call_soon_threadsafe``:
@@ -249,7 +255,6 @@ class Reactor:
         self._thread_id: int | None = None
         self._pool: ThreadPool | None = None
         self._signal_handlers: dict[int, Callable[[int], object]] = {}
-        self._pending_signals: collections.deque[int] = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -367,7 +372,9 @@ class Reactor:
     def _signal_received(self, signum: int, frame: object) -> None:
         # Runs between bytecodes of the main thread; only queue, the wake-up
         # fd has already made select() return.
-        self._pending_signals.append(signum)
+        callback = self._signal_handlers.get(signum)
+        if callback is not None:
+            self._ready.append((callback, (signum,), None))
 
     # -- running -----------------------------------------------------------
 
@@ -426,10 +433,9 @@ class Reactor:
         select = selector.select
         ready = self._ready
         timers = self._timers
-        signals = self._pending_signals
         clock = self.clock
         while True:
-            if ready or signals or self._stopping:
+            if ready or self._stopping:
                 timeout: float | None = 0
             elif timers:
                 timeout = max(0.0, timers[0][0] - clock())
@@ -452,8 +458,6 @@ class Reactor:
                     raise
                 except BaseException as exc:
                     self._io_callback_failed(key.fileobj, key.data, exc)
-            if signals:
-                self._run_signals()
             if timers and timers[0][0] <= now:
                 self._run_due_timers(now)
             if ready:
@@ -468,33 +472,35 @@ class Reactor:
         # one request, and every call here is paid per request.
         poll = poller.epoll.poll
         callbacks = poller.callbacks
-        fresh = poller.fresh
+        pending = poller.pending
+        take_pending = poller.take_pending
         ready_mask = poller.ready_mask
         ready = self._ready
         timers = self._timers
-        signals = self._pending_signals
         clock = self.clock
         while True:
-            if ready or signals or self._stopping:
+            if ready or self._stopping:
                 timeout: float | None = 0
             elif timers:
                 timeout = timers[0][0] - clock()
-                if timeout < 0:  # a comparison, not a max() call, per pass
+                # A comparison, not a max() call; against 0.0, not 0: float to
+                # float is specialized, float to int a generic rich compare.
+                if timeout < 0.0:
                     timeout = 0
             else:
                 timeout = None
+            if pending:
+                take_pending()
             events = poll(timeout, len(callbacks))
             self.time = now = clock()
-            if fresh:
-                fresh.clear()
             for fd, epoll_events in events:
                 try:
                     callback = callbacks[fd]
                 except KeyError:
-                    continue  # unregistered by a callback earlier in this batch
-                if fresh and fd in fresh:
-                    # Closed and its number reused (an accept) by a callback
-                    # earlier in this batch: the event was the old file's.
+                    # Unregistered by a callback earlier in this batch, and
+                    # perhaps its number reused since (an accept): a new
+                    # registration waits in poller.pending until the next
+                    # poll, so the event, the old file's, finds no callback.
                     continue
                 try:
                     # EPOLLIN alone is EVENT_READ: the common case needs no lookup.
@@ -503,22 +509,12 @@ class Reactor:
                     raise
                 except BaseException as exc:
                     self._io_callback_failed(fd, callback, exc)
-            if signals:
-                self._run_signals()
             if timers and timers[0][0] <= now:
                 self._run_due_timers(now)
             if ready:
                 self._run_ready()
             if self._stopping:
                 return
-
-    def _run_signals(self) -> None:
-        signals = self._pending_signals
-        while signals:
-            signum = signals.popleft()
-            callback = self._signal_handlers.get(signum)
-            if callback is not None:
-                self._run_callback(callback, (signum,), None)
 
     def _run_ready(self) -> None:
         # Only the callbacks ready before this pass: what they schedule waits

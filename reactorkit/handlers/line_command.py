@@ -76,6 +76,7 @@ class CommandTable:
     #: one-line fast path may run: neither blocking nor QUIT.
     fast: dict[str, tuple[reactorkit.LineCommand, int, int]] = attrs.field(init=False)
     #: Simple-string reply -> its encoded ``+reply\r\n`` (bounded, see above).
+    #: Only replies without CR or LF are kept, so a hit needs no other check.
     replies: dict[str, bytes] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
@@ -94,7 +95,12 @@ class CommandTable:
         data = self.replies.get(reply)
         if data is None:
             data = f"+{reply}\r\n".encode("utf-8", "replace")
-            if len(reply) <= _CACHED_REPLY and len(self.replies) < _MAX_CACHED_REPLIES:
+            if (
+                len(reply) <= _CACHED_REPLY
+                and len(self.replies) < _MAX_CACHED_REPLIES
+                and "\r" not in reply
+                and "\n" not in reply  # a hit is written unchecked (see replies)
+            ):
                 self.replies[reply] = data
         return data
 
@@ -292,7 +298,13 @@ class LineCommandHandler(reactorkit.LineHandler):
             text = '"'  # the general path answers it
         words = [] if '"' in text or "'" in text else text.split()
         table = self.table
-        entry = table.fast.get(words[0].upper()) if words else None
+        if words:
+            # Names are upper case: most clients send them so, and upper()
+            # would copy the word only to find it unchanged.
+            fast = table.fast
+            entry = fast.get(words[0]) or fast.get(words[0].upper())
+        else:
+            entry = None
         if entry is None or not entry[1] <= len(words) - 1 <= entry[2]:
             super().data_received(data)  # quotes, unknown, arity, blocking, QUIT...
             return
@@ -337,9 +349,11 @@ class LineCommandHandler(reactorkit.LineHandler):
             except BaseException:  # as _execute
                 self._internal_error(command)
             else:
-                if type(reply) is str and "\r" not in reply and "\n" not in reply:
-                    encoded = table.replies.get(reply)  # pre-encoded: +PONG\r\n
-                    connection.write(encoded or table.encode_reply(reply))
+                encoded = table.replies.get(reply) if type(reply) is str else None
+                if encoded is not None:  # pre-encoded (+PONG\r\n): no CR or LF in it
+                    connection.write(encoded)
+                elif type(reply) is str and "\r" not in reply and "\n" not in reply:
+                    connection.write(table.encode_reply(reply))
                 else:
                     self._reply(reply)
             if self._line_buffer:  # the command fed the handler more

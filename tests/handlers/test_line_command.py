@@ -187,6 +187,18 @@ def test_multi_line_and_none_replies_and_newlines_are_flattened() -> None:
     assert ask(conn, b"MANY\r\nNOTHING\r\n") == ["*2", "a", "b c", "+OK"]
 
 
+def test_a_reply_with_cr_or_lf_is_never_cached_nor_sent_raw_by_the_one_line_path() -> None:
+    # The one-line fast path writes a cached reply unchecked: a reply holding
+    # CR or LF (here encoded once by a careless caller) must not be cached,
+    # or a command could inject a second reply line.
+    t = table(LineCommand(name="split", function=lambda ctx: "a\r\nb"))
+    t.encode_reply("a\r\nb")
+    assert "a\r\nb" not in t.replies
+    conn = FakeConnection(LineCommandHandler(t))
+    assert ask(conn, b"SPLIT\r\n") == ["+a  b"]
+    assert ask(conn, b"SPLIT\r\n") == ["+a  b"]
+
+
 def test_blocking_command_keeps_replies_in_request_order() -> None:
     release = threading.Event()
     ran_on: list[int] = []
