@@ -167,6 +167,10 @@ def start(
     proc = subprocess.Popen(
         ["taskset", "-c", SERVER_CPU, *command],
         env=env,
+        # Not the caller's directory: from a checkout's root, `python -m
+        # reactorkit` would import that checkout's package ahead of the one
+        # PYTHONPATH names, and a --before server would run the current code.
+        cwd=BENCH,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
