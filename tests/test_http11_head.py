@@ -45,9 +45,9 @@ def events(conn: ServerConnection) -> list[tuple[Any, ...]]:
     return out
 
 
-def by_llhttp(data: bytes) -> list[tuple[Any, ...]]:
+def by_llhttp(data: bytes, limits: Limits = LIMITS) -> list[tuple[Any, ...]]:
     """The events of ``data`` fed in two pieces: llhttp reads the head, never simple_head."""
-    conn = ServerConnection(LIMITS)
+    conn = ServerConnection(limits)
     conn.feed(data[:1])
     out = events(conn)
     conn.feed(data[1:])

@@ -17,20 +17,12 @@ from reactorkit.errors import HttpProtocolError
 from reactorkit.handlers.http_lite import HttpHandler, HttpOptions, HttpSite
 from reactorkit.http11 import Limits, ServerConnection
 from reactorkit.testing import FakeConnection
-from tests.test_http11_head import events
+from tests.test_http11_head import by_llhttp, events
 
 CANARY = b"GET /canary HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-def read_apart(data: bytes, limits: Limits) -> list[tuple[Any, ...]]:
-    """The events of ``data`` with its first byte apart: llhttp reads the head."""
-    conn = ServerConnection(limits)
-    conn.feed(data[:1])
-    out = events(conn)
-    conn.feed(data[1:])
-    out += events(conn)
-    conn.feed_eof()
-    return out + events(conn)
+read_apart = by_llhttp  # the first byte apart: llhttp reads the head
 
 
 def read_simply(data: bytes, limits: Limits) -> list[tuple[Any, ...]] | None:
