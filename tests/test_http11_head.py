@@ -216,6 +216,9 @@ def test_receive_simple_reads_exactly_as_llhttp(data: bytes) -> None:
         b"HEAD /a%20b?c=d&e HTTP/1.1\r\nX: 1\r\nhost:  x:80 \t\r\nAccept: */*\r\n\r\n",
         b"GET /a? HTTP/1.0\r\nHost: [::1]:8080\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: x\r\n" + b"A: b\r\n" * 5 + b"\r\n",  # max_headers fields
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",  # browsers
+        b"GET / HTTP/1.0\r\nconnection:\tKeep-Alive \r\nHost: x\r\n\r\n",  # ab -k
+        b"HEAD / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n",
     ],
 )
 def test_receive_simple_takes_the_commonest_heads(data: bytes) -> None:
@@ -228,6 +231,9 @@ def test_receive_simple_takes_the_commonest_heads(data: bytes) -> None:
     "data",
     [
         b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",  # Connection: read it
+        b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nConnection: x\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: x y\r\n\r\n",

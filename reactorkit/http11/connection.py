@@ -65,8 +65,10 @@ _HEAD_DONE_CLOSE = CLIENT_TRANSITIONS[_HEAD, "head, no body, close"]
 # Methods decoded once; another token is decoded per request.
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
 _new = object.__new__
-# What receive_simple's search of a head finds in the heads it takes.
+# What receive_simple's search of a head finds in the heads it takes: one
+# Host, and at most one Connection (which must then say keep-alive).
 _HOST_ONLY = ["\nhost:"]
+_HOST_AND_CONNECTION = (["\nhost:", "\nconnection:"], ["\nconnection:", "\nhost:"])
 # Per request not yet answered: (is HEAD, HTTP/1.0, keep-alive), shared, not rebuilt.
 _RECORDS = [(bool(i & 4), bool(i & 2), bool(i & 1)) for i in range(8)]
 _KEEP_ALIVE = _RECORDS[1]  # a keep-alive HTTP/1.1 request other than HEAD: the commonest
@@ -184,8 +186,9 @@ class ServerConnection:
         """The commonest request in one step: ``(method, path, query, headers, host, version)``.
 
         If ``data`` is exactly one simple head (see
-        :func:`~reactorkit.http11.head.simple_head`) with one valid Host field
-        and no Connection or Expect field, arriving with nothing buffered or
+        :func:`~reactorkit.http11.head.simple_head`) with one valid Host field,
+        no Expect field and no Connection field but ``Connection:
+        keep-alive``, arriving with nothing buffered or
         queued, the request is taken (complete, no body: answer it with
         :meth:`send`) and its parts returned: the path and query as sent, the
         fields as :class:`~reactorkit.Headers` split when first read. No event
@@ -206,11 +209,21 @@ class ServerConnection:
         if match is None:
             return None
         # Field names are tokens right after a line's LF and values hold no
-        # LF: a field is found by its LF. Only Host, and only once.
+        # LF: a field is found by its LF. Host once; Connection at most once,
+        # saying only keep-alive (browsers and ab send it), which changes
+        # nothing on HTTP/1.1 and keeps an HTTP/1.0 connection.
         low = text.lower()
-        if FRAMING_NAMES.findall(low) != _HOST_ONLY or (
-            len(data) > self._few_fields and text.count("\n") > self._max_lines
-        ):
+        found = FRAMING_NAMES.findall(low)
+        if found == _HOST_ONLY:
+            keep_alive = None
+        elif found in _HOST_AND_CONNECTION:
+            start = low.find("\nconnection:") + 12
+            if low[start : low.find("\r", start)].strip(" \t") != "keep-alive":
+                return None  # close, upgrade, a list: check_head reads it
+            keep_alive = True
+        else:
+            return None
+        if len(data) > self._few_fields and text.count("\n") > self._max_lines:
             return None
         start = low.find("\nhost:") + 6
         host = text[start : text.find("\r", start)].strip(" \t")
@@ -218,9 +231,10 @@ class ServerConnection:
             return None
         method, path, query, minor = match.groups()
         old = minor == "0"
-        # No Connection field: HTTP/1.1 keeps the connection, HTTP/1.0 closes it.
-        self._unanswered.append(_RECORDS[(method == "HEAD") * 4 + old * 2 + (not old)])
-        self.their_state = _HEAD_DONE_CLOSE if old else _HEAD_DONE
+        if keep_alive is None:  # no Connection field: HTTP/1.1 keeps it, HTTP/1.0 closes
+            keep_alive = not old
+        self._unanswered.append(_RECORDS[(method == "HEAD") * 4 + old * 2 + keep_alive])
+        self.their_state = _HEAD_DONE if keep_alive else _HEAD_DONE_CLOSE
         self._buffer = b""
         self._pos = 0
         headers = _new(FieldsText)  # FieldsText(text, start), without the call to __init__
