@@ -292,10 +292,15 @@ def test_a_plugin_raising_everywhere_never_disturbs_the_other_clients(chaos_serv
     # Still serving after all of it; a chaos connection open at SIGTERM makes
     # shutdown_requested raise; then a clean exit.
     with connect(proc.tcp("chaos")) as held:
-        for _ in range(5):  # __init__ raises for every 5th connection
-            held.sendall(b"hi")
-            if held.recv(2) == b"hi":
-                break
+        for _ in range(5):  # __init__ or connection_made raises for 2 in 5 connections
+            try:
+                held.sendall(b"hi")
+                if held.recv(2) == b"hi":
+                    break
+            except (ConnectionResetError, BrokenPipeError):
+                # Closed with "hi" unread in the kernel (it came before the
+                # close): a reset, not an EOF. Either way, the next one.
+                pass
             held.close()
             held = connect(proc.tcp("chaos"))
         with connect(proc.tcp("echo")) as sock:
