@@ -56,10 +56,18 @@ class TokenBucket:
             True if a token was spent (the line is admitted), False if the
             bucket is empty.
         """
-        self._refill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        # _refill, inline: this runs once per line of every client.
+        tokens = self.tokens
+        elapsed = now - self.updated
+        if elapsed > 0.0:
+            tokens += elapsed * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
+            self.updated = now
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
             return True
+        self.tokens = tokens
         return False
 
     def delay(self, now: float) -> float:

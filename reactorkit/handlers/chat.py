@@ -345,7 +345,12 @@ class ChatHandler(reactorkit.LineHandler):
     def line_received(self, line: bytes) -> None:
         if not self._admit():
             return
-        text = _CONTROL.sub("\ufffd", line.decode("utf-8", "replace")).strip()
+        text = line.decode("utf-8", "replace")
+        # No control character is printable: most lines skip the regex's
+        # per-character scan (TAB, allowed, is not printable either).
+        if not text.isprintable():
+            text = _CONTROL.sub("\ufffd", text)
+        text = text.strip()
         if not text:
             return
         if text.startswith("/") and not text.startswith("//"):

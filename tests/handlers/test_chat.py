@@ -68,6 +68,23 @@ def test_invalid_utf8_and_control_bytes_are_replaced(rooms: ChatRooms) -> None:
     assert b.lines() == ["<guest1> bad \ufffd\ufffd bytes \ufffd[2J"]
 
 
+@pytest.mark.parametrize(
+    ("sent", "seen"),
+    [
+        # TAB is allowed, though not printable: it must not be replaced.
+        ("a\tb", "a\tb"),
+        # Not printable, not a control character: kept as it came.
+        ("no\u00a0break \u2028 sep", "no\u00a0break \u2028 sep"),
+        ("bell\x07 del\x7f", "bell\ufffd del\ufffd"),
+        ("tab\t and bell\x07", "tab\t and bell\ufffd"),
+    ],
+)
+def test_only_control_characters_are_replaced(rooms: ChatRooms, sent: str, seen: str) -> None:
+    a, b = join(rooms, 2)
+    a.send(sent.encode() + b"\r\n")
+    assert b.lines() == [f"<guest1> {seen}"]
+
+
 def test_nick_rules(rooms: ChatRooms) -> None:
     a, b = join(rooms, 2)
     a.send("/nick Alice")
