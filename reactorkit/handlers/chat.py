@@ -176,6 +176,9 @@ class ChatRooms:
         limit = self.options.max_output_buffer
         for member in list(room.members):
             if member is not exclude:
+                if type(member) is not ChatHandler:
+                    member.send_bytes(data)  # a subclass may have its own
+                    continue
                 # send_bytes, inline: this runs once per receiver. write()
                 # ignores a closing connection; only an open one can be slow.
                 connection = member.connection

@@ -308,3 +308,25 @@ def test_a_client_that_sends_but_never_reads_stops_being_read_at_high_water() ->
         run_once(a.conn.reactor)
         assert a.conn.get_write_buffer_size() <= a.conn.high_water + help_size
     assert not a.conn.is_closing()
+
+
+def test_a_subclass_send_bytes_sees_broadcasts_too(rooms: ChatRooms) -> None:
+    # broadcast writes to a plain ChatHandler's connection itself; a
+    # subclass that overrides send_bytes must still get every line.
+    seen: list[bytes] = []
+
+    class Recording(ChatHandler):
+        def send_bytes(self, data: bytes) -> None:
+            seen.append(data)
+            super().send_bytes(data)
+
+    a = Client(rooms)
+    b = Client(rooms)
+    b.handler = Recording(rooms)
+    b.conn = FakeConnection(b.handler)
+    a.lines()
+    b.lines()
+    seen.clear()
+    a.send("hello")
+    assert seen == [b"<guest1> hello\r\n"]
+    assert b.lines() == ["<guest1> hello"]
