@@ -138,9 +138,11 @@ max_connections = 20000
     return path
 
 
-def wait_listening(proc: subprocess.Popen[bytes], port: int, what: object) -> None:
-    """Return once ``port`` accepts a connection; raise if ``proc`` dies or 20 s pass."""
-    deadline = time.monotonic() + 20
+def wait_listening(
+    proc: subprocess.Popen[bytes], port: int, what: object, timeout: float = 20
+) -> None:
+    """Return once ``port`` accepts a connection; raise if ``proc`` dies or ``timeout`` s pass."""
+    deadline = time.monotonic() + timeout
     while True:
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
