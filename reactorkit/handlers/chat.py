@@ -177,7 +177,7 @@ class ChatRooms:
         for member in list(room.members):
             if member is not exclude:
                 if type(member) is not ChatHandler:
-                    member.send_bytes(data)  # a subclass may have its own
+                    _send_through(member, data)  # a subclass may have its own
                     continue
                 # send_bytes, inline: this runs once per receiver. write()
                 # ignores a closing connection; only an open one can be slow.
@@ -508,6 +508,18 @@ class ChatHandler(reactorkit.LineHandler):
         self.quit_reason = f"quit: {args}" if args else "quit"
         self.say("* bye")
         self.connection.close()
+
+
+def _send_through(member: ChatHandler, data: bytes) -> None:
+    # A plugin's send_bytes raising is that receiver's failure, not the
+    # sender's: its connection is closed and logged, the broadcast goes on.
+    try:
+        member.send_bytes(data)
+    except Exception as exc:
+        failed = getattr(member.connection, "callback_failed", None)
+        if failed is None:  # a transport without the hook (a test double)
+            raise
+        failed(member.send_bytes, exc)
 
 
 @reactorkit.hookimpl
