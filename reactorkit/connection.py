@@ -101,6 +101,9 @@ _CONN_IDS = itertools.count(1)  # conn_id: names one connection in every log lin
 # maxlen=0 makes a stray append a no-op instead of shared state.
 _NO_BUFFER: collections.deque[bytes | memoryview] = collections.deque(maxlen=0)
 
+# peername's port slot when the address is not a (host, port) pair.
+_WHOLE: Any = object()
+
 # States, in order.
 _OPEN = "open"
 _CLOSING = "closing"
@@ -144,6 +147,8 @@ class Connection:
         "_linger_timer",
         "_on_event_cb",
         "_on_lost",
+        "_peer",
+        "_peer_port",
         "_reading",
         "_sock",
         "_sockname",
@@ -159,7 +164,6 @@ class Connection:
         "listener",
         "low_water",
         "max_read",
-        "peername",
         "reactor",
         "reads_paused",
     )
@@ -246,6 +250,26 @@ class Connection:
         The caller calls the new handler's ``connection_made`` itself.
         """
         self._handler = handler
+
+    @property
+    def peername(self) -> Any:
+        """The peer's address, as ``getpeername()`` gives it (or as a PROXY header set it).
+
+        An ``(host, port)`` pair is kept as its two parts and made into a
+        tuple when read: an idle connection then holds no tuple of its own
+        (56 bytes), and its host string is the listener's shared one.
+        """
+        port = self._peer_port
+        if port is _WHOLE:
+            return self._peer
+        return (self._peer, port)
+
+    @peername.setter
+    def peername(self, value: Any) -> None:
+        if type(value) is tuple and len(value) == 2:
+            self._peer, self._peer_port = value
+        else:  # IPv6's 4-tuple, a UNIX path, None: kept as it is
+            self._peer, self._peer_port = value, _WHOLE
 
     @property
     def sockname(self) -> Any:

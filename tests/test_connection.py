@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import array
+import gc
 import logging
 import selectors
 import socket
@@ -449,3 +450,30 @@ def test_memoryviews_of_wide_items_are_buffered_in_bytes_and_in_order(reactor, p
     run_until(reactor, pump, timeout=10)
     assert bytes(received) == expected
     assert conn.get_write_buffer_size() == 0
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        ("127.0.0.1", 40000),
+        ("::1", 40000, 0, 0),  # IPv6: a 4-tuple
+        "/run/app.sock",  # a UNIX socket's path
+        "",  # an unnamed UNIX peer
+        None,
+    ],
+)
+def test_peername_reads_back_as_given_and_an_idle_pair_holds_no_tuple(address: object) -> None:
+    reactor = Reactor()
+    a, b = socket.socketpair()
+    try:
+        conn = Connection(reactor, a, Handler(), peername=("10.0.0.1", 5))
+        conn.peername = address
+        assert conn.peername == address
+        assert type(conn.peername) is type(address)
+        if isinstance(address, tuple) and len(address) == 2:
+            # Kept as host and port: reading makes the tuple, holding does not.
+            assert not any(isinstance(r, tuple) for r in gc.get_referents(conn))
+    finally:
+        a.close()
+        b.close()
+        reactor.close()
