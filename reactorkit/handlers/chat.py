@@ -124,6 +124,9 @@ class ChatRooms:
     bus: reactorkit.ChatBus | None = None
     _bus_reactor: reactorkit.Reactor | None = attrs.field(default=None, init=False)
     _bus_was_up: bool = attrs.field(default=False, init=False)
+    #: Set once a handler of a ChatHandler subclass joins: broadcast then
+    #: checks each receiver's class (a subclass may have its own send_bytes).
+    subclassed: bool = attrs.field(default=False, init=False)
 
     @classmethod
     def from_listener(cls, listener: reactorkit.Listener) -> ChatRooms:
@@ -174,9 +177,10 @@ class ChatRooms:
         """Send one line to every member but ``exclude``; encoded once for all."""
         data = text.encode("utf-8", "replace") + b"\r\n"
         limit = self.options.max_output_buffer
+        subclassed = self.subclassed
         for member in list(room.members):
             if member is not exclude:
-                if type(member) is not ChatHandler:
+                if subclassed and type(member) is not ChatHandler:
                     _send_through(member, data)  # a subclass may have its own
                     continue
                 # send_bytes, inline: this runs once per receiver. write()
@@ -264,6 +268,8 @@ class ChatHandler(reactorkit.LineHandler):
             line_timeout=rooms.options.line_timeout,
         )
         self.rooms = rooms
+        if type(self) is not ChatHandler:
+            rooms.subclassed = True
         self.options = rooms.options
         self.nick = ""
         self.room: Room | None = None
