@@ -27,6 +27,8 @@ the local members (:meth:`ChatRooms.bus_event`).
 
 from __future__ import annotations
 
+import collections
+import logging
 import re
 import weakref
 from collections.abc import Iterator
@@ -37,11 +39,15 @@ import reactorkit
 
 __all__ = ["ChatHandler", "ChatOptions", "ChatRooms", "Room"]
 
+log = logging.getLogger("reactorkit.chat")
+
 
 LOBBY = "lobby"
 NICK_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\Z")
 ROOM_RE = re.compile(r"#?([A-Za-z0-9_-]+)\Z")
 MAX_ROOM_NAME = 32
+# Broadcasts that plugins' send_bytes may make in answer to one line.
+MAX_CHAINED_BROADCASTS = 1000
 # C0 controls (but tab) and DEL would let one user drive another's terminal.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -127,6 +133,11 @@ class ChatRooms:
     #: Set once a handler of a ChatHandler subclass joins: broadcast then
     #: checks each receiver's class (a subclass may have its own send_bytes).
     subclassed: bool = attrs.field(default=False, init=False)
+    _delivering: bool = attrs.field(default=False, init=False)
+    _chained: int = attrs.field(default=0, init=False)
+    _pending: collections.deque[tuple[Room, str, ChatHandler | None]] = attrs.field(
+        factory=collections.deque, init=False
+    )
 
     @classmethod
     def from_listener(cls, listener: reactorkit.Listener) -> ChatRooms:
@@ -174,7 +185,32 @@ class ChatRooms:
             del self.rooms[room.name]
 
     def broadcast(self, room: Room, text: str, exclude: ChatHandler | None = None) -> None:
-        """Send one line to every member but ``exclude``; encoded once for all."""
+        """Send one line to every member but ``exclude``; encoded once for all.
+
+        A broadcast made while one is being delivered (a plugin's
+        ``send_bytes`` answering) waits until that one reached everybody: no
+        member sees an answer before the line it answers.
+        """
+        if self._delivering:
+            if self._chained >= MAX_CHAINED_BROADCASTS:
+                # Two bots answering each other: fail the one answering now.
+                raise RuntimeError(f"more than {MAX_CHAINED_BROADCASTS} broadcasts answer one line")
+            self._chained += 1
+            self._pending.append((room, text, exclude))
+            return
+        self._delivering = True
+        self._chained = 0
+        try:
+            self._deliver(room, text, exclude)
+            pending = self._pending
+            while pending:
+                self._deliver(*pending.popleft())
+        finally:
+            self._delivering = False
+            if self._pending:  # a delivery raised: drop what waited on it
+                self._pending.clear()
+
+    def _deliver(self, room: Room, text: str, exclude: ChatHandler | None) -> None:
         data = text.encode("utf-8", "replace") + b"\r\n"
         limit = self.options.max_output_buffer
         subclassed = self.subclassed
@@ -215,7 +251,7 @@ class ChatRooms:
         if event.kind == "msg":
             target = self.nicks.get(event.target.lower())
             if target is not None:
-                target.say(f"*{nick}* {text}")
+                _send_through(target, f"*{nick}* {text}\r\n".encode("utf-8", "replace"))
             return
         room = self.rooms.get(event.room)
         if room is None:
@@ -500,7 +536,7 @@ class ChatHandler(reactorkit.LineHandler):
         if target is None:
             self.say(f"! no such nick: {nick}")
             return
-        target.say(f"*{self.nick}* {text}")
+        _send_through(target, f"*{self.nick}* {text}\r\n".encode("utf-8", "replace"))
         self.say(f"-> *{target.nick}* {text}")
 
     def cmd_me(self, args: str) -> None:
@@ -519,13 +555,34 @@ class ChatHandler(reactorkit.LineHandler):
 def _send_through(member: ChatHandler, data: bytes) -> None:
     # A plugin's send_bytes raising is that receiver's failure, not the
     # sender's: its connection is closed and logged, the broadcast goes on.
+    # As wide as the connection's own failure boundary.
     try:
         member.send_bytes(data)
-    except Exception as exc:
-        failed = getattr(member.connection, "callback_failed", None)
-        if failed is None:  # a transport without the hook (a test double)
-            raise
-        failed(member.send_bytes, exc)
+        # Its send_bytes may write past super()'s check: the limit holds anyway.
+        connection = member.connection
+        if (
+            connection.get_write_buffer_size() > member.options.max_output_buffer
+            and not connection.is_closing()
+        ):
+            member.too_slow()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        connection = member.connection
+        failed = getattr(connection, "callback_failed", None)
+        if failed is not None:
+            failed(member.send_bytes, exc)
+            return
+        # The TLS layer (or a test double) has no such hook: the same log line, then abort.
+        listener = getattr(connection, "listener", None)
+        log.error(
+            "handler %s.send_bytes raised on listener %r, peer %s; closing the connection",
+            type(member).__name__,
+            getattr(listener, "name", None),
+            getattr(connection, "peername", None),
+            exc_info=exc,
+        )
+        connection.abort()
 
 
 @reactorkit.hookimpl
