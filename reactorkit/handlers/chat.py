@@ -200,31 +200,34 @@ class ChatRooms:
             return
         self._delivering = True
         self._chained = 0
-        try:
-            self._deliver(room, text, exclude)
-            pending = self._pending
-            while pending:
-                self._deliver(*pending.popleft())
-        finally:
-            self._delivering = False
-            if self._pending:  # a delivery raised: drop what waited on it
-                self._pending.clear()
-
-    def _deliver(self, room: Room, text: str, exclude: ChatHandler | None) -> None:
-        data = text.encode("utf-8", "replace") + b"\r\n"
+        pending = self._pending
         limit = self.options.max_output_buffer
         subclassed = self.subclassed
-        for member in list(room.members):
-            if member is not exclude:
-                if subclassed and type(member) is not ChatHandler:
-                    _send_through(member, data)  # a subclass may have its own
-                    continue
-                # send_bytes, inline: this runs once per receiver. write()
-                # ignores a closing connection; only an open one can be slow.
-                connection = member.connection
-                connection.write(data)
-                if connection.get_write_buffer_size() > limit and not connection.is_closing():
-                    member.too_slow()
+        try:
+            while True:
+                data = text.encode("utf-8", "replace") + b"\r\n"
+                for member in list(room.members):
+                    if member is not exclude:
+                        if subclassed and type(member) is not ChatHandler:
+                            _send_through(member, data)  # a subclass may have its own
+                            continue
+                        # send_bytes, inline: this runs once per receiver. write()
+                        # ignores a closing connection; only an open one can be slow.
+                        connection = member.connection
+                        connection.write(data)
+                        if (
+                            connection.get_write_buffer_size() > limit
+                            and not connection.is_closing()
+                        ):
+                            member.too_slow()
+                if not pending:
+                    return
+                room, text, exclude = pending.popleft()
+                subclassed = self.subclassed  # an answer may have come with a newcomer
+        finally:
+            self._delivering = False
+            if pending:  # a delivery raised: drop what waited on it
+                pending.clear()
 
     # -- the bus (reactorkit.BusListener) ----------------------------------
 
