@@ -79,7 +79,7 @@ KINDS = frozenset({"say", "me", "join", "leave", "nick", "msg"})
 _PREFIX_RE = re.compile(r"[A-Za-z0-9:_.-]{1,64}\Z")
 #: Control characters (tab aside) a received string may not carry: CR/LF
 #: would forge lines in a client's stream. Replaced, as chat does for input.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 #: What a peer's origin id may look like (this module makes 12 hex digits).
 _ORIGIN_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
 _LOG_INTERVAL = 30.0

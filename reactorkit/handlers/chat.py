@@ -48,8 +48,10 @@ ROOM_RE = re.compile(r"#?([A-Za-z0-9_-]+)\Z")
 MAX_ROOM_NAME = 32
 # Broadcasts that plugins' send_bytes may make in answer to one line.
 MAX_CHAINED_BROADCASTS = 1000
-# C0 controls (but tab) and DEL would let one user drive another's terminal.
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# C0 controls (but tab), DEL and the C1 controls (U+0080-U+009F: U+009B is
+# CSI, ESC [ to terminals that take 8-bit controls) would let one user drive
+# another's terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 HELP = (
     "* commands:",

@@ -77,6 +77,9 @@ def test_invalid_utf8_and_control_bytes_are_replaced(rooms: ChatRooms) -> None:
         ("no\u00a0break \u2028 sep", "no\u00a0break \u2028 sep"),
         ("bell\x07 del\x7f", "bell\ufffd del\ufffd"),
         ("tab\t and bell\x07", "tab\t and bell\ufffd"),
+        # C1: U+009B is CSI (ESC [) to terminals that take 8-bit controls.
+        ("csi\u009b2J and \u0085 nel", "csi\ufffd2J and \ufffd nel"),
+        ("\u00a0after C1\u00a0", "after C1"),  # NBSP is kept, and trimmed at the ends
     ],
 )
 def test_only_control_characters_are_replaced(rooms: ChatRooms, sent: str, seen: str) -> None:

@@ -459,10 +459,13 @@ def test_control_characters_from_the_bus_never_reach_a_client_raw(
         "k": "say",
         "r": "lobby",
         "n": "mal\rlory",
-        "t": "hi\r\n<admin> type /quit\x00\x1b[2J",
+        "t": "hi\r\n<admin> type /quit\x00\x1b[2J\u009b0m",
     }
     redis_publish(redis_server, "t-ctl:room:lobby", json.dumps(event).encode())
-    assert alice.line() == "<mal\ufffdlory> hi\ufffd\ufffd<admin> type /quit\ufffd\ufffd[2J"
+    # U+009B (C1 CSI) too: ESC [ to terminals that take 8-bit controls.
+    assert alice.line() == (
+        "<mal\ufffdlory> hi\ufffd\ufffd<admin> type /quit\ufffd\ufffd[2J\ufffd0m"
+    )
     state = {"o": "hostile", "q": 2, "k": "state", "r": "lobby", "m": ["eve\r\n* forged"]}
     redis_publish(redis_server, "t-ctl:ctl", json.dumps(state).encode())
     deadline = time.monotonic() + 5
