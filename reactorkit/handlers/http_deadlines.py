@@ -81,15 +81,23 @@ class Deadlines:
         the state seen then is the next request's, whose clock starts anew.
         A pipelining client whose every read ends inside a head is never in
         another state at an update, and must not be timed over all its
-        requests at once. The keep-alive deadline restarts at every idle
-        update. While the handler does not read (``reading`` False: flow
+        requests at once. The keep-alive deadline restarts at an idle
+        update that follows a request head (``head_done`` after its start)
+        or a non-idle one; bytes that make no request (blank lines before a
+        request line) do not restart it. While the handler does not read (``reading`` False: flow
         control, ``max_pending``) neither runs: the client cannot be late
         with bytes the server is not taking; the clock starts again when
         reading resumes.
         """
         if state is _IDLE:
             if idle:
-                self.idle()
+                # Keep-alive restarts once a request came since it started (or
+                # after a busy stretch), not at every read: blank lines, which
+                # RFC 9112 section 2.2 has a server skip, are no request, and a
+                # client sending one now and then must not be kept forever.
+                since = self._idle_since
+                if since is None or head_done > since:
+                    self.idle()
             else:
                 self._head_since = self._body_since = self._idle_since = None
             return

@@ -73,9 +73,11 @@ class HttpHandler(reactorkit.Handler):
             if out.answer_now(request, self._reactor.time) and self._reading and not out.paused:
                 self._deadlines.idle()  # all _settle would do
             else:
+                self._in.started = self._reactor.time  # a head came: keep-alive restarts
                 self._settle()
             return
         elif (head := core.receive_request(data)) is not None:  # one bodyless request
+            self._in.started = self._reactor.time
             out.answer_now(self._in.request_of(head), self._reactor.time)
             self._settle()
             return

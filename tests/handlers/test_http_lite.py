@@ -102,6 +102,33 @@ def test_keepalive_timer_restarts_after_each_request() -> None:
     assert conn.is_closing()
 
 
+@pytest.mark.parametrize("access_log", [False, True])  # the short path, or the general
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, x\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi",
+    ],
+)
+def test_blank_lines_between_requests_do_not_restart_keepalive(
+    access_log: bool, request_bytes: bytes
+) -> None:
+    # RFC 9112 2.2 has a server skip empty lines before a request line; a
+    # client sending one every so often must still be closed as idle.
+    _, conn = handler(keepalive_timeout=2.0, access_log=access_log)
+    for _ in range(3):  # real requests restart it, on every path
+        conn.advance(1.5)
+        conn.feed(request_bytes)
+    assert len(bodies(conn.value())) == 3
+    for _ in range(3):
+        conn.advance(0.6)
+        assert not conn.is_closing()
+        conn.feed(b"\r\n")
+    conn.advance(0.3)  # 2.1 s after the last request was answered
+    assert conn.is_closing()
+
+
 @pytest.mark.parametrize("access_log", [False, True])
 def test_keepalive_timer_waits_while_the_client_has_not_read_its_answers(
     access_log: bool,

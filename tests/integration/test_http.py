@@ -355,6 +355,32 @@ def test_keep_alive_idle_timeout_closes() -> None:
     assert reply.endswith(b"ok\n")
 
 
+def test_blank_lines_do_not_keep_an_idle_connection_open() -> None:
+    # A client that sends a bare CRLF every 0.15 s (blank lines a server
+    # skips before a request line) is closed once keepalive_timeout (0.5 s)
+    # has passed since its last request, as if it had sent nothing.
+    options = {"keepalive_timeout": 0.5}
+    with serve(handler="http-lite", options=options) as srv, connect(srv.address()) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        reply = b""
+        while not reply.endswith(b"ok\n"):
+            reply += sock.recv(4096)
+        answered = time.monotonic()
+        sock.settimeout(0.15)
+        closed = False
+        while time.monotonic() - answered < 3 and not closed:
+            try:
+                sock.sendall(b"\r\n")
+                closed = sock.recv(4096) == b""
+            except TimeoutError:
+                continue
+            except (BrokenPipeError, ConnectionResetError):
+                closed = True
+        waited = time.monotonic() - answered
+    assert closed, "still open after 3 s of blank lines"
+    assert 0.4 < waited < 1.5
+
+
 def test_max_requests_per_connection() -> None:
     with serve(handler="http-lite", options={"max_requests": 2}) as srv:
         reply = raw(srv, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
