@@ -84,10 +84,10 @@ class Deadlines:
         requests at once. The keep-alive deadline restarts at an idle
         update that follows a request head (``head_done`` after its start)
         or a non-idle one; bytes that make no request (blank lines before a
-        request line) do not restart it. While the handler does not read (``reading`` False: flow
-        control, ``max_pending``) neither runs: the client cannot be late
-        with bytes the server is not taking; the clock starts again when
-        reading resumes.
+        request line) do not restart it. While the handler does not read
+        (``reading`` False: flow control, ``max_pending``) neither runs: the
+        client cannot be late with bytes the server is not taking; the clock
+        starts again when reading resumes.
         """
         if state is _IDLE:
             if idle:
