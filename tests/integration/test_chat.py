@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from reactorkit import HandlerType
-from reactorkit.handlers.chat import HELP, ChatHandler, ChatOptions, ChatRooms
+from reactorkit.handlers.chat import HELP
 from reactorkit.testing import RunningServer, serve
 from tests.helpers import connect
 from tests.integration.test_line_command import (
@@ -215,38 +213,3 @@ def test_a_client_that_sends_but_never_reads_is_bounded_and_others_chat_on() -> 
             assert peak.stop() <= bound
         talker.close()
         listener.close()
-
-
-def test_a_subclass_send_bytes_that_raises_closes_only_its_own_connection(caplog) -> None:
-    # broadcast goes through a subclass's send_bytes; when that raises, the
-    # receiver's connection is closed and logged, and the sender and the
-    # other receivers carry on.
-    class Picky(ChatHandler):
-        def send_bytes(self, data: bytes) -> None:
-            if b"boom" in data and self.nick == "picky":
-                raise RuntimeError("picky plugin bug")
-            super().send_bytes(data)
-
-    handler = HandlerType(
-        name="picky-chat",
-        handler=Picky,
-        options=ChatOptions,
-        state=ChatRooms.from_listener,
-        description="test",
-    )
-    with caplog.at_level(logging.ERROR), serve(handler=handler) as srv:
-        a, b, c = clients(srv, 3)
-        b.send("/nick picky")
-        assert b.line() == "* you are now picky"
-        a.expect(f"* {b.nick} is now picky")
-        c.expect(f"* {b.nick} is now picky")
-        a.send("boom")
-        assert c.line() == f"<{a.nick}> boom"
-        assert b.file.read() == b""  # closed, not hung
-        a.expect("* picky left (disconnected)")
-        a.send("still here")
-        assert c.expect(f"<{a.nick}> still here") == ["* picky left (disconnected)"]
-        for client in (a, b, c):
-            client.close()
-    assert "picky plugin bug" in caplog.text
-    assert "Picky" in caplog.text

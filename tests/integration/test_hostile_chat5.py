@@ -50,13 +50,18 @@ class PluginStop(BaseException):
     """What a careless plugin raises: a BaseException that is no Exception."""
 
 
-def test_a_base_exception_from_send_bytes_is_the_receivers_failure_too(caplog) -> None:
-    # The failure boundary catches BaseException (all but KeyboardInterrupt
-    # and SystemExit); the broadcast must not be narrower.
+@pytest.mark.parametrize("error", [RuntimeError, PluginStop])
+def test_a_send_bytes_that_raises_is_the_receivers_failure_only(
+    caplog, error: type[BaseException]
+) -> None:
+    # broadcast goes through a subclass's send_bytes; when that raises (an
+    # Exception, or any BaseException but KeyboardInterrupt and SystemExit,
+    # as the failure boundary catches), that receiver's connection is closed
+    # and logged, and the sender and the other receivers carry on.
     class Stopping(ChatHandler):
         def send_bytes(self, data: bytes) -> None:
             if b"boom" in data and self.nick == "picky":
-                raise PluginStop("picky plugin stop")
+                raise error("picky plugin stop")
             super().send_bytes(data)
 
     with caplog.at_level(logging.ERROR), serve(handler=chat_type(Stopping)) as srv:
