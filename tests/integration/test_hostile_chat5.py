@@ -46,6 +46,18 @@ def rename(client: ChatClient, nick: str, others: list[ChatClient]) -> None:
     client.nick = nick
 
 
+def raising_on(trigger: bytes, exc: BaseException, name: str = "Picky") -> type[ChatHandler]:
+    """A careless plugin's ChatHandler: its send_bytes raises ``exc`` for the
+    member nicknamed "picky" when a line holds ``trigger``."""
+
+    def send_bytes(self: ChatHandler, data: bytes) -> None:
+        if trigger in data and self.nick == "picky":
+            raise exc
+        ChatHandler.send_bytes(self, data)
+
+    return type(name, (ChatHandler,), {"send_bytes": send_bytes})
+
+
 class PluginStop(BaseException):
     """What a careless plugin raises: a BaseException that is no Exception."""
 
@@ -58,11 +70,7 @@ def test_a_send_bytes_that_raises_is_the_receivers_failure_only(
     # Exception, or any BaseException but KeyboardInterrupt and SystemExit,
     # as the failure boundary catches), that receiver's connection is closed
     # and logged, and the sender and the other receivers carry on.
-    class Stopping(ChatHandler):
-        def send_bytes(self, data: bytes) -> None:
-            if b"boom" in data and self.nick == "picky":
-                raise error("picky plugin stop")
-            super().send_bytes(data)
+    Stopping = raising_on(b"boom", error("picky plugin stop"), "Stopping")
 
     with caplog.at_level(logging.ERROR), serve(handler=chat_type(Stopping)) as srv:
         a, b, c = clients(srv, 3)
@@ -93,11 +101,7 @@ def test_a_subclass_send_bytes_that_raises_over_tls_closes_only_its_own_connecti
     tmp_path: Path, caplog
 ) -> None:
     # Over TLS a handler's transport is the TLS layer, not the Connection.
-    class Picky(ChatHandler):
-        def send_bytes(self, data: bytes) -> None:
-            if b"boom" in data and self.nick == "picky":
-                raise RuntimeError("picky plugin bug")
-            super().send_bytes(data)
+    Picky = raising_on(b"boom", RuntimeError("picky plugin bug"))
 
     certs = make_certs(tmp_path)
     with (
@@ -266,11 +270,7 @@ def test_a_subclass_sender_reaches_plain_and_subclass_members() -> None:
 
 
 def test_a_private_message_to_a_raising_subclass_fails_only_the_target(caplog) -> None:
-    class Picky(ChatHandler):
-        def send_bytes(self, data: bytes) -> None:
-            if b"secret" in data and self.nick == "picky":
-                raise RuntimeError("picky plugin bug")
-            super().send_bytes(data)
+    Picky = raising_on(b"secret", RuntimeError("picky plugin bug"))
 
     with caplog.at_level(logging.ERROR), serve(handler=chat_type(Picky)) as srv:
         a, b, c = clients(srv, 3)
