@@ -58,6 +58,20 @@ def raising_on(trigger: bytes, exc: BaseException, name: str = "Picky") -> type[
     return type(name, (ChatHandler,), {"send_bytes": send_bytes})
 
 
+def picky_fails_alone(a: ChatClient, b: ChatClient, c: ChatClient) -> None:
+    """b, renamed "picky", raises on a's "boom": only b is closed; a and c carry on."""
+    rename(b, "picky", [a, c])
+    a.send("boom")
+    assert c.line() == f"<{a.nick}> boom"
+    with contextlib.suppress(OSError, ssl.SSLError):  # an abort may end TLS abruptly
+        assert b.file.read() == b""  # closed, not hung
+    a.expect("* picky left (disconnected)")
+    a.send("still here")
+    assert c.expect(f"<{a.nick}> still here") == ["* picky left (disconnected)"]
+    for client in (a, b, c):
+        client.close()
+
+
 class PluginStop(BaseException):
     """What a careless plugin raises: a BaseException that is no Exception."""
 
@@ -74,15 +88,7 @@ def test_a_send_bytes_that_raises_is_the_receivers_failure_only(
 
     with caplog.at_level(logging.ERROR), serve(handler=chat_type(Stopping)) as srv:
         a, b, c = clients(srv, 3)
-        rename(b, "picky", [a, c])
-        a.send("boom")
-        assert c.line() == f"<{a.nick}> boom"
-        assert b.file.read() == b""
-        a.expect("* picky left (disconnected)")
-        a.send("still here")
-        assert c.expect(f"<{a.nick}> still here") == ["* picky left (disconnected)"]
-        for client in (a, b, c):
-            client.close()
+        picky_fails_alone(a, b, c)
     assert "picky plugin stop" in caplog.text
     assert "Stopping" in caplog.text
 
@@ -115,16 +121,7 @@ def test_a_subclass_send_bytes_that_raises_over_tls_closes_only_its_own_connecti
                 assert earlier.line() == f"* {client.nick} joined #lobby"
             members.append(client)
         a, b, c = members
-        rename(b, "picky", [a, c])
-        a.send("boom")
-        assert c.line() == f"<{a.nick}> boom"
-        with contextlib.suppress(OSError, ssl.SSLError):  # an abort may end TLS abruptly
-            assert b.file.read() == b""
-        a.expect("* picky left (disconnected)")
-        a.send("still here")
-        assert c.expect(f"<{a.nick}> still here") == ["* picky left (disconnected)"]
-        for client in (a, b, c):
-            client.close()
+        picky_fails_alone(a, b, c)
     assert "picky plugin bug" in caplog.text
     assert "Picky" in caplog.text
 
